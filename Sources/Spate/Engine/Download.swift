@@ -1,0 +1,92 @@
+import Synchronization
+
+/// One download of a URL to a local path: the entry point for programs that embed Spate.
+///
+/// ```swift
+/// var options = DownloadOptions()
+/// options.connections = 8
+/// options.checksum = try Checksum(parsing: "sha256:…")
+/// let download = try Download(url: "https://example.com/big.iso", to: "big.iso", options: options)
+/// async let result = download.run()
+/// for await event in download.events {
+///     if case .progress(let p) = event { print(p.bytesDone, p.totalBytes ?? -1) }
+/// }
+/// let summary = try await result
+/// ```
+///
+/// - `events` is an `AsyncSequence` that ends when `run()` returns or throws. It keeps only the
+///   newest events if its reader falls behind, so a slow reader never slows the download.
+/// - Cancelling the task that awaits `run()` stops the download: every request is removed, the
+///   partial file is deleted, and `run()` throws `SpateError` of kind `.cancelled`.
+/// - The output appears under `destination` only when it is complete and verified.
+public final class Download: Sendable {
+    public let url: RemoteURL
+    public let destination: String
+    public let options: DownloadOptions
+    public let events: AsyncStream<DownloadEvent>
+    private let continuation: AsyncStream<DownloadEvent>.Continuation
+    private let started = Atomic<Bool>(false)
+
+    /// Checks the URL and options (no network traffic yet).
+    public init(url: String, to destination: String, options: DownloadOptions = DownloadOptions()) throws(SpateError) {
+        try options.validate()
+        self.url = try RemoteURL(url)
+        guard !destination.isEmpty else { throw .usage("the output path is empty") }
+        self.destination = destination
+        self.options = options
+        (events, continuation) = AsyncStream.makeStream(of: DownloadEvent.self, bufferingPolicy: .bufferingNewest(256))
+    }
+
+    /// Runs the download to the end. Call once.
+    public func run() async throws(SpateError) -> DownloadResult {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else {
+            preconditionFailure("Download.run() called twice")
+        }
+        let continuation = self.continuation
+        defer { continuation.finish() }
+        let engine = DownloadEngine(url: url, destination: destination, options: options) { event in
+            continuation.yield(event)
+        }
+        let reporter = Task { await Download.reportProgress(engine: engine, interval: options.progressInterval) }
+        defer { reporter.cancel() }
+        do {
+            let result = try await engine.run()
+            reporter.cancel()
+            continuation.yield(.finished(result))
+            return result
+        } catch let error as SpateError {
+            throw error
+        } catch is CancellationError {
+            throw SpateError(.cancelled, "download cancelled")
+        } catch {
+            throw SpateError(.localIO, "unexpected error: \(error)")
+        }
+    }
+
+    /// Emits `.progress` every `interval` until cancelled, with an exponentially smoothed rate.
+    private static func reportProgress(engine: DownloadEngine, interval: Duration) async {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var lastTime = start
+        var lastBytes: Int64 = 0
+        var rate = 0.0
+        var total: Int64?
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let now = clock.now
+            let written = engine.counters.bytesWritten.load(ordering: .relaxed)
+            let already = engine.counters.bytesAlreadyDone.load(ordering: .relaxed)
+            let dt = (now - lastTime).secondsDouble
+            if dt > 0 {
+                let instant = Double(max(0, written - lastBytes)) / dt
+                rate = rate == 0 ? instant : rate * 0.7 + instant * 0.3
+            }
+            lastTime = now
+            lastBytes = written
+            if total == nil { total = engine.knownSize }
+            engine.emit(.progress(DownloadProgress(
+                bytesDone: already + written, totalBytes: total, bytesPerSecond: rate,
+                activeConnections: engine.counters.activeTransfers.load(ordering: .relaxed), elapsed: now - start)))
+        }
+    }
+}

@@ -1,0 +1,56 @@
+/// What a running download reports, in order, on `Download.events`.
+public enum DownloadEvent: Sendable {
+    /// The probe finished: what will be downloaded and how.
+    case started(DownloadPlan)
+    /// Periodic progress (every `DownloadOptions.progressInterval`).
+    case progress(DownloadProgress)
+    /// A request failed and will be tried again after `delay`.
+    case retrying(reason: String, attempt: Int, delay: Duration)
+    /// Something the user should know that is not an error (e.g. no range support).
+    case notice(String)
+    /// All bytes are on disk; the digest is being finished and compared.
+    case verifying
+    /// The file is complete, verified and under its final name.
+    case finished(DownloadResult)
+}
+
+/// The shape of a download, known after the probe.
+public struct DownloadPlan: Sendable {
+    /// The URL ranges are fetched from, redacted.
+    public var url: String
+    public var totalBytes: Int64?
+    public var acceptsRanges: Bool
+    public var connections: Int
+    public var requestBytes: Int64?
+}
+
+public struct DownloadProgress: Sendable {
+    public var bytesDone: Int64
+    public var totalBytes: Int64?
+    /// Recent throughput (smoothed).
+    public var bytesPerSecond: Double
+    public var activeConnections: Int
+    public var elapsed: Duration
+
+    /// Seconds to go at the recent rate, when the total is known and the rate is positive.
+    public var estimatedSecondsRemaining: Double? {
+        guard let totalBytes, bytesPerSecond > 0 else { return nil }
+        return Double(max(0, totalBytes - bytesDone)) / bytesPerSecond
+    }
+}
+
+public struct DownloadResult: Sendable {
+    public var path: String
+    public var bytes: Int64
+    public var elapsed: Duration
+    /// The digest that was verified, if a checksum was given.
+    public var verifiedChecksum: Checksum?
+    public var connections: Int
+    public var requests: Int
+    public var retries: Int
+
+    public var bytesPerSecond: Double {
+        let seconds = elapsed.secondsDouble
+        return seconds > 0 ? Double(bytes) / seconds : 0
+    }
+}

@@ -1,0 +1,52 @@
+/// How to download: connections, request size, verification, headers, retries, TLS.
+public struct DownloadOptions: Sendable {
+    /// The most connections opened to the server at once (`-c`). 1 ... `maximumConnections`.
+    public var connections: Int = DownloadOptions.defaultConnections
+    /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).
+    public var chunkBytes: Int64?
+    /// The expected whole-file digest; a mismatch fails the download and leaves no file.
+    public var checksum: Checksum?
+    /// Extra request headers. They go only to the original URL's scheme, host and port,
+    /// unless `locationTrusted` is set.
+    public var headers: [HTTPHeader] = []
+    /// Send `headers` to redirect targets on other hosts too (`--location-trusted`).
+    public var locationTrusted = false
+    /// Replace an existing output file (and a stale partial file).
+    public var overwrite = false
+    public var retry = RetryPolicy()
+    /// The stall watchdog: a request slower than this over `lowSpeedWindow` is abandoned and its
+    /// remaining bytes are fetched again. 0 disables it.
+    public var lowSpeedBytesPerSecond = 1024
+    public var lowSpeedWindow: Duration = .seconds(30)
+    public var connectTimeout: Duration = .seconds(15)
+    /// A PEM bundle of CA certificates to trust instead of the system's.
+    public var caCertificatePath: String?
+    /// Skip TLS certificate verification. Dangerous; only when asked.
+    public var insecure = false
+    /// How often `.progress` events are emitted.
+    public var progressInterval: Duration = .milliseconds(250)
+    /// libcurl's receive buffer per connection.
+    public var receiveBufferBytes = 512 * 1024
+    /// libcurl's verbose trace on stderr (headers are not redacted by libcurl; for debugging).
+    public var curlVerbose = false
+
+    public static let defaultConnections = 16
+    public static let maximumConnections = 128
+
+    public init() {}
+
+    /// Checks ranges of values; the CLI calls this before any network traffic.
+    public func validate() throws(SpateError) {
+        guard (1...DownloadOptions.maximumConnections).contains(connections) else {
+            throw .usage("connections must be between 1 and \(DownloadOptions.maximumConnections), not \(connections)")
+        }
+        if let chunkBytes, chunkBytes < 1 {
+            throw .usage("chunk size must be at least 1 byte")
+        }
+        if retry.maxRetries < 0 { throw .usage("max retries cannot be negative") }
+        if retry.maxDelay < .zero { throw .usage("retry max wait cannot be negative") }
+        if receiveBufferBytes < 16 * 1024 || receiveBufferBytes > 10 * 1024 * 1024 {
+            throw .usage("receive buffer must be between 16 KiB and 10 MiB")
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import Synchronization
+
+/// Counters shared by every transfer of one download, read by the progress reporter.
+final class DownloadCounters: Sendable {
+    /// Bytes written to the output in this run (excluding bytes already present on resume).
+    let bytesWritten = Atomic<Int64>(0)
+    /// Requests currently running.
+    let activeTransfers = Atomic<Int>(0)
+    /// Bytes known to be done before this run started (resume).
+    let bytesAlreadyDone = Atomic<Int64>(0)
+}
+
+/// The probe's sink: keeps the head and, for errors, the start of the body; writes nothing.
+final class ProbeSink: ResponseSink, @unchecked Sendable {
+    private(set) var errorBody = ErrorBody()
+    private var keepBody = false
+
+    func accept(_ head: ResponseHead) -> TransferStop? {
+        // The probe's own body is at most one byte (Range: bytes=0-0); when the server ignores
+        // Range the body is the whole file, which the probe does not want.
+        keepBody = head.status >= 400
+        return keepBody ? nil : .enough
+    }
+
+    func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop? {
+        guard keepBody else { return .enough }
+        return errorBody.append(bytes) ? nil : .enough
+    }
+}
+
+/// Writes one requested byte range in place, after checking the response describes exactly
+/// those bytes of the same representation the probe saw.
+///
+/// Checks before the first byte is written (RELIABILITY A1–A5, A8, A11, A12): status 206; a
+/// single part (no multipart/byteranges); identity encoding; `Content-Range` equal to the
+/// request and to the probe's length; `Content-Length` consistent; the probe's validator.
+/// While writing: never a byte outside the requested range.
+final class RangeSink: ResponseSink, @unchecked Sendable {
+    let requested: ByteRange
+    private let file: OutputFile
+    private let remote: RemoteFile
+    private let counters: DownloadCounters
+    /// The next offset to write: `requested.start ..< position` is on disk.
+    private(set) var position: Int64
+    /// Set when the reply was an HTTP error status; the body is kept for the message.
+    private(set) var errorStatus: Int?
+    private(set) var errorBody = ErrorBody()
+
+    init(requested: ByteRange, file: OutputFile, remote: RemoteFile, counters: DownloadCounters) {
+        self.requested = requested
+        self.position = requested.start
+        self.file = file
+        self.remote = remote
+        self.counters = counters
+    }
+
+    func accept(_ head: ResponseHead) -> TransferStop? {
+        switch head.status {
+        case 206:
+            return check206(head)
+        case 200:
+            if let change = remote.validatorMismatch(in: head) {
+                return .failed(SpateError(.remoteChanged, "remote file changed during the download: \(change)"))
+            }
+            return .failed(.invalidResponse("the server ignored the Range header (200 instead of 206 for \(requested.httpRangeValue))"))
+        case 416:
+            if let length = head["content-range"].flatMap(ContentRange.init(parsing:))?.completeLength,
+               length != remote.size {
+                return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(remote.size.map(String.init) ?? "unknown")"))
+            }
+            return .failed(.invalidResponse("the server refused \(requested.httpRangeValue) (416 Range Not Satisfiable)"))
+        default:
+            if head.status >= 300 {
+                errorStatus = head.status
+                return nil  // keep the start of the body for the error message
+            }
+            return .failed(.invalidResponse("unexpected status \(head.status) for a range request"))
+        }
+    }
+
+    private func check206(_ head: ResponseHead) -> TransferStop? {
+        if let encoding = head["content-encoding"], encoding.lowercased() != "identity" {
+            return .failed(.invalidResponse("the server sent a byte range with Content-Encoding: \(encoding); ranges must be of the identity encoding"))
+        }
+        if let type = head["content-type"], type.lowercased().hasPrefix("multipart/byteranges") {
+            return .failed(.invalidResponse("the server sent multipart/byteranges for a single range"))
+        }
+        guard let text = head["content-range"] else {
+            return .failed(.invalidResponse("206 reply without Content-Range"))
+        }
+        guard let contentRange = ContentRange(parsing: text), let got = contentRange.range else {
+            return .failed(.invalidResponse("malformed Content-Range: \(text.prefix(100))"))
+        }
+        if let length = contentRange.completeLength, let size = remote.size, length != size {
+            return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(size)"))
+        }
+        guard got == requested else {
+            return .failed(.invalidResponse("asked for \(requested.httpRangeValue), the server sent bytes \(got.start)-\(got.end - 1)"))
+        }
+        if let lengthText = head["content-length"] {
+            guard let length = ContentRange.parseDecimal(lengthText), length == requested.count else {
+                return .failed(.invalidResponse("Content-Length \(lengthText.prefix(30)) does not match Content-Range \(text.prefix(60))"))
+            }
+        }
+        if let change = remote.validatorMismatch(in: head) {
+            return .failed(SpateError(.remoteChanged, "remote file changed during the download: \(change)"))
+        }
+        return nil
+    }
+
+    @inline(__always)
+    func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop? {
+        if errorStatus != nil {
+            return errorBody.append(bytes) ? nil : .enough
+        }
+        let room = requested.end - position
+        let n = Int(min(Int64(bytes.count), room))
+        if n > 0 {
+            let code = file.write(UnsafeRawBufferPointer(rebasing: bytes[0..<n]), at: position)
+            if code != 0 {
+                return .failed(Syscall.fail("write", path: file.partPath, errno: code))
+            }
+            position += Int64(n)
+            counters.bytesWritten.add(Int64(n), ordering: .relaxed)
+        }
+        if n < bytes.count {
+            return .failed(.invalidResponse("the server sent more bytes than the \(requested.count) of \(requested.httpRangeValue)"))
+        }
+        return nil
+    }
+}
+
+/// Writes a whole-file reply (status 200) from offset 0, for servers without range support.
+final class StreamSink: ResponseSink, @unchecked Sendable {
+    private let file: OutputFile
+    private let remote: RemoteFile
+    private let counters: DownloadCounters
+    private let hasher: WatermarkHasher?
+    /// Bytes written so far, from offset 0.
+    private(set) var position: Int64 = 0
+    private(set) var errorStatus: Int?
+    private(set) var errorBody = ErrorBody()
+    /// The length the server announced, if any.
+    private(set) var announcedLength: Int64?
+
+    init(file: OutputFile, remote: RemoteFile, counters: DownloadCounters, hasher: WatermarkHasher?) {
+        self.file = file
+        self.remote = remote
+        self.counters = counters
+        self.hasher = hasher
+    }
+
+    func accept(_ head: ResponseHead) -> TransferStop? {
+        guard head.status == 200 else {
+            if head.status >= 300 {
+                errorStatus = head.status
+                return nil
+            }
+            return .failed(.invalidResponse("unexpected status \(head.status) for a whole-file request"))
+        }
+        if let encoding = head["content-encoding"], encoding.lowercased() != "identity" {
+            return .failed(.invalidResponse("the server sent Content-Encoding: \(encoding) despite Accept-Encoding: identity"))
+        }
+        if let change = remote.validatorMismatch(in: head) {
+            return .failed(SpateError(.remoteChanged, "remote file changed during the download: \(change)"))
+        }
+        if let text = head["content-length"], head["transfer-encoding"] == nil {
+            guard let length = ContentRange.parseDecimal(text) else {
+                return .failed(.invalidResponse("malformed Content-Length: \(text.prefix(30))"))
+            }
+            if let size = remote.size, size != length {
+                return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(size)"))
+            }
+            announcedLength = length
+        }
+        return nil
+    }
+
+    @inline(__always)
+    func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop? {
+        if errorStatus != nil {
+            return errorBody.append(bytes) ? nil : .enough
+        }
+        if let limit = announcedLength ?? remote.size, position + Int64(bytes.count) > limit {
+            return .failed(.invalidResponse("the server sent more than the announced \(limit) bytes"))
+        }
+        let code = file.write(bytes, at: position)
+        if code != 0 {
+            return .failed(Syscall.fail("write", path: file.partPath, errno: code))
+        }
+        position += Int64(bytes.count)
+        counters.bytesWritten.add(Int64(bytes.count), ordering: .relaxed)
+        hasher?.advance(to: position)
+        return nil
+    }
+}

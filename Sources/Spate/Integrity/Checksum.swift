@@ -1,0 +1,33 @@
+/// An expected whole-file digest, as given by `--checksum ALG:HEX`.
+public struct Checksum: Sendable, Hashable, CustomStringConvertible {
+    public let algorithm: DigestAlgorithm
+    public let digest: [UInt8]
+
+    public init(algorithm: DigestAlgorithm, digest: [UInt8]) throws(SpateError) {
+        guard digest.count == algorithm.byteCount else {
+            throw .usage("a \(algorithm.rawValue) checksum has \(algorithm.byteCount * 2) hex digits, not \(digest.count * 2)")
+        }
+        self.algorithm = algorithm
+        self.digest = digest
+    }
+
+    /// Parses `ALG:HEX`, e.g. `sha256:9f86d0…`. The algorithm name is case-insensitive.
+    public init(parsing text: String) throws(SpateError) {
+        guard let colon = text.firstIndex(of: ":") else {
+            throw .usage("invalid checksum \"\(text)\": expected ALG:HEX, e.g. sha256:<64 hex digits>")
+        }
+        let name = text[..<colon].lowercased()
+        let hex = text[text.index(after: colon)...]
+        guard let algorithm = DigestAlgorithm(rawValue: name) else {
+            let known = DigestAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")
+            throw .usage("unknown checksum algorithm \"\(name)\": use one of \(known)")
+        }
+        guard let digest = Hex.decode(hex) else {
+            throw .usage("invalid checksum: \"\(hex)\" is not hexadecimal")
+        }
+        try self.init(algorithm: algorithm, digest: digest)
+    }
+
+    public var hex: String { Hex.encode(digest) }
+    public var description: String { "\(algorithm.rawValue):\(hex)" }
+}

@@ -1,0 +1,140 @@
+import Glibc
+
+/// The partial output of one download: `FINAL.part`, written in place with `pwrite` and renamed
+/// to its final name only after the content is complete and verified.
+///
+/// Why this shape: the final name must never hold a wrong or incomplete file, so data goes to a
+/// separate name created with `O_EXCL | O_NOFOLLOW` (a planted symlink or an existing file is
+/// never followed or clobbered) and mode 0600 (nobody else reads a half-written download); the
+/// rename is atomic and is followed by an fsync of the directory so it survives a power cut.
+///
+/// The file descriptor is shared read-only across threads (`pwrite`/`pread` are thread-safe on
+/// distinct ranges); ownership and closing belong to the engine.
+public final class OutputFile: @unchecked Sendable {
+    public let finalPath: String
+    public let partPath: String
+    /// The descriptor, open for reading and writing.
+    let fd: Int32
+    private var closed = false
+
+    /// The partial-file name for a final path.
+    public static func partPath(for finalPath: String) -> String { finalPath + ".part" }
+
+    /// Creates a new partial file beside `finalPath`.
+    /// - Parameter replacePartial: remove an existing partial file first (`--force`).
+    init(creatingFor finalPath: String, replacePartial: Bool) throws(SpateError) {
+        self.finalPath = finalPath
+        let partPath = OutputFile.partPath(for: finalPath)
+        self.partPath = partPath
+        if replacePartial {
+            if unlink(partPath) != 0 && errno != ENOENT {
+                throw Syscall.fail("remove", path: partPath)
+            }
+        }
+        let fd = Syscall.retryingEINTR {
+            open(partPath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        }
+        if fd < 0 {
+            let code = errno
+            if code == EEXIST {
+                throw SpateError.localIO(
+                    "\(partPath) already exists (another download in progress?); remove it or use --force")
+            }
+            throw Syscall.fail("create", path: partPath, errno: code)
+        }
+        self.fd = fd
+    }
+
+    deinit {
+        if !closed { _ = Glibc.close(fd) }
+    }
+
+    /// Reserves `size` bytes so a full disk fails now rather than at 99 %.
+    /// Falls back to `ftruncate` where the file system cannot preallocate.
+    func preallocate(_ size: Int64) throws(SpateError) {
+        guard size > 0 else { return }
+        let rc = posix_fallocate(fd, 0, off_t(size))
+        if rc == 0 { return }
+        if rc == EOPNOTSUPP || rc == EINVAL || rc == ENOSYS {
+            if ftruncate(fd, off_t(size)) != 0 { throw Syscall.fail("truncate", path: partPath) }
+            return
+        }
+        throw Syscall.fail("preallocate \(size) bytes for", path: partPath, errno: rc)
+    }
+
+    /// Sets the length (used when a single stream ends at a size not known up front).
+    func truncate(to size: Int64) throws(SpateError) {
+        if ftruncate(fd, off_t(size)) != 0 { throw Syscall.fail("truncate", path: partPath) }
+    }
+
+    /// Writes `buffer` at `offset`; called from the transfer loop's write path.
+    @inline(__always)
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) -> Int32 {
+        Syscall.pwriteAll(fd, buffer, at: offset)
+    }
+
+    /// Flushes the data (not necessarily the metadata) to stable storage.
+    func syncData() throws(SpateError) {
+        if Syscall.retryingEINTR({ fdatasync(fd) }) != 0 { throw Syscall.fail("fdatasync", path: partPath) }
+    }
+
+    /// Makes the verified file durable and gives it its final name.
+    ///
+    /// Order matters: fsync the data, set the final permissions, rename, then fsync the directory
+    /// so the rename itself survives a crash.
+    /// - Parameters:
+    ///   - mode: final permission bits (0666 minus the umask, like any new file).
+    ///   - replaceExisting: whether an existing final file may be replaced (`--force`).
+    func finish(mode: mode_t, replaceExisting: Bool) throws(SpateError) {
+        if Syscall.retryingEINTR({ fsync(fd) }) != 0 { throw Syscall.fail("fsync", path: partPath) }
+        if fchmod(fd, mode) != 0 { throw Syscall.fail("chmod", path: partPath) }
+        if replaceExisting {
+            if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
+        } else {
+            // link(2) fails with EEXIST instead of replacing: no window where another file
+            // created at the final name meanwhile is silently overwritten.
+            if link(partPath, finalPath) != 0 {
+                let code = errno
+                if code == EEXIST {
+                    throw SpateError.localIO("\(finalPath) already exists; use --force to replace it")
+                }
+                if code == EPERM || code == ENOTSUP || code == EOPNOTSUPP || code == EXDEV || code == EMLINK {
+                    // File systems without hard links: check, then rename.
+                    if access(finalPath, F_OK) == 0 {
+                        throw SpateError.localIO("\(finalPath) already exists; use --force to replace it")
+                    }
+                    if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
+                } else {
+                    throw Syscall.fail("link", path: finalPath, errno: code)
+                }
+            } else {
+                _ = unlink(partPath)
+            }
+        }
+        OutputFile.syncDirectory(of: finalPath)
+        close()
+    }
+
+    /// Closes and deletes the partial file (after a failure that leaves nothing to resume).
+    func discard() {
+        close()
+        _ = unlink(partPath)
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        _ = Glibc.close(fd)
+    }
+
+    /// Best effort: a directory fsync can fail on some file systems, and the data is already
+    /// safe under its final name in that case.
+    static func syncDirectory(of path: String) {
+        let dir = FilePaths.directory(of: path)
+        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            _ = fsync(dfd)
+            _ = Glibc.close(dfd)
+        }
+    }
+}

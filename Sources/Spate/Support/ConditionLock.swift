@@ -1,0 +1,32 @@
+import Glibc
+
+/// A mutex with one condition variable, for the dedicated threads that must sleep until told.
+/// (Swift's `Mutex` has no wait; tasks use continuations instead.)
+final class ConditionLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        condition.deallocate()
+    }
+
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    /// Waits for a signal; call with the lock held (inside `withLock`).
+    func wait() { pthread_cond_wait(condition, mutex) }
+
+    /// Wakes every waiter; call with the lock held.
+    func broadcast() { pthread_cond_broadcast(condition) }
+}

@@ -1,0 +1,72 @@
+/// Removes secrets from text meant for people: progress, errors, logs, `--verbose` output and
+/// the journal.
+///
+/// Why elide every query value: signed URLs carry their secret in the query (`X-Amz-Signature`,
+/// `sig`, `token`, `access_token`, Box's download tokens) under names nobody can list in full,
+/// and a query value is rarely what a reader of an error needs.
+public enum Redactor {
+    /// Header names whose values are always secret.
+    static let secretHeaderNames: Set<String> = [
+        "authorization", "proxy-authorization", "cookie", "set-cookie", "boxapi", "user-token",
+        "x-api-key", "api-key", "x-auth-token", "x-amz-security-token",
+    ]
+
+    /// A URL with `user:password@` removed and every query value replaced by `***`.
+    public static func url(_ text: String) -> String {
+        var s = Substring(text)
+        var fragmentless = s
+        if let hash = s.firstIndex(of: "#") { fragmentless = s[..<hash] }
+        s = fragmentless
+        var result = ""
+        // userinfo: between "://" and the first "@" before the path.
+        if let schemeEnd = s.firstRange(of: "://") {
+            let authorityStart = schemeEnd.upperBound
+            let afterAuthority = s[authorityStart...].firstIndex(where: { $0 == "/" || $0 == "?" }) ?? s.endIndex
+            let authority = s[authorityStart..<afterAuthority]
+            result += s[..<authorityStart]
+            if let at = authority.lastIndex(of: "@") {
+                result += "***@" + authority[authority.index(after: at)...]
+            } else {
+                result += authority
+            }
+            s = s[afterAuthority...]
+        }
+        if let q = s.firstIndex(of: "?") {
+            result += s[..<q]
+            let pairs = s[s.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false)
+            let elided = pairs.map { pair -> String in
+                if let eq = pair.firstIndex(of: "=") { return pair[..<eq] + "=***" }
+                return pair.isEmpty ? "" : "***"
+            }
+            result += "?" + elided.joined(separator: "&")
+        } else {
+            result += s
+        }
+        return result
+    }
+
+    /// A header line for display: `Name: ***` when the value is secret.
+    public static func header(_ line: String) -> String {
+        guard let colon = line.firstIndex(of: ":") else { return line }
+        let name = line[..<colon].trimmingSpaces().lowercased()
+        if secretHeaderNames.contains(name) {
+            let value = line[line.index(after: colon)...].trimmingSpaces()
+            if name == "authorization" || name == "proxy-authorization",
+               let space = value.firstIndex(of: " ") {
+                return "\(line[..<colon]): \(value[..<space]) ***"
+            }
+            return "\(line[..<colon]): ***"
+        }
+        return line
+    }
+}
+
+extension StringProtocol {
+    /// The text without leading and trailing spaces and tabs.
+    func trimmingSpaces() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { $0 != " " && $0 != "\t" }) else { return "" }
+        let last = scalars.lastIndex(where: { $0 != " " && $0 != "\t" })!
+        return String(String.UnicodeScalarView(scalars[first...last]))
+    }
+}

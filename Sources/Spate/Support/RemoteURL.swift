@@ -1,0 +1,86 @@
+import CCurl
+
+/// An absolute http(s) URL, parsed and normalised by libcurl's URL API (`curl_url`), so Spate
+/// and the transfers agree on every edge case of URL syntax.
+public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
+    /// The full URL as libcurl normalised it.
+    public let string: String
+    /// `http` or `https`, lower case.
+    public let scheme: String
+    public let host: String
+    /// The port, explicit or the scheme's default.
+    public let port: Int
+    /// The path, still percent-encoded.
+    public let path: String
+    /// The query without `?`, still percent-encoded, if any.
+    public let query: String?
+    /// Whether the URL carries `user:password@`.
+    public let hasUserInfo: Bool
+
+    /// Parses an absolute http or https URL.
+    public init(_ text: String) throws(SpateError) {
+        try self.init(text, base: nil)
+    }
+
+    /// Resolves `location` (absolute or relative, as in a redirect) against this URL.
+    public func resolving(_ location: String) throws(SpateError) -> RemoteURL {
+        try RemoteURL(location, base: self)
+    }
+
+    private init(_ text: String, base: RemoteURL?) throws(SpateError) {
+        guard !text.isEmpty else { throw .usage("invalid URL: empty") }
+        if text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            throw .usage("invalid URL: it contains control characters")
+        }
+        guard let handle = curl_url() else { throw .usage("invalid URL: out of memory") }
+        defer { curl_url_cleanup(handle) }
+        if let base {
+            guard curl_url_set(handle, CURLUPART_URL, base.string, 0) == CURLUE_OK else {
+                throw .invalidResponse("cannot use \(Redactor.url(base.string)) as a base URL")
+            }
+        }
+        let rc = curl_url_set(handle, CURLUPART_URL, text, UInt32(CURLU_NON_SUPPORT_SCHEME))
+        guard rc == CURLUE_OK else {
+            let reason = String(cString: curl_url_strerror(rc))
+            throw .usage("invalid URL \(Redactor.url(text)): \(reason)")
+        }
+        func part(_ what: CURLUPart, _ flags: Int32 = 0) -> String? {
+            var out: UnsafeMutablePointer<CChar>?
+            guard curl_url_get(handle, what, &out, UInt32(flags)) == CURLUE_OK, let out else { return nil }
+            defer { curl_free(out) }
+            return String(cString: out)
+        }
+        let scheme = (part(CURLUPART_SCHEME) ?? "").lowercased()
+        guard scheme == "http" || scheme == "https" else {
+            throw .usage("unsupported URL scheme \"\(scheme)\": use http or https")
+        }
+        guard let host = part(CURLUPART_HOST), !host.isEmpty else {
+            throw .usage("invalid URL \(Redactor.url(text)): no host")
+        }
+        guard let url = part(CURLUPART_URL), let portText = part(CURLUPART_PORT, CURLU_DEFAULT_PORT),
+              let port = Int(portText) else {
+            throw .usage("invalid URL \(Redactor.url(text))")
+        }
+        self.string = url
+        self.scheme = scheme
+        self.host = host.lowercased()
+        self.port = port
+        self.path = part(CURLUPART_PATH) ?? "/"
+        self.query = part(CURLUPART_QUERY)
+        self.hasUserInfo = part(CURLUPART_USER) != nil
+    }
+
+    /// Scheme, host and port: credentials never cross a change of any of the three.
+    public var origin: Origin { Origin(scheme: scheme, host: host, port: port) }
+
+    /// The URL with userinfo removed and query values elided: safe for messages and logs.
+    public var redacted: String { Redactor.url(string) }
+
+    public var description: String { redacted }
+
+    public struct Origin: Hashable, Sendable {
+        public let scheme: String
+        public let host: String
+        public let port: Int
+    }
+}

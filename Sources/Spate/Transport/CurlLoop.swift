@@ -1,0 +1,288 @@
+import CCurl
+import Synchronization
+
+/// One libcurl multi handle driven by one dedicated thread; every HTTP request of a download
+/// goes through it.
+///
+/// Threading: the loop thread owns the `CURLM` and every easy handle. Other threads only append
+/// commands to a locked inbox and call `curl_multi_wakeup`, the one multi call that is safe from
+/// any thread. Each request is an `async` call suspended on a continuation that the loop resumes
+/// when libcurl reports the transfer done (or when it is cancelled).
+///
+/// Why one thread and not a task: `curl_multi_poll` blocks, and a blocked task would take one of
+/// the cooperative pool's threads (two on this machine) away from everything else.
+final class CurlLoop: Sendable {
+    private enum Command {
+        case start(UInt64, TransferSpec, any ResponseSink, CheckedContinuation<TransferOutcome, any Error>)
+        case cancel(UInt64)
+        case shutdown
+    }
+
+    private struct Inbox: ~Copyable {
+        var commands: [Command] = []
+        var nextID: UInt64 = 1
+        var isShutDown = false
+    }
+
+    /// The `CURLM *`. Touched only by the loop thread, except `curl_multi_wakeup`.
+    private nonisolated(unsafe) let multi: UnsafeMutableRawPointer
+    private let inbox = Mutex(Inbox())
+    private nonisolated(unsafe) var thread: LoopThread?
+
+    /// - Parameter maxConnectionsPerHost: the hard cap on simultaneous connections to one host.
+    init(maxConnectionsPerHost: Int) {
+        CurlGlobal.ensureInitialised()
+        guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
+        self.multi = multi
+        _ = spate_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxConnectionsPerHost)
+        _ = spate_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnectionsPerHost * 2)
+        thread = LoopThread { [self] in self.runLoop() }
+    }
+
+    /// Runs one request to completion, feeding the response to `sink` on the loop thread.
+    ///
+    /// Task cancellation removes the transfer and throws `CancellationError`.
+    /// Transport failures do not throw: they come back in the outcome for the caller to judge.
+    func perform(_ spec: TransferSpec, sink: any ResponseSink) async throws -> TransferOutcome {
+        let id = inbox.withLock { inbox -> UInt64 in
+            defer { inbox.nextID += 1 }
+            return inbox.nextID
+        }
+        // Cancellation can race with the start: whichever comes second does the work.
+        let phase = Mutex<StartPhase>(.notStarted)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<TransferOutcome, any Error>) in
+                let proceed = phase.withLock { p -> Bool in
+                    if p == .cancelled { return false }
+                    p = .started
+                    return true
+                }
+                guard proceed else {
+                    continuation.resume(throwing: CancellationError())
+                    return
+                }
+                if !send(.start(id, spec, sink, continuation)) {
+                    continuation.resume(throwing: CancellationError())
+                }
+            }
+        } onCancel: {
+            let wasStarted = phase.withLock { p -> Bool in
+                defer { p = .cancelled }
+                return p == .started
+            }
+            if wasStarted { _ = send(.cancel(id)) }
+        }
+    }
+
+    private enum StartPhase { case notStarted, started, cancelled }
+
+    /// Stops the loop: transfers still running end with `CancellationError`. Waits for the thread.
+    func shutdown() {
+        _ = send(.shutdown)
+        thread?.join()
+    }
+
+    /// Queues a command and wakes the loop. False when the loop has shut down.
+    private func send(_ command: Command) -> Bool {
+        let accepted = inbox.withLock { inbox -> Bool in
+            if inbox.isShutDown { return false }
+            if case .shutdown = command { inbox.isShutDown = true }
+            inbox.commands.append(command)
+            return true
+        }
+        if accepted { curl_multi_wakeup(multi) }
+        return accepted
+    }
+
+    // MARK: - The loop thread
+
+    private func runLoop() {
+        var active: [UInt64: Transfer] = [:]
+        var idleHandles: [EasyHandle] = []
+        var running: Int32 = 0
+
+        func recycle(_ easy: EasyHandle) {
+            easy.reset()
+            if idleHandles.count < 64 { idleHandles.append(easy) }
+        }
+
+        func end(_ transfer: Transfer, with result: Result<TransferOutcome, any Error>) {
+            curl_multi_remove_handle(multi, transfer.easy.raw)
+            transfer.headerList.free()
+            transfer.continuation.resume(with: result)
+            recycle(transfer.easy)
+        }
+
+        while true {
+            let commands = inbox.withLock { inbox -> [Command] in
+                let taken = inbox.commands
+                inbox.commands.removeAll(keepingCapacity: true)
+                return taken
+            }
+            for command in commands {
+                switch command {
+                case .start(let id, let spec, let sink, let continuation):
+                    let easy = idleHandles.popLast() ?? EasyHandle()
+                    let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation)
+                    if let failure = transfer.configure() {
+                        transfer.headerList.free()
+                        continuation.resume(returning: failure)
+                        recycle(easy)
+                        continue
+                    }
+                    active[id] = transfer
+                    curl_multi_add_handle(multi, easy.raw)
+                case .cancel(let id):
+                    if let transfer = active.removeValue(forKey: id) {
+                        end(transfer, with: .failure(CancellationError()))
+                    }
+                case .shutdown:
+                    for transfer in active.values { end(transfer, with: .failure(CancellationError())) }
+                    active.removeAll()
+                    idleHandles.removeAll()
+                    curl_multi_cleanup(multi)
+                    return
+                }
+            }
+
+            curl_multi_perform(multi, &running)
+
+            var left: Int32 = 0
+            while let message = curl_multi_info_read(multi, &left) {
+                guard message.pointee.msg == CURLMSG_DONE, let easyRaw = message.pointee.easy_handle else { continue }
+                let code = spate_multi_msg_result(message)
+                var privateRaw: UnsafeMutableRawPointer?
+                _ = spate_easy_getinfo_pointer(easyRaw, CURLINFO_PRIVATE, &privateRaw)
+                guard let privateRaw else { continue }
+                let id = UInt64(UInt(bitPattern: privateRaw))
+                guard let transfer = active.removeValue(forKey: id) else { continue }
+                end(transfer, with: .success(transfer.outcome(code: code)))
+            }
+
+            curl_multi_poll(multi, nil, 0, 1000, nil)
+        }
+    }
+}
+
+/// The loop thread's record of one request in flight.
+private final class Transfer {
+    let id: UInt64
+    let easy: EasyHandle
+    let spec: TransferSpec
+    let sink: any ResponseSink
+    let continuation: CheckedContinuation<TransferOutcome, any Error>
+    var headerList = HeaderList([])
+    var headBuilder = ResponseHeadBuilder()
+    var head: ResponseHead?
+    var stop: TransferStop?
+    var bodyBytes: Int64 = 0
+
+    init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
+         continuation: CheckedContinuation<TransferOutcome, any Error>) {
+        self.id = id
+        self.easy = easy
+        self.spec = spec
+        self.sink = sink
+        self.continuation = continuation
+    }
+
+    /// Applies the spec to the easy handle; returns an outcome when libcurl refuses an option.
+    func configure() -> TransferOutcome? {
+        let tuning = spec.tuning
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        headerList = HeaderList(spec.headers)
+        var codes: [CURLcode] = [
+            easy.set(CURLOPT_URL, string: spec.url),
+            easy.set(CURLOPT_PROTOCOLS_STR, string: "http,https"),
+            easy.set(CURLOPT_HTTPHEADER, list: headerList.raw),
+            easy.set(CURLOPT_FOLLOWLOCATION, false),  // redirects are resolved by the probe, by hand
+            easy.set(CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1)),
+            easy.set(CURLOPT_BUFFERSIZE, tuning.bufferBytes),
+            easy.set(CURLOPT_NOSIGNAL, true),
+            easy.set(CURLOPT_TCP_KEEPALIVE, true),
+            easy.set(CURLOPT_CONNECTTIMEOUT_MS, tuning.connectTimeout.milliseconds),
+            easy.set(CURLOPT_USERAGENT, string: tuning.userAgent),
+            easy.set(CURLOPT_ERRORBUFFER, pointer: UnsafeMutableRawPointer(easy.errorBuffer)),
+            easy.set(CURLOPT_PRIVATE, pointer: UnsafeMutableRawPointer(bitPattern: UInt(id))),
+            easy.set(CURLOPT_WRITEFUNCTION, callback: transferWriteCallback),
+            easy.set(CURLOPT_WRITEDATA, pointer: me),
+            easy.set(CURLOPT_HEADERFUNCTION, callback: transferHeaderCallback),
+            easy.set(CURLOPT_HEADERDATA, pointer: me),
+            easy.set(CURLOPT_SSL_VERIFYPEER, !tuning.insecure),
+            easy.set(CURLOPT_SSL_VERIFYHOST, tuning.insecure ? 0 : 2),
+        ]
+        if tuning.lowSpeedBytesPerSecond > 0 {
+            codes.append(easy.set(CURLOPT_LOW_SPEED_LIMIT, tuning.lowSpeedBytesPerSecond))
+            codes.append(easy.set(CURLOPT_LOW_SPEED_TIME, max(1, Int(tuning.lowSpeedWindow.secondsDouble.rounded(.up)))))
+        }
+        if let ca = tuning.caCertificatePath {
+            codes.append(easy.set(CURLOPT_CAINFO, string: ca))
+        }
+        if tuning.verbose { codes.append(easy.set(CURLOPT_VERBOSE, true)) }
+        if let bad = codes.first(where: { $0 != CURLE_OK }) {
+            return TransferOutcome(head: nil, stop: nil, curlCode: bad.rawValue,
+                                   curlMessage: String(cString: curl_easy_strerror(bad)), bodyBytes: 0)
+        }
+        return nil
+    }
+
+    func outcome(code: CURLcode) -> TransferOutcome {
+        var message = ""
+        if code != CURLE_OK {
+            message = easy.errorMessage
+            if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }
+        }
+        return TransferOutcome(head: head, stop: stop, curlCode: code.rawValue,
+                               curlMessage: message, bodyBytes: bodyBytes)
+    }
+
+    @inline(__always)
+    func receiveHeaderLine(_ line: UnsafeRawBufferPointer) -> Bool {
+        switch headBuilder.feed(line) {
+        case .more:
+            return true
+        case .headComplete:
+            let head = headBuilder.head!
+            self.head = head
+            if let stop = sink.accept(head) {
+                self.stop = stop
+                return false
+            }
+            return true
+        case .tooLarge:
+            stop = .failed(.invalidResponse("response headers are larger than \(ResponseHeadBuilder.maxHeaderBytes / 1024) KiB"))
+            return false
+        case .malformed:
+            stop = .failed(.invalidResponse("malformed response header line"))
+            return false
+        }
+    }
+
+    @inline(__always)
+    func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard head != nil else {
+            stop = .failed(.invalidResponse("response body before a complete header"))
+            return false
+        }
+        bodyBytes += Int64(bytes.count)
+        if let stop = sink.body(bytes) {
+            self.stop = stop
+            return false
+        }
+        return true
+    }
+}
+
+/// libcurl's write callback: returns the byte count to continue, anything else to abort.
+private let transferWriteCallback: curl_write_callback = { data, size, count, context in
+    let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
+    let n = size * count
+    return transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: n)) ? n : 0
+}
+
+/// libcurl's header callback: one header line per call.
+private let transferHeaderCallback: curl_write_callback = { data, size, count, context in
+    let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
+    let n = size * count
+    return transfer.receiveHeaderLine(UnsafeRawBufferPointer(start: data, count: n)) ? n : 0
+}

@@ -1,0 +1,36 @@
+/// Receives one response on the transfer loop's thread.
+///
+/// Implementations are confined to the loop thread while the transfer runs; the task that
+/// started the transfer reads their state only after `CurlLoop.perform` returns, which orders
+/// the accesses (the continuation's resume is a synchronisation point).
+protocol ResponseSink: AnyObject, Sendable {
+    /// The final response head, before any body byte. Return a stop to abort the transfer.
+    func accept(_ head: ResponseHead) -> TransferStop?
+    /// A piece of the body. Return a stop to abort the transfer.
+    func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop?
+}
+
+/// Why a sink ended a transfer early.
+enum TransferStop: Sendable, Equatable {
+    /// The sink has everything it wants (a probe's head, a range cut short by a split).
+    case enough
+    /// The response is unusable; the error says why.
+    case failed(SpateError)
+}
+
+/// What a finished transfer reports back to the task that started it.
+struct TransferOutcome: Sendable {
+    /// The final response head, if one arrived.
+    var head: ResponseHead?
+    /// Set when the sink ended the transfer.
+    var stop: TransferStop?
+    /// libcurl's result code (`CURLE_OK` == 0).
+    var curlCode: UInt32
+    /// libcurl's explanation for a non-zero `curlCode`.
+    var curlMessage: String
+    /// Body bytes delivered to the sink.
+    var bodyBytes: Int64
+
+    /// True when the transfer ran to its natural end (the sink may still have rejected content).
+    var completedNormally: Bool { curlCode == 0 && stop == nil }
+}

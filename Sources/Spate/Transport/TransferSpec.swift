@@ -1,0 +1,41 @@
+/// Everything one HTTP request needs, as a Sendable value handed to the transfer loop.
+struct TransferSpec: Sendable {
+    var url: String
+    /// Complete header lines ("Name: value"), already filtered for the URL's origin.
+    var headers: [String]
+    var tuning: TransferTuning
+}
+
+/// Per-request settings that come from the download's options.
+struct TransferTuning: Sendable {
+    /// libcurl's receive buffer: one `recv` and one `pwrite` per buffer, so bigger is cheaper.
+    var bufferBytes: Int = 512 * 1024
+    var connectTimeout: Duration = .seconds(15)
+    /// The stall watchdog: abort when fewer than `lowSpeedBytesPerSecond` arrive for
+    /// `lowSpeedWindow`. Zero disables it.
+    var lowSpeedBytesPerSecond: Int = 1024
+    var lowSpeedWindow: Duration = .seconds(30)
+    var caCertificatePath: String?
+    var insecure: Bool = false
+    var userAgent: String = "spate/\(SpateVersion.string)"
+    var verbose: Bool = false
+}
+
+/// The version of this library.
+public enum SpateVersion {
+    public static let string = "0.1.0"
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded down (clamped at zero).
+    var milliseconds: Int {
+        let (seconds, attoseconds) = components
+        return max(0, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
+    }
+
+    /// The duration in seconds, as a Double.
+    public var secondsDouble: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,60 @@
+import Spate
+
+/// A download of a user-given URL: resolves the output path, runs the library's `Download`,
+/// renders its events.
+struct DownloadJob: Sendable {
+    let download: Download
+    let quiet: Bool
+
+    init(url: String, output: String?, options: DownloadOptions, quiet: Bool) throws(SpateError) {
+        let remote = try RemoteURL(url)
+        let path = try DownloadJob.outputPath(for: remote, output: output, overwrite: options.overwrite)
+        download = try Download(url: url, to: path, options: options)
+        self.quiet = quiet
+    }
+
+    /// `-o PATH`, `-o DIR/` (default name inside DIR), or the URL's sanitized last segment.
+    /// Checked before any traffic: the directory must be writable and an existing file is never
+    /// replaced without --force.
+    static func outputPath(for url: RemoteURL, output: String?, overwrite: Bool) throws(SpateError) -> String {
+        var path: String
+        if let output {
+            guard !output.isEmpty else { throw SpateError(.usage, "-o needs a path") }
+            path = output
+            if output.hasSuffix("/") || FilePaths.isDirectory(output) {
+                path = (output.hasSuffix("/") ? output : output + "/") + FilePaths.defaultFileName(for: url)
+            }
+        } else {
+            path = FilePaths.defaultFileName(for: url)
+        }
+        guard FilePaths.directoryIsWritable(for: path) else {
+            throw SpateError(.localIO, "cannot write to directory \(FilePaths.directory(of: path)) (missing or not writable)")
+        }
+        if FilePaths.exists(path) && !overwrite {
+            throw SpateError(.localIO, "\(path) already exists; use --force to replace it")
+        }
+        return path
+    }
+
+    func run() async throws(SpateError) {
+        let result = try await DownloadJob.run(download, quiet: quiet)
+        Console.note(ProgressRenderer.summary(result))
+    }
+
+    /// Runs `download`, rendering its events until it ends.
+    static func run(_ download: Download, quiet: Bool) async throws(SpateError) -> DownloadResult {
+        let renderer = Task {
+            var renderer = ProgressRenderer(quiet: quiet)
+            for await event in download.events { renderer.handle(event) }
+            renderer.clearLine()
+        }
+        let result: Result<DownloadResult, SpateError>
+        do {
+            result = .success(try await download.run())
+        } catch {
+            result = .failure(error)
+        }
+        await renderer.value
+        return try result.get()
+    }
+}

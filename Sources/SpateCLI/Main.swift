@@ -1,0 +1,75 @@
+import ArgumentParser
+import Dispatch
+import Glibc
+import Spate
+
+/// Entry point: parses arguments, runs the download (or the demo), maps every failure to one
+/// line on stderr and a documented exit code.
+@main
+enum Main {
+    static func main() async {
+        signal(SIGPIPE, SIG_IGN)
+        let command: SpateCommand
+        do {
+            command = try SpateCommand.parseAsRoot() as! SpateCommand
+        } catch {
+            let code = SpateCommand.exitCode(for: error)
+            if code == .success {
+                print(SpateCommand.fullMessage(for: error))
+                exit(0)
+            }
+            Console.error(SpateCommand.message(for: error))
+            Console.line("Run 'spate --help' for usage.")
+            exit(SpateError.Kind.usage.exitCode)
+        }
+        let status = await run(command)
+        exit(status)
+    }
+
+    static func run(_ command: SpateCommand) async -> Int32 {
+        do {
+            let options = try command.downloadOptions()
+            let job: @Sendable () async throws(SpateError) -> Void
+            if let url = command.url {
+                let plan = try DownloadJob(url: url, output: command.output, options: options, quiet: command.quiet)
+                job = { () async throws(SpateError) in try await plan.run() }
+            } else {
+                let demo = try DemoJob(output: command.output, options: options, quiet: command.quiet, sizeText: command.demoSize)
+                job = { () async throws(SpateError) in try await demo.run() }
+            }
+            return try await Interruptible.run(job)
+        } catch {
+            Console.error(error.message)
+            return error.kind.exitCode
+        }
+    }
+}
+
+/// Runs a job so that SIGINT/SIGTERM cancel it (the partial file is removed) instead of killing
+/// the process mid-write.
+enum Interruptible {
+    static func run(_ job: @escaping @Sendable () async throws(SpateError) -> Void) async throws(SpateError) -> Int32 {
+        let task = Task { () async throws -> Void in try await job() }
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { task.cancel() }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+        do {
+            try await task.value
+            return 0
+        } catch let error as SpateError {
+            if error.kind == .cancelled {
+                Console.error("interrupted")
+                return error.kind.exitCode
+            }
+            throw error
+        } catch {
+            throw SpateError(.localIO, "unexpected error: \(error)")
+        }
+    }
+}

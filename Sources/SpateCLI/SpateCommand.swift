@@ -1,0 +1,117 @@
+import ArgumentParser
+import Spate
+
+/// `spate URL [-o PATH] [-c N] ...`: the command-line downloader.
+///
+/// The form `spate URL -o PATH -c N` is a contract other tooling relies on: extend, never rename.
+struct SpateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spate",
+        abstract: "Download a large file fast over many HTTP connections, verified.",
+        usage: """
+            spate URL [-o PATH] [-c N] [--chunk-size SIZE] [--checksum ALG:HEX] [-H 'Name: value']... [-q] [--force]
+            spate            (no URL: demo on a bundled loopback server with 1 GiB of generated data)
+            """,
+        discussion: """
+            Examples:
+              spate https://example.com/big.iso
+              spate https://example.com/big.iso -o /data/big.iso -c 32 --checksum sha256:<64 hex digits>
+              spate https://api.example.com/file -H 'Authorization: Bearer ...'
+
+            The file is written to PATH.part and renamed to PATH only when it is complete and
+            verified. An existing PATH is never replaced without --force.
+
+            Exit codes:
+              0    success
+              2    usage error (bad arguments, URL, header, checksum syntax)
+              3    network failure (connect, TLS, timeout, stall), after retries
+              4    HTTP error status from the server (e.g. 403, 404, 503 after retries)
+              5    checksum mismatch
+              6    local I/O error (unwritable directory, output exists, disk full)
+              7    the remote file changed during the download
+              8    invalid server response (bad Content-Range, wrong length, ...)
+              130  interrupted
+            """)
+
+    @Argument(help: "The http or https URL to download. Omit it to run the bundled demo.")
+    var url: String?
+
+    @Option(name: [.short, .customLong("output")], help: ArgumentHelp(
+        "Output path (default: the URL's last path segment). A directory keeps the default name.",
+        valueName: "PATH"))
+    var output: String?
+
+    @Option(name: [.short, .customLong("connections")], help: ArgumentHelp(
+        "Maximum simultaneous connections (1-\(DownloadOptions.maximumConnections)).", valueName: "N"))
+    var connections: Int = DownloadOptions.defaultConnections
+
+    @Option(help: ArgumentHelp("Bytes per range request, e.g. 4M (default: automatic).", valueName: "SIZE"))
+    var chunkSize: String?
+
+    @Option(help: ArgumentHelp("Expected digest: sha256, sha512, sha1 or md5, e.g. sha256:<hex>.", valueName: "ALG:HEX"))
+    var checksum: String?
+
+    @Option(name: [.customShort("H"), .customLong("header")], help: ArgumentHelp(
+        "Extra request header (repeatable). Sent only to the URL's own host unless --location-trusted.",
+        valueName: "Name: value"))
+    var headers: [String] = []
+
+    @Flag(name: .shortAndLong, help: "No progress line; print only a one-line summary or errors.")
+    var quiet = false
+
+    @Flag(help: "Replace an existing output file.")
+    var force = false
+
+    @Option(help: ArgumentHelp("Retries of a failing request before giving up.", valueName: "N"))
+    var maxRetries: Int = RetryPolicy().maxRetries
+
+    @Option(help: ArgumentHelp("Longest wait between retries, in seconds (also caps Retry-After).", valueName: "SECONDS"))
+    var retryMaxWait: Double = RetryPolicy().maxDelay.secondsDouble
+
+    @Flag(help: "Send -H headers to redirect targets on other hosts too.")
+    var locationTrusted = false
+
+    @Option(help: ArgumentHelp("PEM file of CA certificates to trust.", valueName: "PATH"))
+    var cacert: String?
+
+    @Flag(help: "Do not verify TLS certificates (dangerous).")
+    var insecure = false
+
+    @Option(help: ArgumentHelp("Size of the generated file for the demo (no URL).", valueName: "SIZE"))
+    var demoSize: String = "1G"
+
+    @Flag(help: .hidden)
+    var curlVerbose = false
+
+    /// Builds the library's options, rejecting bad input before any network traffic.
+    func downloadOptions() throws(SpateError) -> DownloadOptions {
+        var options = DownloadOptions()
+        options.connections = connections
+        if let chunkSize {
+            guard let bytes = ByteSize.parse(chunkSize), bytes > 0 else {
+                throw SpateError(.usage, "invalid --chunk-size \"\(chunkSize)\": use a positive size like 4M or 1048576")
+            }
+            options.chunkBytes = bytes
+        }
+        if let checksum { options.checksum = try Checksum(parsing: checksum) }
+        options.headers = try headers.map { line throws(SpateError) in try HTTPHeader(parsing: line) }
+        options.overwrite = force
+        guard maxRetries >= 0, maxRetries <= 1000 else {
+            throw SpateError(.usage, "--max-retries must be between 0 and 1000")
+        }
+        options.retry.maxRetries = maxRetries
+        guard retryMaxWait >= 0, retryMaxWait <= 86_400 else {
+            throw SpateError(.usage, "--retry-max-wait must be between 0 and 86400 seconds")
+        }
+        options.retry.maxDelay = .milliseconds(Int64(retryMaxWait * 1000))
+        options.locationTrusted = locationTrusted
+        if let cacert {
+            guard FilePaths.exists(cacert) else { throw SpateError(.usage, "--cacert \(cacert): no such file") }
+            options.caCertificatePath = cacert
+        }
+        options.insecure = insecure
+        options.curlVerbose = curlVerbose
+        try options.validate()
+        return options
+    }
+}

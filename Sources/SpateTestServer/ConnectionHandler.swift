@@ -1,0 +1,180 @@
+import NIOCore
+import NIOHTTP1
+import SpateTestContent
+import Synchronization
+
+private let connectionCounter = Atomic<Int>(0)
+
+/// Serves the requests of one connection, one at a time, streaming bodies with backpressure
+/// (a body is generated 256 KiB at a time, only while the socket is writable) and applying the
+/// plan's faults. Responses are written as raw bytes so a plan controls every header.
+final class ConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = ByteBuffer
+
+    static let chunkBytes = 256 * 1024
+    static let throttleTick: TimeAmount = .milliseconds(10)
+
+    private struct BodyStream {
+        var plan: ResponsePlan
+        var sent: Int64 = 0
+        var total: Int64
+        var closeWhenDone: Bool
+        var stalled = false
+        var tickScheduled = false
+        /// Throttle accounting: bytes allowed so far.
+        var budget: Int64 = 0
+    }
+
+    private let core: TestServerCoreBox
+    private let localHost: String
+    private let connectionID = connectionCounter.add(1, ordering: .relaxed).newValue
+    private var requestsOnConnection = 0
+    private var head: HTTPRequestHead?
+    private var waiting: [HTTPRequestHead] = []
+    private var stream: BodyStream?
+    private var active = true
+
+    init(core: TestServerCoreBox, localHost: String) {
+        self.core = core
+        self.localHost = localHost
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+        case .body:
+            break
+        case .end:
+            guard let h = head else { return }
+            head = nil
+            if stream != nil { waiting.append(h) } else { respond(context: context, to: h) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        active = false
+        stream = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { pump(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func respond(context: ChannelHandlerContext, to request: HTTPRequestHead) {
+        guard let server = core.server.withLock({ $0 }) else {
+            context.close(promise: nil)
+            return
+        }
+        requestsOnConnection += 1
+        let n = requestsOnConnection
+        let info = server.record { index in
+            RequestInfo(index: index, connectionRequestIndex: n, connectionID: connectionID, host: localHost,
+                        method: request.method.rawValue, uri: request.uri,
+                        headers: request.headers.map { ($0.name, $0.value) })
+        }
+        let plan = server.plan(for: info)
+
+        var text = "HTTP/1.1 \(plan.status) \(plan.reason)\r\n"
+        for (name, value) in plan.headers { text += "\(name): \(value)\r\n" }
+        text += "\r\n"
+        var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
+        context.write(wrapOutboundOut(buffer), promise: nil)
+
+        let clientWantsClose = request.headers["connection"].contains { $0.lowercased() == "close" }
+        let total = request.method == .HEAD ? 0 : plan.body.count
+        stream = BodyStream(plan: plan, total: total, closeWhenDone: plan.closeAfterResponse || clientWantsClose)
+        pump(context: context)
+    }
+
+    /// Sends as much of the body as the socket, the faults and the throttle allow.
+    private func pump(context: ChannelHandlerContext) {
+        guard active, var s = stream, !s.stalled else { return }
+        while context.channel.isWritable {
+            if s.sent >= s.total {
+                finishResponse(context: context, closing: s.closeWhenDone)
+                return
+            }
+            if let stall = s.plan.stallAfterBodyBytes, s.sent >= stall {
+                s.stalled = true
+                stream = s
+                context.flush()
+                return
+            }
+            if let close = s.plan.closeAfterBodyBytes, s.sent >= close {
+                stream = nil
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+                    bound.value.close(promise: nil)
+                }
+                return
+            }
+            var n = min(Int64(Self.chunkBytes), s.total - s.sent)
+            if let stall = s.plan.stallAfterBodyBytes { n = min(n, stall - s.sent) }
+            if let close = s.plan.closeAfterBodyBytes { n = min(n, close - s.sent) }
+            if s.plan.bytesPerSecond != nil {
+                if s.budget <= s.sent {
+                    scheduleTick(context: context, stream: &s)
+                    stream = s
+                    context.flush()
+                    return
+                }
+                n = min(n, s.budget - s.sent)
+            }
+            let buffer = makeBody(context: context, plan: s.plan, offset: s.sent, count: Int(n))
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            s.sent += n
+        }
+        stream = s
+        context.flush()
+    }
+
+    private func scheduleTick(context: ChannelHandlerContext, stream s: inout BodyStream) {
+        guard !s.tickScheduled, let rate = s.plan.bytesPerSecond else { return }
+        s.tickScheduled = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: Self.throttleTick) {
+            let (handler, context) = bound.value
+            guard handler.stream != nil else { return }
+            handler.stream!.tickScheduled = false
+            handler.stream!.budget += max(1, Int64(rate) / 100)
+            handler.pump(context: context)
+        }
+    }
+
+    private func makeBody(context: ChannelHandlerContext, plan: ResponsePlan, offset: Int64, count: Int) -> ByteBuffer {
+        var buffer = context.channel.allocator.buffer(capacity: count)
+        switch plan.body {
+        case .empty:
+            break
+        case .bytes(let bytes):
+            buffer.writeBytes(bytes[Int(offset)..<Int(offset) + count])
+        case .content(let content, let start, _):
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+                content.fill(UnsafeMutableRawBufferPointer(rebasing: raw[0..<count]), from: start + offset)
+                return count
+            }
+        }
+        return buffer
+    }
+
+    private func finishResponse(context: ChannelHandlerContext, closing: Bool) {
+        stream = nil
+        context.flush()
+        if closing {
+            context.close(promise: nil)
+            return
+        }
+        if !waiting.isEmpty {
+            respond(context: context, to: waiting.removeFirst())
+        }
+    }
+}

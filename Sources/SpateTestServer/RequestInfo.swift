@@ -1,0 +1,41 @@
+/// One request as the test server received it.
+public struct RequestInfo: Sendable {
+    /// 1-based arrival number across the whole server.
+    public let index: Int
+    /// 1-based number of this request on its connection (2 and up means keep-alive reuse).
+    public let connectionRequestIndex: Int
+    /// A number identifying the connection (unique per server run).
+    public let connectionID: Int
+    /// The local address the request arrived on (127.0.0.1, 127.0.0.2, ...).
+    public let host: String
+    public let method: String
+    /// The request target as sent (path and query).
+    public let uri: String
+    public let headers: [(name: String, value: String)]
+
+    /// The path without the query.
+    public var path: String {
+        String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+    }
+
+    /// The query without `?`, if any.
+    public var query: String? {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        return parts.count == 2 ? String(parts[1]) : nil
+    }
+
+    /// A query parameter's raw value.
+    public func queryValue(_ name: String) -> String? {
+        for pair in (query ?? "").split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if kv.first.map(String.init) == name { return kv.count == 2 ? String(kv[1]) : "" }
+        }
+        return nil
+    }
+
+    /// The first value of a header (case-insensitive name).
+    public func header(_ name: String) -> String? {
+        let lower = name.lowercased()
+        return headers.first { $0.name.lowercased() == lower }?.value
+    }
+}

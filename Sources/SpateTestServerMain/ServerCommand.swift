@@ -1,0 +1,66 @@
+import ArgumentParser
+import Glibc
+import Spate
+import SpateTestContent
+import SpateTestServer
+
+/// `spate-test-server`: the programmable loopback server, standalone (for the demo, manual
+/// testing and benchmarks). Prints one URL per host on stdout, then serves until killed or
+/// until its standard input closes (so a parent that dies never leaves it running).
+@main
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spate-test-server",
+        abstract: "Serve deterministic generated files over HTTP/1.1 on loopback.",
+        discussion: """
+            Any size is served at /gen/SIZE[/NAME]?seed=N (SIZE like 1048576, 64M, 1G).
+            --file adds a named file: --file /data.bin:1G:42 serves 1 GiB of seed 42 at /data.bin.
+            """)
+
+    @Option(name: .customLong("host"), help: "Address to listen on (repeatable).")
+    var hosts: [String] = ["127.0.0.1"]
+
+    @Option(help: "Port (0 picks a free one).")
+    var port: Int = 8080
+
+    @Option(help: "Event-loop threads.")
+    var threads: Int = 1
+
+    @Option(name: .customLong("file"), help: "PATH:SIZE[:SEED] to serve (repeatable).")
+    var files: [String] = []
+
+    @Flag(help: "Ignore Range headers (answer 200 with the whole body).")
+    var noRanges = false
+
+    @Flag(help: "Exit when standard input reaches end of file.")
+    var exitOnStdinEOF = false
+
+    mutating func run() async throws {
+        let server = try await TestServer.start(hosts: hosts, port: port, threads: max(1, threads))
+        var paths: [String] = []
+        for spec in files {
+            let parts = spec.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count >= 2, parts[0].hasPrefix("/"), let size = ByteSize.parse(parts[1]) else {
+                throw ValidationError("--file expects PATH:SIZE[:SEED], got \(spec)")
+            }
+            let seed = parts.count > 2 ? UInt64(parts[2]) ?? 1 : 1
+            var file = TestServer.File(content: GeneratedContent(seed: seed, size: size))
+            file.acceptsRanges = !noRanges
+            server.addFile(parts[0], file)
+            paths.append(parts[0])
+        }
+        for host in hosts {
+            for path in paths.isEmpty ? ["/gen/1G"] : paths {
+                print(server.url(path, host: host))
+            }
+        }
+        fflush(nil)
+        if exitOnStdinEOF {
+            var byte: UInt8 = 0
+            while read(0, &byte, 1) > 0 {}
+            await server.stop()
+            return
+        }
+        while true { try await Task.sleep(for: .seconds(3600)) }
+    }
+}
