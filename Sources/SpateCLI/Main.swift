@@ -11,7 +11,7 @@ enum Main {
         signal(SIGPIPE, SIG_IGN)
         let command: SpateCommand
         do {
-            command = try SpateCommand.parseAsRoot() as! SpateCommand
+            command = try SpateCommand.parse()
         } catch {
             let code = SpateCommand.exitCode(for: error)
             if code == .success {

@@ -83,6 +83,9 @@ struct SpateCommand: ParsableCommand {
     @Flag(help: .hidden)
     var curlVerbose = false
 
+    @Option(help: .hidden)
+    var bufferSize: String?
+
     /// Builds the library's options, rejecting bad input before any network traffic.
     func downloadOptions() throws(SpateError) -> DownloadOptions {
         var options = DownloadOptions()
@@ -111,6 +114,12 @@ struct SpateCommand: ParsableCommand {
         }
         options.insecure = insecure
         options.curlVerbose = curlVerbose
+        if let bufferSize {
+            guard let bytes = ByteSize.parse(bufferSize), let value = Int(exactly: bytes) else {
+                throw SpateError(.usage, "invalid --buffer-size \"\(bufferSize)\"")
+            }
+            options.receiveBufferBytes = value
+        }
         try options.validate()
         return options
     }

@@ -113,7 +113,7 @@ final class DownloadEngine: Sendable {
 
     var tuning: TransferTuning {
         TransferTuning(
-            bufferBytes: options.receiveBufferBytes, connectTimeout: options.connectTimeout,
+            bufferBytes: options.effectiveReceiveBufferBytes, connectTimeout: options.connectTimeout,
             lowSpeedBytesPerSecond: options.lowSpeedBytesPerSecond, lowSpeedWindow: options.lowSpeedWindow,
             caCertificatePath: options.caCertificatePath, insecure: options.insecure, verbose: options.curlVerbose)
     }

@@ -1,0 +1,102 @@
+import Foundation
+import SpateTestContent
+import SpateTestServer
+import Testing
+
+/// The `spate` command end to end: the real binary, its output and its exit codes.
+@Suite("CLI")
+struct CLITests {
+    /// Bad input fails with one clear line and exit code 2 (usage) or 6 (local I/O), before any
+    /// network traffic: the server must see no request.
+    @Test("bad input", arguments: [
+        (["not a url"], Int32(2), "invalid URL"),
+        (["ftp://127.0.0.1/x"], 2, "unsupported URL scheme"),
+        (["URL", "-c", "0"], 2, "connections must be between 1 and"),
+        (["URL", "-c", "1000"], 2, "connections must be between 1 and"),
+        (["URL", "--checksum", "sha256"], 2, "expected ALG:HEX"),
+        (["URL", "--checksum", "sha256:abcd"], 2, "has 64 hex digits"),
+        (["URL", "--checksum", "crc9:00"], 2, "unknown checksum algorithm"),
+        (["URL", "-H", "X-A: b\r\nX-Injected: 1"], 2, "CR, LF or NUL"),
+        (["URL", "-H", "NoColonHere"], 2, "expected 'Name: value'"),
+        (["URL", "--chunk-size", "lots"], 2, "invalid --chunk-size"),
+        (["URL", "-o", "/nonexistent-dir/x/out.bin"], 6, "cannot write to directory"),
+        (["URL", "--bogus-flag"], 2, "Unknown option"),
+    ] as [([String], Int32, String)])
+    func badInput(arguments: [String], status: Int32, message: String) async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let args = arguments.map { $0 == "URL" ? server.url("/gen/1M") : $0 }
+            let out = try CLIRunner.run(args, in: dir.path)
+            #expect(out.status == status, "stderr: \(out.stderr)")
+            #expect(out.stderr.contains(message), "stderr: \(out.stderr)")
+            #expect(out.stderr.hasPrefix("spate: error:") || out.stderr.hasPrefix("Error:"), "stderr: \(out.stderr)")
+            #expect(server.requests.isEmpty, "no traffic before input is validated")
+            #expect(dir.contents.isEmpty)
+        }
+    }
+
+    @Test func unwritableOutputDirectoryIsRefusedUpFront() async throws {
+        let dir = try TemporaryDirectory()
+        let locked = dir.file("locked")
+        try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false)
+        chmod(locked, 0o500)
+        defer { chmod(locked, 0o700) }
+        // root ignores directory permissions; the check is only meaningful for other users.
+        guard getuid() != 0 else {
+            let out = try CLIRunner.run(["http://127.0.0.1:9/x", "-o", "/proc/version/x"])
+            #expect(out.status == 6 && out.stderr.contains("cannot write to directory"))
+            return
+        }
+        let out = try CLIRunner.run(["http://127.0.0.1:9/x", "-o", locked + "/x"])
+        #expect(out.status == 6)
+        #expect(out.stderr.contains("cannot write to directory"))
+    }
+
+    @Test func downloadsWithTheDocumentedForm() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 77, size: 3_000_017)
+            server.addFile("/data/My%20File.bin", TestServer.File(content: content))
+            let checksum = sha256Checksum(of: content)
+            let out = try CLIRunner.run([server.url("/data/My%20File.bin"), "-c", "3", "--chunk-size", "256K",
+                                         "--checksum", "sha256:\(checksum.hex)"], in: dir.path)
+            #expect(out.status == 0, "stderr: \(out.stderr)")
+            #expect(dir.contents == ["My File.bin"], "named from the URL, percent-decoded")
+            #expect(compareFile(dir.file("My File.bin"), with: content) == nil)
+            // stderr is not a TTY here: one summary line, nothing else.
+            let lines = out.stderr.split(separator: "\n")
+            #expect(lines.count == 1 && lines[0].contains("saved") && lines[0].contains("sha256 verified"), "\(out.stderr)")
+
+            // Again: the file exists, so without --force it is refused (exit 6) and kept.
+            let again = try CLIRunner.run([server.url("/data/My%20File.bin"), "-o", dir.file("My File.bin")])
+            #expect(again.status == 6 && again.stderr.contains("already exists"))
+            #expect(compareFile(dir.file("My File.bin"), with: content) == nil)
+            let forced = try CLIRunner.run([server.url("/data/My%20File.bin"), "-o", dir.file("My File.bin"), "--force", "-q"])
+            #expect(forced.status == 0, "stderr: \(forced.stderr)")
+        }
+    }
+
+    @Test func exitCodesForServerSideFailures() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 1, size: 100_000)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            let notFound = try CLIRunner.run([server.url("/nope.bin"), "-o", dir.file("a")])
+            #expect(notFound.status == 4 && notFound.stderr.contains("HTTP 404"), "\(notFound.stderr)")
+            let mismatch = try CLIRunner.run([server.url("/f.bin"), "-o", dir.file("b"),
+                                              "--checksum", "md5:" + String(repeating: "0", count: 32)])
+            #expect(mismatch.status == 5 && mismatch.stderr.contains("checksum mismatch"), "\(mismatch.stderr)")
+            let refused = try CLIRunner.run(["http://127.0.0.1:1/x", "-o", dir.file("c"), "--max-retries", "0"])
+            #expect(refused.status == 3, "\(refused.stderr)")
+            #expect(dir.contents.isEmpty)
+        }
+    }
+
+    @Test func helpDocumentsTheExitCodes() throws {
+        let out = try CLIRunner.run(["--help"])
+        #expect(out.status == 0)
+        for line in ["Exit codes:", "2    usage error", "3    network failure", "4    HTTP error", "5    checksum mismatch", "6    local I/O"] {
+            #expect(out.stdout.contains(line), "missing \(line)")
+        }
+    }
+}

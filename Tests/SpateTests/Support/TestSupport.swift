@@ -1,0 +1,123 @@
+import Foundation
+import Glibc
+@testable import Spate
+import SpateTestContent
+import SpateTestServer
+import Testing
+
+/// A fresh private directory for one test, removed at the end.
+final class TemporaryDirectory: @unchecked Sendable {
+    let path: String
+
+    init() throws {
+        var template = Array("\(NSTemporaryDirectory())spate-test-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            throw POSIXError(.init(rawValue: errno) ?? .EIO)
+        }
+        path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    /// Names in the directory (to check that no partial or stray files are left).
+    var contents: [String] { (try? FileManager.default.contentsOfDirectory(atPath: path).sorted()) ?? [] }
+}
+
+/// Compares a downloaded file with the generated content it should hold, byte for byte.
+/// Returns a description of the first difference, or nil when identical.
+func compareFile(_ path: String, with content: GeneratedContent) -> String? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
+    defer { close(fd) }
+    var info = stat()
+    fstat(fd, &info)
+    if Int64(info.st_size) != content.size { return "size \(info.st_size), expected \(content.size)" }
+    let chunk = 4 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 8)
+    defer { buffer.deallocate() }
+    var offset: Int64 = 0
+    while offset < content.size {
+        let n = Int(min(Int64(chunk), content.size - offset))
+        let got = pread(fd, buffer.baseAddress!, n, off_t(offset))
+        if got != n { return "short read at \(offset)" }
+        if let bad = content.firstMismatch(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset) {
+            return "first wrong byte at offset \(bad)"
+        }
+        offset += Int64(n)
+    }
+    return nil
+}
+
+/// The SHA-256 of generated content.
+func sha256Checksum(of content: GeneratedContent) -> Checksum {
+    let digest = Digest(.sha256)
+    let chunk = 1 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 8)
+    defer { buffer.deallocate() }
+    var offset: Int64 = 0
+    while offset < content.size {
+        let n = Int(min(Int64(chunk), content.size - offset))
+        let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+        content.fill(slice, from: offset)
+        digest.update(UnsafeRawBufferPointer(slice))
+        offset += Int64(n)
+    }
+    return try! Checksum(algorithm: .sha256, digest: digest.finalize())
+}
+
+/// Starts a test server, runs `body`, stops the server.
+func withTestServer<T>(hosts: [String] = ["127.0.0.1"], _ body: (TestServer) async throws -> T) async throws -> T {
+    let server = try await TestServer.start(hosts: hosts)
+    do {
+        let result = try await body(server)
+        await server.stop()
+        return result
+    } catch {
+        await server.stop()
+        throw error
+    }
+}
+
+/// Options for fast, deterministic tests: short retry waits.
+func testOptions(connections: Int = 4, chunk: Int64? = nil) -> DownloadOptions {
+    var options = DownloadOptions()
+    options.connections = connections
+    options.chunkBytes = chunk
+    options.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .milliseconds(50))
+    options.progressInterval = .milliseconds(50)
+    return options
+}
+
+/// Runs a download and returns its result, or the error it threw.
+func download(_ url: String, to path: String, options: DownloadOptions) async -> Result<DownloadResult, SpateError> {
+    do {
+        let d = try Download(url: url, to: path, options: options)
+        return .success(try await d.run())
+    } catch {
+        return .failure(error)
+    }
+}
+
+/// A seeded generator whose seed is printed, so a failing property test can be replayed.
+struct SeededGenerator: RandomNumberGenerator {
+    private var state: UInt64
+    let seed: UInt64
+
+    init(label: String) {
+        let env = ProcessInfo.processInfo.environment["SPATE_TEST_SEED"].flatMap { UInt64($0) }
+        let s = env ?? 0x5EED_2026
+        self.seed = s
+        self.state = s
+        print("[\(label)] seed \(s) (replay with SPATE_TEST_SEED=\(s))")
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
