@@ -14,7 +14,7 @@ public struct RetryPolicy: Sendable, Hashable {
     /// Upper bound for every wait, including a server's Retry-After.
     public var maxDelay: Duration
 
-    public init(maxRetries: Int = 8, baseDelay: Duration = .milliseconds(250), maxDelay: Duration = .seconds(30)) {
+    public init(maxRetries: Int = 5, baseDelay: Duration = .milliseconds(250), maxDelay: Duration = .seconds(30)) {
         self.maxRetries = maxRetries
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay

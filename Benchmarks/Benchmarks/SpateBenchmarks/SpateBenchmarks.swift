@@ -1,0 +1,110 @@
+import Benchmark
+import Glibc
+import Spate
+import SpateTestContent
+import SpateTestServer
+
+/// Benchmarks with committed thresholds (Thresholds/), so regressions show:
+///   cd Benchmarks && swift package --allow-writing-to-package-directory benchmark
+///   swift package --allow-writing-to-package-directory benchmark baseline check --check-absolute-path Thresholds
+///
+/// The end-to-end download serves generated content from the in-process test server, so its
+/// memory figures include the server's buffers; spate's own peak RSS against nginx is measured
+/// by Benchmarks/peers/compare.py.
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput, .peakMemoryResident, .mallocCountTotal],
+        warmupIterations: 1,
+        scalingFactor: .one,
+        maxDuration: .seconds(20),
+        maxIterations: 5
+    )
+
+    // MARK: End to end
+
+    Benchmark("Download 256 MiB, loopback test server, 16 connections",
+              configuration: .init(metrics: [.wallClock, .throughput, .peakMemoryResident, .mallocCountTotal],
+                                   maxIterations: 5)) { benchmark in
+        let size: Int64 = 256 << 20
+        let server = try await TestServer.start()
+        server.addFile("/bench.bin", TestServer.File(content: GeneratedContent(seed: 42, size: size)))
+        let dir = FileManager_temporaryDirectory()
+        for _ in benchmark.scaledIterations {
+            let path = dir + "/bench.bin"
+            unlink(path)
+            var options = DownloadOptions()
+            options.connections = 16
+            options.overwrite = true
+            let download = try Download(url: server.url("/bench.bin"), to: path, options: options)
+            benchmark.startMeasurement()
+            _ = try await download.run()
+            benchmark.stopMeasurement()
+            unlink(path)
+        }
+        rmdir(dir)
+        await server.stop()
+    }
+
+    // MARK: Planning (pure)
+
+    Benchmark("Ledger: 1 GiB in 256 KiB requests, 16 workers, out-of-order completion",
+              configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxIterations: 20)) { benchmark in
+        for _ in benchmark.scaledIterations {
+            var ledger = RangeLedger(size: 1 << 30)
+            var live: [RangeLedger.Assignment] = []
+            var rng = SplitMixForBench(seed: 1)
+            while !ledger.isComplete {
+                while live.count < 16, let a = ledger.assign(maxBytes: 256 * 1024) { live.append(a) }
+                let i = Int(rng.next() % UInt64(live.count))
+                let a = live.remove(at: i)
+                ledger.finish(a.id, doneThrough: a.range.end)
+            }
+            blackHole(ledger.watermark)
+        }
+    }
+
+    Benchmark("RangeSet: 100k out-of-order inserts",
+              configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxIterations: 20)) { benchmark in
+        for _ in benchmark.scaledIterations {
+            var set = RangeSet()
+            var rng = SplitMixForBench(seed: 2)
+            for _ in 0..<100_000 {
+                let start = Int64(rng.next() % (1 << 30))
+                set.insert(ByteRange(start, start + 4096))
+            }
+            blackHole(set.count)
+        }
+    }
+
+    // MARK: Integrity
+
+    Benchmark("SHA-256 of 256 MiB (OpenSSL EVP)",
+              configuration: .init(metrics: [.wallClock, .throughput], maxIterations: 5)) { benchmark in
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        GeneratedContent(seed: 3, size: 1 << 20).fill(buffer, from: 0)
+        defer { buffer.deallocate() }
+        for _ in benchmark.scaledIterations {
+            let digest = Digest(.sha256)
+            for _ in 0..<256 { digest.update(UnsafeRawBufferPointer(buffer)) }
+            blackHole(digest.finalize())
+        }
+    }
+}
+
+struct SplitMixForBench {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func FileManager_temporaryDirectory() -> String {
+    var template = Array("/tmp/spate-bench-XXXXXX".utf8CString)
+    _ = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
