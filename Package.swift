@@ -26,8 +26,11 @@ let package = Package(
             name: "CCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"]), .brew(["openssl"])]),
 
+        // Linux calls Swift's Glibc module does not import (sync_file_range, thread names).
+        .target(name: "CSpateSystem"),
+
         // The engine library that programs embed.
-        .target(name: "Spate", dependencies: ["CCurl", "CLZ4", "CCrypto"]),
+        .target(name: "Spate", dependencies: ["CCurl", "CLZ4", "CCrypto", "CSpateSystem"]),
 
         // The `spate` command.
         .executableTarget(

@@ -147,6 +147,8 @@ def main():
                 for tool in order:
                     if os.path.exists(out):
                         os.unlink(out)
+                    # Start every run with no dirty pages from the previous one (not timed).
+                    subprocess.run(["sync"])
                     cmd = [x.replace("{url}", url) for x in tools[tool]]
                     nginx = start_nginx()
                     wall, cpu, rss, status, err = run_timed(cmd)

@@ -54,22 +54,26 @@ final class DownloadEngine: Sendable {
         let file = try OutputFile(creatingFor: destination, replacePartial: options.overwrite)
         var finished = false
         defer { if !finished { file.discard() } }
-        var hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
+        let writer = FileWriter(file: file, buffers: min(16, max(4, 2 * connections)))
+        defer { writer.stop() }  // runs before the discard above: no write lands after it
+        let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
         defer { hasher?.stop() }
 
         let totalBytes: Int64
         if segmented {
-            try file.preallocate(size!)
+            writer.preallocateInBackground(size!)
             try await fetchSegmented(remote: remote, size: size!, sizer: sizer, workers: connections,
-                                     file: file, hasher: hasher)
+                                     writer: writer, hasher: hasher)
             totalBytes = size!
         } else if size == 0 {
             totalBytes = 0
         } else {
-            if let size { try file.preallocate(size) }
-            totalBytes = try await fetchStream(remote: remote, file: file, hasher: &hasher)
-            try file.truncate(to: totalBytes)
+            if let size { writer.preallocateInBackground(size) }
+            totalBytes = try await fetchStream(remote: remote, writer: writer)
+            hasher?.advance(to: totalBytes)
         }
+        if let failure = writer.stop() { throw failure }
+        if !segmented && size != 0 { try file.truncate(to: totalBytes) }
         if let hasher { try await verify(hasher, size: totalBytes) }
 
         try file.finish(mode: FileMode.newFileMode, replaceExisting: options.overwrite)
@@ -238,12 +242,12 @@ final class DownloadEngine: Sendable {
     // MARK: - Segmented
 
     private func fetchSegmented(remote: RemoteFile, size: Int64, sizer: RequestSizer, workers: Int,
-                                file: OutputFile, hasher: WatermarkHasher?) async throws {
+                                writer: FileWriter, hasher: WatermarkHasher?) async throws {
         let ledger = SharedLedger(RangeLedger(size: size))
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<workers {
                 group.addTask {
-                    try await self.rangeWorker(ledger: ledger, remote: remote, sizer: sizer, file: file, hasher: hasher)
+                    try await self.rangeWorker(ledger: ledger, remote: remote, sizer: sizer, writer: writer, hasher: hasher)
                 }
             }
             try await group.waitForAll()
@@ -258,25 +262,33 @@ final class DownloadEngine: Sendable {
     /// arrived, repeat until nothing is pending. A failed request's remaining bytes go back to
     /// pending and are fetched from where they stopped.
     private func rangeWorker(ledger: SharedLedger, remote: RemoteFile, sizer: RequestSizer,
-                             file: OutputFile, hasher: WatermarkHasher?) async throws {
+                             writer: FileWriter, hasher: WatermarkHasher?) async throws {
         var failures = 0
         while true {
             try Task.checkCancellation()
             let assignment = ledger.withLock { l in l.assign(maxBytes: sizer.nextRequestBytes(unassigned: l.unassignedBytes)) }
             guard let assignment else { return }
-            let sink = RangeSink(requested: assignment.range, file: file, remote: remote, counters: counters)
+            let sink = RangeSink(requested: assignment.range, writer: writer, remote: remote, counters: counters)
             let outcome: TransferOutcome
             do {
                 outcome = try await perform(rangeSpec(assignment.range, remote: remote), sink: sink)
             } catch {
+                // Cancelled: the loop no longer touches the sink; let its writes land first.
+                _ = await sink.flush()
                 ledger.withLock { $0.finish(assignment.id, doneThrough: sink.position) }
                 throw error
+            }
+            // Bytes count as done only once they are in the file (the digest reads them back).
+            if let writeError = await sink.flush() {
+                ledger.withLock { $0.finish(assignment.id, doneThrough: assignment.range.start) }
+                throw writeError
             }
             let watermark = ledger.withLock { l -> Int64 in
                 l.finish(assignment.id, doneThrough: sink.position)
                 return l.watermark
             }
             hasher?.advance(to: watermark)
+            if let failure = writer.preallocationFailure { throw failure }
             if sink.position == assignment.range.end && outcome.completedNormally { 
                 failures = 0
                 continue
@@ -292,21 +304,20 @@ final class DownloadEngine: Sendable {
 
     /// Downloads the whole body in one request (no range support, or unknown length).
     /// A failure part-way starts over from byte 0: the server cannot resume.
-    /// `hasher` is replaced by a fresh one when an attempt starts over.
-    private func fetchStream(remote: RemoteFile, file: OutputFile, hasher: inout WatermarkHasher?) async throws -> Int64 {
+    private func fetchStream(remote: RemoteFile, writer: FileWriter) async throws -> Int64 {
         var failures = 0
-        var attempt = 0
         while true {
             try Task.checkCancellation()
-            attempt += 1
-            if attempt > 1, let algorithm = options.checksum?.algorithm {
-                // Starting over: the running digest must start over too.
-                hasher?.stop()
-                hasher = WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: algorithm)
-            }
-            let sink = StreamSink(file: file, remote: remote, counters: counters, hasher: hasher)
+            let sink = StreamSink(writer: writer, remote: remote, counters: counters)
             let before = counters.bytesWritten.load(ordering: .relaxed)
-            let outcome = try await perform(streamSpec(remote: remote), sink: sink)
+            let outcome: TransferOutcome
+            do {
+                outcome = try await perform(streamSpec(remote: remote), sink: sink)
+            } catch {
+                _ = await sink.flush()
+                throw error
+            }
+            if let writeError = await sink.flush() { throw writeError }
             let expected = sink.announcedLength ?? remote.size
             if outcome.completedNormally && sink.errorStatus == nil && (expected == nil || sink.position == expected) {
                 return sink.position
@@ -315,7 +326,10 @@ final class DownloadEngine: Sendable {
             counters.bytesWritten.store(before, ordering: .relaxed)
             failures += 1
             var verdict = FailureClassifier.streamFailure(outcome, sink: sink, url: remote.url)
-            if sink.position > 0 { verdict.error = SpateError(verdict.error.kind, verdict.error.message + "; the server cannot resume, starting over", httpStatus: verdict.error.httpStatus) }
+            if sink.position > 0 {
+                verdict.error = SpateError(verdict.error.kind, verdict.error.message + "; the server cannot resume, starting over",
+                                           httpStatus: verdict.error.httpStatus)
+            }
             try await backOff(verdict, failures: failures)
         }
     }

@@ -37,7 +37,7 @@ final class ProbeSink: ResponseSink, @unchecked Sendable {
 /// While writing: never a byte outside the requested range.
 final class RangeSink: ResponseSink, @unchecked Sendable {
     let requested: ByteRange
-    private let file: OutputFile
+    private var output: StagedOutput
     private let remote: RemoteFile
     private let counters: DownloadCounters
     /// The next offset to write: `requested.start ..< position` is on disk.
@@ -46,10 +46,10 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private(set) var errorStatus: Int?
     private(set) var errorBody = ErrorBody()
 
-    init(requested: ByteRange, file: OutputFile, remote: RemoteFile, counters: DownloadCounters) {
+    init(requested: ByteRange, writer: FileWriter, remote: RemoteFile, counters: DownloadCounters) {
         self.requested = requested
         self.position = requested.start
-        self.file = file
+        self.output = StagedOutput(writer: writer)
         self.remote = remote
         self.counters = counters
     }
@@ -116,9 +116,8 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         let room = requested.end - position
         let n = Int(min(Int64(bytes.count), room))
         if n > 0 {
-            let code = file.write(UnsafeRawBufferPointer(rebasing: bytes[0..<n]), at: position)
-            if code != 0 {
-                return .failed(Syscall.fail("write", path: file.partPath, errno: code))
+            if let error = output.write(UnsafeRawBufferPointer(rebasing: bytes[0..<n]), at: position) {
+                return .failed(error)
             }
             position += Int64(n)
             counters.bytesWritten.add(Int64(n), ordering: .relaxed)
@@ -128,14 +127,19 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         }
         return nil
     }
+
+    /// After the transfer: waits until every accepted byte is written; returns a write error.
+    /// `requested.start ..< position` is then in the file.
+    func flush() async -> SpateError? {
+        await output.flush()
+    }
 }
 
 /// Writes a whole-file reply (status 200) from offset 0, for servers without range support.
 final class StreamSink: ResponseSink, @unchecked Sendable {
-    private let file: OutputFile
+    private var output: StagedOutput
     private let remote: RemoteFile
     private let counters: DownloadCounters
-    private let hasher: WatermarkHasher?
     /// Bytes written so far, from offset 0.
     private(set) var position: Int64 = 0
     private(set) var errorStatus: Int?
@@ -143,11 +147,10 @@ final class StreamSink: ResponseSink, @unchecked Sendable {
     /// The length the server announced, if any.
     private(set) var announcedLength: Int64?
 
-    init(file: OutputFile, remote: RemoteFile, counters: DownloadCounters, hasher: WatermarkHasher?) {
-        self.file = file
+    init(writer: FileWriter, remote: RemoteFile, counters: DownloadCounters) {
+        self.output = StagedOutput(writer: writer)
         self.remote = remote
         self.counters = counters
-        self.hasher = hasher
     }
 
     func accept(_ head: ResponseHead) -> TransferStop? {
@@ -184,13 +187,16 @@ final class StreamSink: ResponseSink, @unchecked Sendable {
         if let limit = announcedLength ?? remote.size, position + Int64(bytes.count) > limit {
             return .failed(.invalidResponse("the server sent more than the announced \(limit) bytes"))
         }
-        let code = file.write(bytes, at: position)
-        if code != 0 {
-            return .failed(Syscall.fail("write", path: file.partPath, errno: code))
+        if let error = output.write(bytes, at: position) {
+            return .failed(error)
         }
         position += Int64(bytes.count)
         counters.bytesWritten.add(Int64(bytes.count), ordering: .relaxed)
-        hasher?.advance(to: position)
         return nil
+    }
+
+    /// After the transfer: waits until every accepted byte is written; returns a write error.
+    func flush() async -> SpateError? {
+        await output.flush()
     }
 }

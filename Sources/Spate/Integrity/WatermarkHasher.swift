@@ -30,7 +30,7 @@ final class WatermarkHasher: @unchecked Sendable {
         self.fd = fd
         self.path = path
         self.digest = Digest(algorithm)
-        thread = LoopThread { [self] in self.run() }
+        thread = LoopThread(name: "spate-digest") { [self] in self.run() }
     }
 
     /// The done prefix now reaches `watermark` (monotonic; smaller values are ignored).

@@ -1,3 +1,4 @@
+import CSpateSystem
 import Glibc
 
 /// A dedicated OS thread for blocking work (the curl poll loop, the digest reader).
@@ -7,14 +8,17 @@ import Glibc
 final class LoopThread: @unchecked Sendable {
     private var thread = pthread_t()
     private let body: @Sendable () -> Void
+    private let name: String
     private var joined = false
 
-    /// Starts `body` on a new thread. Call `join()` before dropping the last reference.
-    init(_ body: @escaping @Sendable () -> Void) {
+    /// Starts `body` on a new thread named `name`. Call `join()` before dropping the last reference.
+    init(name: String, _ body: @escaping @Sendable () -> Void) {
         self.body = body
+        self.name = name
         let box = Unmanaged.passRetained(self)
         let rc = pthread_create(&thread, nil, { raw in
             let me = Unmanaged<LoopThread>.fromOpaque(raw!).takeRetainedValue()
+            spate_set_thread_name(me.name)
             me.body()
             return nil
         }, box.toOpaque())

@@ -36,7 +36,7 @@ final class CurlLoop: Sendable {
         self.multi = multi
         _ = spate_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxConnectionsPerHost)
         _ = spate_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnectionsPerHost * 2)
-        thread = LoopThread { [self] in self.runLoop() }
+        thread = LoopThread(name: "spate-curl") { [self] in self.runLoop() }
     }
 
     /// Runs one request to completion, feeding the response to `sink` on the loop thread.
