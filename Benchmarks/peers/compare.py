@@ -81,7 +81,7 @@ def main():
     ap.add_argument("--scenarios", default="uncapped,capped")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--tools", default="spate,aria2c,axel,curl")
-    ap.add_argument("--out-dir", default=None, help="where outputs are written (default: /dev/shm if large enough)")
+    ap.add_argument("--out-dir", default=None, help="where outputs are written (default: WORK_DIR/out, on disk)")
     ap.add_argument("--work-dir", default="/tmp/spate-peers")
     ap.add_argument("--extra-spate", default="", help="extra arguments for spate")
     ap.add_argument("--spate-variants", default="", help="NAME=ARGS;NAME=ARGS: extra spate rows")
@@ -96,10 +96,7 @@ def main():
     make_file(src, size)
     expected = sha256_file(src)
 
-    out_dir = args.out_dir
-    if out_dir is None:
-        shm = shutil.disk_usage("/dev/shm") if os.path.isdir("/dev/shm") else None
-        out_dir = "/dev/shm/spate-peers" if shm and shm.free > 3 * size else os.path.join(work, "out")
+    out_dir = args.out_dir or os.path.join(work, "out")
     os.makedirs(out_dir, exist_ok=True)
 
     ports = {"uncapped": 18190, "capped": 18191, "straggler": 18192}

@@ -12,4 +12,7 @@ int spate_start_writeback(int fd, int64_t offset, int64_t count);
 /// Names the calling thread (shown by top, gdb, perf); at most 15 bytes are kept.
 void spate_set_thread_name(const char *name);
 
+/// 1 when `fd` is on tmpfs (or ramfs), where preallocation means zeroing memory; else 0.
+int spate_is_memory_filesystem(int fd);
+
 #endif

@@ -54,25 +54,25 @@ final class DownloadEngine: Sendable {
         let file = try OutputFile(creatingFor: destination, replacePartial: options.overwrite)
         var finished = false
         defer { if !finished { file.discard() } }
-        let writer = FileWriter(file: file, buffers: min(16, max(4, 2 * connections)))
+        let writer = FileWriter(file: file, buffers: connections + 8)
         defer { writer.stop() }  // runs before the discard above: no write lands after it
         let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
         defer { hasher?.stop() }
 
         let totalBytes: Int64
         if segmented {
-            writer.preallocateInBackground(size!)
+            try file.preallocate(size!)
             try await fetchSegmented(remote: remote, size: size!, sizer: sizer, workers: connections,
                                      writer: writer, hasher: hasher)
             totalBytes = size!
         } else if size == 0 {
             totalBytes = 0
         } else {
-            if let size { writer.preallocateInBackground(size) }
+            if let size { try file.preallocate(size) }
             totalBytes = try await fetchStream(remote: remote, writer: writer)
             hasher?.advance(to: totalBytes)
         }
-        if let failure = writer.stop() { throw failure }
+        writer.stop()
         if !segmented && size != 0 { try file.truncate(to: totalBytes) }
         if let hasher { try await verify(hasher, size: totalBytes) }
 
@@ -288,7 +288,6 @@ final class DownloadEngine: Sendable {
                 return l.watermark
             }
             hasher?.advance(to: watermark)
-            if let failure = writer.preallocationFailure { throw failure }
             if sink.position == assignment.range.end && outcome.completedNormally { 
                 failures = 0
                 continue

@@ -32,15 +32,15 @@ public struct DownloadOptions: Sendable {
 
     public static let defaultConnections = 16
 
-    /// Receive buffers share a 4 MiB budget: 512 KiB each up to 8 connections, then smaller
-    /// (256 KiB at 16, 128 KiB at 32, never below 64 KiB).
+    /// Receive buffers share a 2 MiB budget: 512 KiB each up to 4 connections, then smaller
+    /// (128 KiB at 16, 64 KiB from 32 on).
     ///
-    /// Why: one `recv` + one `pwrite` per buffer makes large buffers cheap in CPU (512 KiB gave
-    /// +37–60 % loopback throughput over libcurl's 16 KiB), but memory must not grow with the
-    /// connection count; on this machine 256 KiB and 512 KiB measured the same at 16 connections.
+    /// Why: the buffer sets the size of each `recv`, so bigger means fewer syscalls, but memory
+    /// must not grow with the connection count. (libcurl hands the body to the write callback
+    /// in 16 KiB pieces whatever this size is; `FileWriter` regroups them.)
     public var effectiveReceiveBufferBytes: Int {
         if let receiveBufferBytes { return receiveBufferBytes }
-        return min(512 * 1024, max(64 * 1024, 4 * 1024 * 1024 / max(1, connections)))
+        return min(512 * 1024, max(64 * 1024, 2 * 1024 * 1024 / max(1, connections)))
     }
     public static let maximumConnections = 128
 

@@ -7,11 +7,15 @@ import Glibc
 /// Why: libcurl hands the body over in pieces of at most 16 KiB (CURL_MAX_WRITE_SIZE), so writing
 /// from the callback costs one syscall per 16 KiB and runs the page-cache copy on the loop
 /// thread. Staging costs one extra `memcpy` (cheap, cache-resident) and gives one `pwrite` per
-/// 256 KiB on a second core, in parallel with receiving. A blocked write (disk congestion) no
+/// 128 KiB on a second core, in parallel with receiving. A blocked write (disk congestion) no
 /// longer stalls every connection.
 ///
-/// Bounded: a fixed pool of buffers. When none is free, the caller writes synchronously instead
-/// (`acquire()` returns nil) — backpressure without blocking the loop.
+/// Bounded: a fixed pool of buffers, sized so every sink can hold one and a few more are being
+/// written. When none is free the loop waits for one (the writer is then the bottleneck, and
+/// waiting is the backpressure: sockets are not read, TCP slows the senders). Only after
+/// `acquireTimeoutMilliseconds` without a free buffer (a stuck disk) does the caller write
+/// synchronously. Why not write synchronously at once: two threads writing one file contend
+/// on its inode lock — measured here as seconds of spinning in `rwsem_spin_on_owner` on tmpfs.
 ///
 /// The writer also starts writeback early (`sync_file_range`) every `writebackInterval` bytes so
 /// the final fsync has little left to wait for.
@@ -34,17 +38,15 @@ final class FileWriter: @unchecked Sendable {
         var jobs: [Job] = []
         var jobHead = 0
         var stopping = false
-        var preallocate: Int64?
     }
 
     let file: OutputFile
-    static let bufferBytes = 256 * 1024
+    static let bufferBytes = 128 * 1024
     static let writebackInterval: Int64 = 64 << 20
     private let lock = ConditionLock()
     private var state = State()  // guarded by `lock`
     private var all: [UnsafeMutableRawBufferPointer] = []
     private var thread: LoopThread?
-    private var preallocationError: SpateError?
 
     /// - Parameter buffers: the pool size (each `bufferBytes`).
     init(file: OutputFile, buffers: Int) {
@@ -61,9 +63,19 @@ final class FileWriter: @unchecked Sendable {
         for memory in all { memory.deallocate() }
     }
 
-    /// A free staging buffer, or nil when all are in use (write synchronously then).
+    static let acquireTimeoutMilliseconds = 500
+
+    /// A free staging buffer; waits up to `acquireTimeoutMilliseconds` for one, then returns
+    /// nil (write synchronously then).
     func acquire() -> Buffer? {
-        lock.withLock { state.free.popLast() }
+        lock.withLock {
+            if let free = state.free.popLast() { return free }
+            let deadline = ConditionLock.deadline(afterMilliseconds: Self.acquireTimeoutMilliseconds)
+            while state.free.isEmpty {
+                if !lock.wait(until: deadline) { break }
+            }
+            return state.free.popLast()
+        }
     }
 
     /// Queues `buffer` to be written at `offset`; `group` learns when it is done.
@@ -83,40 +95,22 @@ final class FileWriter: @unchecked Sendable {
         }
     }
 
-    /// Reserves `size` bytes on the writer thread, concurrently with the first requests
-    /// (`posix_fallocate` must zero every page on tmpfs: 0.4 s per GiB measured here).
-    func preallocateInBackground(_ size: Int64) {
-        lock.withLock {
-            state.preallocate = size
-            lock.broadcast()
-        }
-    }
-
-    /// The preallocation's failure (disk full), once known.
-    var preallocationFailure: SpateError? { lock.withLock { preallocationError } }
-
-    /// Waits for the queue to drain and stops the thread; returns the preallocation error if any.
-    @discardableResult
-    func stop() -> SpateError? {
+    /// Waits for the queue to drain and stops the thread.
+    func stop() {
         lock.withLock {
             state.stopping = true
             lock.broadcast()
         }
         thread?.join()
         thread = nil
-        return preallocationFailure
     }
 
     private func run() {
         var sinceWriteback: Int64 = 0
         while true {
-            enum Work { case job(Job), preallocate(Int64), exit }
+            enum Work { case job(Job), exit }
             let work: Work = lock.withLock {
                 while true {
-                    if let size = state.preallocate {
-                        state.preallocate = nil
-                        return .preallocate(size)
-                    }
                     if state.jobHead < state.jobs.count {
                         let job = state.jobs[state.jobHead]
                         state.jobHead += 1
@@ -133,10 +127,6 @@ final class FileWriter: @unchecked Sendable {
             switch work {
             case .exit:
                 return
-            case .preallocate(let size):
-                do { try file.preallocate(size) } catch {
-                    lock.withLock { preallocationError = error }
-                }
             case .job(let job):
                 let code = file.write(UnsafeRawBufferPointer(rebasing: job.buffer.memory[0..<job.buffer.count]), at: job.offset)
                 let end = job.offset + Int64(job.buffer.count)

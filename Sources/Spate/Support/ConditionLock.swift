@@ -27,6 +27,26 @@ final class ConditionLock: @unchecked Sendable {
     /// Waits for a signal; call with the lock held (inside `withLock`).
     func wait() { pthread_cond_wait(condition, mutex) }
 
+    /// Waits for a signal or until `deadline` (CLOCK_REALTIME, as pthread condition variables
+    /// use by default); returns false on timeout. Call with the lock held.
+    func wait(until deadline: timespec) -> Bool {
+        var d = deadline
+        return pthread_cond_timedwait(condition, mutex, &d) != ETIMEDOUT
+    }
+
+    /// A CLOCK_REALTIME deadline `milliseconds` from now.
+    static func deadline(afterMilliseconds milliseconds: Int) -> timespec {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var nanoseconds = Int(now.tv_nsec) + (milliseconds % 1000) * 1_000_000
+        var seconds = Int(now.tv_sec) + milliseconds / 1000
+        if nanoseconds >= 1_000_000_000 {
+            nanoseconds -= 1_000_000_000
+            seconds += 1
+        }
+        return timespec(tv_sec: seconds, tv_nsec: nanoseconds)
+    }
+
     /// Wakes every waiter; call with the lock held.
     func broadcast() { pthread_cond_broadcast(condition) }
 }
