@@ -13,11 +13,19 @@ public struct DownloadOptions: Sendable {
     public var locationTrusted = false
     /// Replace an existing output file (and a stale partial file).
     public var overwrite = false
+    /// When the remote file changes mid-download, start over instead of failing
+    /// (`--restart-on-change`; at most `maximumRestarts` times).
+    public var restartOnChange = false
+    public static let maximumRestarts = 3
+    /// Idle connections split the largest in-flight remainder when nothing is pending.
+    public var workStealing = true
+    /// At the end, the slowest request's tail is also fetched on a fresh connection.
+    public var tailHedging = true
     public var retry = RetryPolicy()
     /// The stall watchdog: a request slower than this over `lowSpeedWindow` is abandoned and its
-    /// remaining bytes are fetched again. 0 disables it.
+    /// remaining bytes are fetched again on a fresh connection. 0 disables it.
     public var lowSpeedBytesPerSecond = 1024
-    public var lowSpeedWindow: Duration = .seconds(30)
+    public var lowSpeedWindow: Duration = .seconds(10)
     public var connectTimeout: Duration = .seconds(15)
     /// A PEM bundle of CA certificates to trust instead of the system's.
     public var caCertificatePath: String?

@@ -4,6 +4,9 @@ import Glibc
 /// Turns a failed transfer into a verdict: the error to report (one line, no secrets) and
 /// whether a retry can help. Pure functions of the outcome, tested without I/O.
 enum FailureClassifier {
+    /// libcurl's code for a connect timeout or a stall (the low-speed watchdog).
+    static let timeoutCode = CURLE_OPERATION_TIMEDOUT.rawValue
+
     /// libcurl failures that retrying cannot fix: TLS trust problems and local setup errors.
     static let permanentCurlCodes: Set<UInt32> = [
         CURLE_UNSUPPORTED_PROTOCOL.rawValue, CURLE_URL_MALFORMAT.rawValue, CURLE_OUT_OF_MEMORY.rawValue,

@@ -40,8 +40,13 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private var output: StagedOutput
     private let remote: RemoteFile
     private let counters: DownloadCounters
-    /// The next offset to write: `requested.start ..< position` is on disk.
+    /// The next offset to write: `requested.start ..< position` is accepted (queued or written;
+    /// all written after `flush()`).
     private(set) var position: Int64
+    /// `position`, readable from other tasks while the transfer runs (for stealing and hedging).
+    let publishedPosition: Atomic<Int64>
+    /// Where this request stops; lowered when an idle connection steals the far part.
+    let limit: Atomic<Int64>
     /// Set when the reply was an HTTP error status; the body is kept for the message.
     private(set) var errorStatus: Int?
     private(set) var errorBody = ErrorBody()
@@ -49,6 +54,8 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     init(requested: ByteRange, writer: FileWriter, remote: RemoteFile, counters: DownloadCounters) {
         self.requested = requested
         self.position = requested.start
+        self.publishedPosition = Atomic(requested.start)
+        self.limit = Atomic(requested.end)
         self.output = StagedOutput(writer: writer)
         self.remote = remote
         self.counters = counters
@@ -113,18 +120,21 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         if errorStatus != nil {
             return errorBody.append(bytes) ? nil : .enough
         }
-        let room = requested.end - position
-        let n = Int(min(Int64(bytes.count), room))
+        if position + Int64(bytes.count) > requested.end {
+            return .failed(.invalidResponse("the server sent more bytes than the \(requested.count) of \(requested.httpRangeValue)"))
+        }
+        // Stop at the limit (another request took the rest); never write past it.
+        let stopAt = limit.load(ordering: .relaxed)
+        let n = Int(max(0, min(Int64(bytes.count), stopAt - position)))
         if n > 0 {
             if let error = output.write(UnsafeRawBufferPointer(rebasing: bytes[0..<n]), at: position) {
                 return .failed(error)
             }
             position += Int64(n)
+            publishedPosition.store(position, ordering: .relaxed)
             counters.bytesWritten.add(Int64(n), ordering: .relaxed)
         }
-        if n < bytes.count {
-            return .failed(.invalidResponse("the server sent more bytes than the \(requested.count) of \(requested.httpRangeValue)"))
-        }
+        if position >= stopAt && position < requested.end { return .enough }
         return nil
     }
 

@@ -15,6 +15,7 @@ final class CurlLoop: Sendable {
     private enum Command {
         case start(UInt64, TransferSpec, any ResponseSink, CheckedContinuation<TransferOutcome, any Error>)
         case cancel(UInt64)
+        case abandon(UInt64)
         case shutdown
     }
 
@@ -43,10 +44,16 @@ final class CurlLoop: Sendable {
     ///
     /// Task cancellation removes the transfer and throws `CancellationError`.
     /// Transport failures do not throw: they come back in the outcome for the caller to judge.
-    func perform(_ spec: TransferSpec, sink: any ResponseSink) async throws -> TransferOutcome {
+    ///
+    /// `handle` lets another task stop the transfer early (`abandon(_:)`): it then ends normally
+    /// with `stop == .abandoned`.
+    func perform(_ spec: TransferSpec, sink: any ResponseSink, handle: TransferHandle? = nil) async throws -> TransferOutcome {
         let id = inbox.withLock { inbox -> UInt64 in
             defer { inbox.nextID += 1 }
             return inbox.nextID
+        }
+        if let handle, !handle.attach(id) {
+            return TransferOutcome(head: nil, stop: .abandoned, curlCode: 0, curlMessage: "", bodyBytes: 0)
         }
         // Cancellation can race with the start: whichever comes second does the work.
         let phase = Mutex<StartPhase>(.notStarted)
@@ -75,6 +82,12 @@ final class CurlLoop: Sendable {
     }
 
     private enum StartPhase { case notStarted, started, cancelled }
+
+    /// Ends the transfer behind `handle` (now, or as soon as it starts) with `stop == .abandoned`.
+    /// Safe from any thread.
+    func abandon(_ handle: TransferHandle) {
+        if let id = handle.markAbandoned() { _ = send(.abandon(id)) }
+    }
 
     /// Stops the loop: transfers still running end with `CancellationError`. Waits for the thread.
     func shutdown() {
@@ -135,6 +148,11 @@ final class CurlLoop: Sendable {
                 case .cancel(let id):
                     if let transfer = active.removeValue(forKey: id) {
                         end(transfer, with: .failure(CancellationError()))
+                    }
+                case .abandon(let id):
+                    if let transfer = active.removeValue(forKey: id) {
+                        transfer.stop = .abandoned
+                        end(transfer, with: .success(transfer.outcome(code: CURLE_OK)))
                     }
                 case .shutdown:
                     for transfer in active.values { end(transfer, with: .failure(CancellationError())) }
@@ -215,6 +233,7 @@ private final class Transfer {
             codes.append(easy.set(CURLOPT_LOW_SPEED_LIMIT, tuning.lowSpeedBytesPerSecond))
             codes.append(easy.set(CURLOPT_LOW_SPEED_TIME, max(1, Int(tuning.lowSpeedWindow.secondsDouble.rounded(.up)))))
         }
+        if spec.freshConnection { codes.append(easy.set(CURLOPT_FRESH_CONNECT, true)) }
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))
         }
@@ -285,4 +304,33 @@ private let transferHeaderCallback: curl_write_callback = { data, size, count, c
     let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
     let n = size * count
     return transfer.receiveHeaderLine(UnsafeRawBufferPointer(start: data, count: n)) ? n : 0
+}
+
+/// Lets one task stop a transfer another task is waiting on (the loser of a hedge, a range
+/// whose bytes were fetched by someone else).
+final class TransferHandle: Sendable {
+    private struct State {
+        var id: UInt64?
+        var abandoned = false
+    }
+    private let state = Mutex(State())
+
+    init() {}
+
+    /// Records the transfer id; false when the handle was abandoned before the start.
+    fileprivate func attach(_ id: UInt64) -> Bool {
+        state.withLock { s in
+            if s.abandoned { return false }
+            s.id = id
+            return true
+        }
+    }
+
+    /// Marks the handle abandoned; returns the transfer id if it has started.
+    fileprivate func markAbandoned() -> UInt64? {
+        state.withLock { s in
+            s.abandoned = true
+            return s.id
+        }
+    }
 }

@@ -16,6 +16,8 @@ enum TransferStop: Sendable, Equatable {
     case enough
     /// The response is unusable; the error says why.
     case failed(SpateError)
+    /// Another request made this one unnecessary (`CurlLoop.abandon`).
+    case abandoned
 }
 
 /// What a finished transfer reports back to the task that started it.

@@ -4,6 +4,8 @@ struct TransferSpec: Sendable {
     /// Complete header lines ("Name: value"), already filtered for the URL's origin.
     var headers: [String]
     var tuning: TransferTuning
+    /// Open a new connection instead of reusing one (hedges, retries after a stall).
+    var freshConnection = false
 }
 
 /// Per-request settings that come from the download's options.

@@ -1,0 +1,99 @@
+import Synchronization
+
+/// How many range workers may run at once, lowered when the server throttles.
+///
+/// Sustained 429/503 replies mean the server wants fewer requests: each throttling reply
+/// lowers the allowance by a quarter (at most once per `cooldown`, so one burst of 16 replies
+/// to 16 simultaneous requests counts once), never below 1; every `recoverAfter` successful
+/// requests in a row raise it by one again, up to the maximum. Worker `i` runs only while
+/// `i < allowed`; the others wait here.
+final class ConnectionGate: Sendable {
+    private struct State {
+        var allowed: Int
+        var successes = 0
+        var lastCut: ContinuousClock.Instant?
+        var finished = false
+        var waiters: [Int: (index: Int, continuation: CheckedContinuation<Bool, Never>)] = [:]
+        var nextWaiter = 0
+    }
+
+    let maximum: Int
+    static let recoverAfter = 8
+    static let cooldown: Duration = .seconds(1)
+    private let state: Mutex<State>
+
+    init(maximum: Int) {
+        self.maximum = maximum
+        state = Mutex(State(allowed: maximum))
+    }
+
+    var allowed: Int { state.withLock { $0.allowed } }
+
+    /// Waits until worker `index` may run; false once the download no longer needs workers.
+    func admit(_ index: Int) async -> Bool {
+        let ready: Bool? = state.withLock { s in
+            if s.finished { return false }
+            return index < s.allowed ? true : nil
+        }
+        if let ready { return ready }
+        let key = state.withLock { s -> Int in
+            defer { s.nextWaiter += 1 }
+            return s.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let immediate: Bool? = state.withLock { s in
+                    if s.finished || Task.isCancelled { return false }
+                    if index < s.allowed { return true }
+                    s.waiters[key] = (index, continuation)
+                    return nil
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: key) }
+            waiter?.continuation.resume(returning: false)
+        }
+    }
+
+    /// A 429 or 503: lower the allowance. Returns the new value when it changed.
+    func throttled(now: ContinuousClock.Instant = .now) -> Int? {
+        state.withLock { s in
+            s.successes = 0
+            if let last = s.lastCut, now - last < Self.cooldown { return nil }
+            let lowered = max(1, s.allowed - max(1, s.allowed / 4))
+            guard lowered != s.allowed else { return nil }
+            s.allowed = lowered
+            s.lastCut = now
+            return lowered
+        }
+    }
+
+    /// A successful request: maybe raise the allowance again.
+    func succeeded() {
+        let wake = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
+            guard s.allowed < maximum else { return [] }
+            s.successes += 1
+            guard s.successes >= Self.recoverAfter else { return [] }
+            s.successes = 0
+            s.allowed += 1
+            return takeAdmitted(&s)
+        }
+        for w in wake { w.resume(returning: true) }
+    }
+
+    /// No more work: every waiting worker returns false.
+    func finish() {
+        let all = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
+            s.finished = true
+            defer { s.waiters.removeAll() }
+            return s.waiters.values.map(\.continuation)
+        }
+        for w in all { w.resume(returning: false) }
+    }
+
+    private func takeAdmitted(_ s: inout State) -> [CheckedContinuation<Bool, Never>] {
+        let keys = s.waiters.filter { $0.value.index < s.allowed }.map(\.key)
+        return keys.compactMap { s.waiters.removeValue(forKey: $0)?.continuation }
+    }
+}

@@ -1,0 +1,237 @@
+import Synchronization
+
+/// Runs the range workers of one segmented download: each worker takes the lowest pending
+/// bytes, fetches them, records what arrived, and repeats. When nothing is pending, idle workers
+/// steal the far half of the largest in-flight remainder, and at the very end duplicate the
+/// tail of the slowest request on a fresh connection (the first to finish wins). A request that
+/// fails part-way leaves its remainder pending, to be fetched from where it stopped.
+final class RangeScheduler: Sendable {
+    /// A request the scheduler started, as other workers see it.
+    struct Active: Sendable {
+        let sink: RangeSink
+        let handle: TransferHandle
+        let started: ContinuousClock.Instant
+        let isHedge: Bool
+    }
+
+    /// One unit of work for a worker.
+    struct Job: Sendable {
+        let assignment: RangeLedger.Assignment
+        let sink: RangeSink
+        let handle: TransferHandle
+        let isHedge: Bool
+    }
+
+    enum Work: Sendable {
+        case fetch(Job)
+        case wait
+        case done
+    }
+
+    let context: EngineContext
+    let resolver: RemoteResolver
+    let writer: FileWriter
+    let hasher: WatermarkHasher?
+    let sizer: RequestSizer
+    let workers: Int
+    let ledger: SharedLedger
+    let gate: ConnectionGate
+    private let registry = Mutex<[RangeLedger.AssignmentID: Active]>([:])
+    private let signal = ChangeSignal()
+
+    /// Neither side of a steal is smaller than this: a steal costs the victim its connection.
+    static let minimumStealBytes: Int64 = 256 * 1024
+    static let stealAlignment: Int64 = 64 * 1024
+    /// A request is judged for hedging only after running this long.
+    static let hedgeMinimumAge: Duration = .milliseconds(300)
+    /// Idle workers look again at least this often (slow transfers become hedge candidates).
+    static let idleRecheck: Duration = .milliseconds(100)
+
+    init(context: EngineContext, resolver: RemoteResolver, size: Int64, alreadyDone: RangeSet = RangeSet(),
+         writer: FileWriter, hasher: WatermarkHasher?, sizer: RequestSizer, workers: Int) {
+        self.context = context
+        self.resolver = resolver
+        self.writer = writer
+        self.hasher = hasher
+        self.sizer = sizer
+        self.workers = workers
+        self.ledger = SharedLedger(RangeLedger(size: size, alreadyDone: alreadyDone))
+        self.gate = ConnectionGate(maximum: workers)
+    }
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<workers {
+                group.addTask { try await self.worker(index) }
+            }
+            try await group.waitForAll()
+        }
+        guard ledger.withLock({ $0.isComplete }) else {
+            throw SpateError(.network, "download ended with bytes missing (internal error)")
+        }
+    }
+
+    // MARK: - Deciding
+
+    /// The next job, decided under the ledger lock so that a steal's victim learns its new end
+    /// before the thief starts.
+    func nextWork() -> Work {
+        let remote = resolver.current
+        return ledger.withLock { l -> Work in
+            if let a = l.assign(maxBytes: sizer.nextRequestBytes(unassigned: l.unassignedBytes)) {
+                return .fetch(makeJob(a, remote: remote, hedge: false))
+            }
+            let active = registry.withLock { $0 }
+            let positions = active.mapValues { $0.sink.publishedPosition.load(ordering: .relaxed) }
+            if context.options.workStealing,
+               let steal = l.steal(positions: positions, minimumBytes: Self.minimumStealBytes, alignment: Self.stealAlignment) {
+                active[steal.victim]?.sink.limit.store(steal.victimEnd, ordering: .relaxed)
+                return .fetch(makeJob(steal.assignment, remote: remote, hedge: false))
+            }
+            if l.isComplete { return .done }
+            if context.options.tailHedging, let (victim, position) = hedgeCandidate(l, active: active, positions: positions),
+               let hedge = l.hedge(victim, from: position) {
+                return .fetch(makeJob(hedge, remote: remote, hedge: true))
+            }
+            return .wait
+        }
+    }
+
+    private func makeJob(_ assignment: RangeLedger.Assignment, remote: RemoteFile, hedge: Bool) -> Job {
+        let sink = RangeSink(requested: assignment.range, writer: writer, remote: remote, counters: context.counters)
+        let job = Job(assignment: assignment, sink: sink, handle: TransferHandle(), isHedge: hedge)
+        registry.withLock { $0[assignment.id] = Active(sink: sink, handle: job.handle, started: .now, isHedge: hedge) }
+        return job
+    }
+
+    /// The slowest primary request worth duplicating: its expected time to finish is more than
+    /// twice what a typical connection would need for the same bytes, and above 200 ms.
+    private func hedgeCandidate(_ l: RangeLedger, active: [RangeLedger.AssignmentID: Active],
+                                positions: [RangeLedger.AssignmentID: Int64]) -> (RangeLedger.AssignmentID, Int64)? {
+        let now = ContinuousClock.now
+        var speeds: [Double] = []
+        var candidates: [(id: RangeLedger.AssignmentID, remaining: Int64, speed: Double, position: Int64)] = []
+        for (id, entry) in active {
+            let age = (now - entry.started).secondsDouble
+            let position = positions[id] ?? entry.sink.requested.start
+            let speed = Double(position - entry.sink.requested.start) / max(age, 0.001)
+            if speed > 0 { speeds.append(speed) }
+            guard !entry.isHedge, age >= Self.hedgeMinimumAge.secondsDouble, let range = l.inFlight[id],
+                  !l.hedges.values.contains(where: { $0.of == id }) else { continue }
+            let remaining = range.end - position
+            if remaining > 0 { candidates.append((id, remaining, speed, position)) }
+        }
+        guard !candidates.isEmpty, !speeds.isEmpty else { return nil }
+        speeds.sort()
+        let typical = speeds[speeds.count / 2]
+        var best: (id: RangeLedger.AssignmentID, eta: Double, position: Int64)?
+        for c in candidates {
+            let eta = Double(c.remaining) / max(c.speed, 1)
+            let fresh = Double(c.remaining) / typical + 0.05
+            if eta > 0.2 && eta > 2 * fresh && eta > (best?.eta ?? 0) { best = (c.id, eta, c.position) }
+        }
+        return best.map { ($0.id, $0.position) }
+    }
+
+    // MARK: - Working
+
+    private func worker(_ index: Int) async throws {
+        var failures = 0
+        var freshConnection = false
+        while true {
+            try Task.checkCancellation()
+            guard await gate.admit(index) else { return }
+            switch nextWork() {
+            case .done:
+                gate.finish()
+                signal.notifyAll()
+                return
+            case .wait:
+                await signal.wait(timeout: Self.idleRecheck)
+            case .fetch(let job):
+                let result = try await fetch(job, fresh: freshConnection || job.isHedge)
+                freshConnection = false
+                switch result {
+                case .progressed:
+                    failures = 0
+                    gate.succeeded()
+                case .retryNow:
+                    continue
+                case .failed(let verdict, let madeProgress, let stalled):
+                    if madeProgress { failures = 0 }
+                    failures += 1
+                    freshConnection = stalled
+                    if let status = verdict.error.httpStatus, status == 429 || status == 503,
+                       let lowered = gate.throttled() {
+                        context.emit(.notice("the server is throttling (HTTP \(status)): using at most \(lowered) connections"))
+                    }
+                    try await context.backOff(verdict, failures: failures)
+                }
+            }
+        }
+    }
+
+    enum FetchResult {
+        /// The request's bytes are done (by it or by its hedge partner), or it was abandoned.
+        case progressed
+        /// Retry at once (the URL was resolved again).
+        case retryNow
+        case failed(FailureVerdict, madeProgress: Bool, stalled: Bool)
+    }
+
+    private func fetch(_ job: Job, fresh: Bool) async throws -> FetchResult {
+        let remote = resolver.current
+        let id = job.assignment.id
+        let outcome: TransferOutcome
+        do {
+            outcome = try await context.perform(context.rangeSpec(job.assignment.range, remote: remote, fresh: fresh),
+                                                sink: job.sink, handle: job.handle)
+        } catch {
+            // Cancelled: the loop no longer touches the sink; let its writes land first.
+            _ = await job.sink.flush()
+            record(id, doneThrough: job.sink.position)
+            throw error
+        }
+        // Bytes count as done only once they are in the file (the digest reads them back).
+        let writeError = await job.sink.flush()
+        let finish = record(id, doneThrough: writeError == nil ? job.sink.position : job.assignment.range.start)
+        if let writeError { throw writeError }
+
+        if finish.complete || outcome.stop == .abandoned {
+            return .progressed
+        }
+        let madeProgress = job.sink.position > job.assignment.range.start
+        let verdict = FailureClassifier.rangeFailure(outcome, sink: job.sink, url: remote.url)
+        if let status = job.sink.errorStatus, [401, 403, 404, 410].contains(status),
+           try await resolver.refresh(after: remote.url) != nil {
+            return .retryNow
+        }
+        let stalled = outcome.curlCode == FailureClassifier.timeoutCode
+        return .failed(verdict, madeProgress: madeProgress, stalled: stalled)
+    }
+
+    /// Records a request's end in the ledger, stops requests it made unnecessary, wakes idle
+    /// workers and moves the digest's watermark.
+    @discardableResult
+    private func record(_ id: RangeLedger.AssignmentID, doneThrough: Int64) -> RangeLedger.FinishResult {
+        let (result, watermark, losers) = ledger.withLock { l -> (RangeLedger.FinishResult, Int64, [TransferHandle]) in
+            let result = l.finish(id, doneThrough: doneThrough)
+            let losers = registry.withLock { r -> [TransferHandle] in
+                r.removeValue(forKey: id)
+                return result.abandon.compactMap { r[$0]?.handle }
+            }
+            return (result, l.watermark, losers)
+        }
+        for handle in losers { context.loop.abandon(handle) }
+        hasher?.advance(to: watermark)
+        signal.notifyAll()
+        return result
+    }
+}
+
+/// The ledger behind a lock, shared by the range workers of one download.
+final class SharedLedger: Sendable {
+    private let mutex: Mutex<RangeLedger>
+    init(_ ledger: RangeLedger) { mutex = Mutex(ledger) }
+    func withLock<T>(_ body: (inout RangeLedger) -> T) -> T { mutex.withLock { body(&$0) } }
+}

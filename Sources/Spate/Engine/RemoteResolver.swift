@@ -1,0 +1,163 @@
+import Glibc
+import Synchronization
+
+/// Finds the file behind the URL (the probe) and keeps the resolved URL usable.
+///
+/// Redirects are resolved once, by the probe, and every range goes to the resolved URL. Signed
+/// URLs expire (S3, GCS, Box's dl.boxcloud.com): when the resolved URL starts answering
+/// 401/403/404/410, `refresh` asks the original URL again — once for all workers (single
+/// flight), at most `maxRefreshes` times per download — and checks that the new target still
+/// describes the same file.
+final class RemoteResolver: Sendable {
+    private struct State {
+        var current: RemoteFile?
+        var refreshes = 0
+        var inProgress: Task<RemoteFile, any Error>?
+    }
+
+    let context: EngineContext
+    private let state = Mutex(State())
+    static let maxRedirects = 10
+    static let maxRefreshes = 16
+
+    init(context: EngineContext) {
+        self.context = context
+    }
+
+    /// The file as last resolved.
+    var current: RemoteFile { state.withLock { $0.current! } }
+
+    /// Resolves the URL for the first time (or again, after the remote file changed).
+    func resolve() async throws -> RemoteFile {
+        let remote = try await probe()
+        state.withLock { $0.current = remote }
+        return remote
+    }
+
+    /// A request to `stale` was refused: resolve again from the original URL, unless that
+    /// cannot help (no redirect was involved) or the budget is spent — then nil.
+    /// Throws `.remoteChanged` when the new target describes another file.
+    func refresh(after stale: RemoteURL) async throws -> RemoteFile? {
+        enum Step { case current(RemoteFile), wait(Task<RemoteFile, any Error>), none }
+        let step: Step = state.withLock { s in
+            guard let current = s.current else { return .none }
+            if current.url != stale { return .current(current) }  // someone already refreshed
+            if let task = s.inProgress { return .wait(task) }
+            guard current.url != context.url, s.refreshes < Self.maxRefreshes else { return .none }
+            s.refreshes += 1
+            let task = Task { [self] in try await self.probe() }
+            s.inProgress = task
+            return .wait(task)
+        }
+        switch step {
+        case .none:
+            return nil
+        case .current(let remote):
+            return remote
+        case .wait(let task):
+            let fresh: RemoteFile
+            do {
+                fresh = try await task.value
+            } catch {
+                state.withLock { $0.inProgress = nil }
+                throw error
+            }
+            let old = current
+            state.withLock { s in
+                s.inProgress = nil
+                s.current = fresh
+            }
+            if let change = Self.difference(old, fresh) {
+                throw SpateError(.remoteChanged, "remote file changed during the download: \(change)")
+            }
+            context.emit(.notice("the download URL expired; resolved it again from \(context.url.redacted)"))
+            return fresh
+        }
+    }
+
+    /// Why two probes describe different files, or nil when they agree.
+    static func difference(_ a: RemoteFile, _ b: RemoteFile) -> String? {
+        if a.size != b.size {
+            return "its size is now \(b.size.map(String.init) ?? "unknown"), was \(a.size.map(String.init) ?? "unknown")"
+        }
+        if let etag = a.strongETag, etag != b.strongETag {
+            return "ETag changed from \(etag) to \(b.strongETag ?? "none")"
+        }
+        if a.strongETag == nil, let date = a.lastModified, date != b.lastModified {
+            return "Last-Modified changed from \(date) to \(b.lastModified ?? "none")"
+        }
+        return nil
+    }
+
+    // MARK: - The probe
+
+    /// One GET with `Range: bytes=0-0` (not HEAD: presigned GET URLs often reject HEAD), through
+    /// the same loop, following redirects by hand so credentials stay with their origin.
+    private func probe() async throws -> RemoteFile {
+        var target = context.url
+        var redirects = 0
+        var failures = 0
+        while true {
+            try Task.checkCancellation()
+            var headers = context.userHeaders(for: target)
+            headers.append("Range: bytes=0-0")
+            headers.append("Accept-Encoding: identity")
+            let sink = ProbeSink()
+            let outcome = try await context.perform(
+                TransferSpec(url: target.string, headers: headers, tuning: context.tuning), sink: sink)
+
+            guard let head = outcome.head else {
+                failures += 1
+                try await context.backOff(FailureClassifier.transportFailure(outcome, url: target), failures: failures)
+                continue
+            }
+            switch head.status {
+            case 301, 302, 303, 307, 308:
+                guard let location = head["location"] else {
+                    throw SpateError.invalidResponse("redirect \(head.status) without a Location header from \(target.redacted)")
+                }
+                redirects += 1
+                if redirects > Self.maxRedirects {
+                    throw SpateError.invalidResponse("too many redirects (more than \(Self.maxRedirects)), last to \(Redactor.url(location))")
+                }
+                target = try target.resolving(location)
+            case 206:
+                guard let text = head["content-range"], let contentRange = ContentRange(parsing: text),
+                      let range = contentRange.range, range.start == 0 else {
+                    throw SpateError.invalidResponse("the probe's 206 reply has a bad Content-Range: \(head["content-range"]?.prefix(80) ?? "none")")
+                }
+                let rangesUsable = head["accept-ranges"]?.lowercased() != "none" && contentRange.completeLength != nil
+                return remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable)
+            case 200:
+                var size: Int64?
+                if head["transfer-encoding"] == nil, let text = head["content-length"] {
+                    size = ContentRange.parseDecimal(text)
+                }
+                return remoteFile(target, head: head, size: size, acceptsRanges: false)
+            case 416:
+                if let contentRange = head["content-range"].flatMap(ContentRange.init(parsing:)),
+                   contentRange.range == nil, contentRange.completeLength == 0 {
+                    return remoteFile(target, head: head, size: 0, acceptsRanges: true)
+                }
+                throw SpateError(.http, "the server refused bytes=0-0 (416) for \(target.redacted)", httpStatus: 416)
+            case 202:
+                // "Accepted, not ready yet" (Box while a new upload is processed): wait, ask again.
+                failures += 1
+                let wait = RetryAfter.parse(head["retry-after"], now: Int64(time(nil)))
+                try await context.backOff(FailureVerdict(
+                    error: SpateError(.http, "the file at \(target.redacted) is not ready yet (202 Accepted)", httpStatus: 202),
+                    retryable: true, retryAfter: wait), failures: failures)
+            default:
+                failures += 1
+                let verdict = FailureClassifier.statusFailure(head: head, body: sink.errorBody, url: target)
+                try await context.backOff(verdict, failures: failures)
+            }
+        }
+    }
+
+    private func remoteFile(_ target: RemoteURL, head: ResponseHead, size: Int64?, acceptsRanges: Bool) -> RemoteFile {
+        RemoteFile(url: target, size: size, acceptsRanges: acceptsRanges,
+                   strongETag: RemoteFile.strongETag(from: head["etag"]),
+                   lastModified: head["last-modified"], contentDisposition: head["content-disposition"])
+    }
+}
