@@ -28,7 +28,7 @@ struct SpateCommand: ParsableCommand {
               4    HTTP error status from the server (e.g. 403, 404, 503 after retries)
               5    checksum mismatch
               6    local I/O error (unwritable directory, output exists, disk full)
-              7    the remote file changed during the download
+              7    the remote file changed during the download (see --restart-on-change)
               8    invalid server response (bad Content-Range, wrong length, ...)
               130  interrupted
             """)
@@ -71,6 +71,21 @@ struct SpateCommand: ParsableCommand {
     @Flag(help: "Send -H headers to redirect targets on other hosts too.")
     var locationTrusted = false
 
+    @Flag(help: "If the remote file changes mid-download, start over (default: stop with exit code 7).")
+    var restartOnChange = false
+
+    @Option(help: ArgumentHelp("Stall watchdog: a request slower than --min-speed for this long is retried on a fresh connection.", valueName: "SECONDS"))
+    var stallTimeout: Double = DownloadOptions().lowSpeedWindow.secondsDouble
+
+    @Option(help: ArgumentHelp("Stall watchdog threshold in bytes per second, e.g. 1K (0 turns the watchdog off).", valueName: "SIZE"))
+    var minSpeed: String = "1K"
+
+    @Flag(help: "Do not split in-flight ranges for idle connections.")
+    var noStealing = false
+
+    @Flag(help: "Do not duplicate the slowest range at the end of the download.")
+    var noHedging = false
+
     @Option(help: ArgumentHelp("PEM file of CA certificates to trust.", valueName: "PATH"))
     var cacert: String?
 
@@ -108,6 +123,17 @@ struct SpateCommand: ParsableCommand {
         }
         options.retry.maxDelay = .milliseconds(Int64(retryMaxWait * 1000))
         options.locationTrusted = locationTrusted
+        options.restartOnChange = restartOnChange
+        guard stallTimeout >= 1, stallTimeout <= 3600 else {
+            throw SpateError(.usage, "--stall-timeout must be between 1 and 3600 seconds")
+        }
+        options.lowSpeedWindow = .milliseconds(Int64(stallTimeout * 1000))
+        guard let speed = ByteSize.parse(minSpeed), let speedValue = Int(exactly: speed) else {
+            throw SpateError(.usage, "invalid --min-speed \"\(minSpeed)\": use a size like 1K")
+        }
+        options.lowSpeedBytesPerSecond = speedValue
+        options.workStealing = !noStealing
+        options.tailHedging = !noHedging
         if let cacert {
             guard FilePaths.exists(cacert) else { throw SpateError(.usage, "--cacert \(cacert): no such file") }
             options.caCertificatePath = cacert

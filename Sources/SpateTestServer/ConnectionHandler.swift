@@ -34,6 +34,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var waiting: [HTTPRequestHead] = []
     private var stream: BodyStream?
     private var active = true
+    /// A reply was counted as in progress and has not ended yet.
+    private var replyInProgress = false
 
     init(core: TestServerCoreBox, localHost: String) {
         self.core = core
@@ -56,6 +58,7 @@ final class ConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         active = false
         stream = nil
+        endReply()
         context.fireChannelInactive()
     }
 
@@ -75,11 +78,12 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         requestsOnConnection += 1
         let n = requestsOnConnection
-        let info = server.record { index in
+        let info = server.record { index, concurrent in
             RequestInfo(index: index, connectionRequestIndex: n, connectionID: connectionID, host: localHost,
                         method: request.method.rawValue, uri: request.uri,
-                        headers: request.headers.map { ($0.name, $0.value) })
+                        headers: request.headers.map { ($0.name, $0.value) }, concurrentRequests: concurrent)
         }
+        replyInProgress = true
         let plan = server.plan(for: info)
 
         var text = "HTTP/1.1 \(plan.status) \(plan.reason)\r\n"
@@ -111,6 +115,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             }
             if let close = s.plan.closeAfterBodyBytes, s.sent >= close {
                 stream = nil
+                endReply()
                 let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
                 context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
                     bound.value.close(promise: nil)
@@ -166,8 +171,15 @@ final class ConnectionHandler: ChannelInboundHandler {
         return buffer
     }
 
+    private func endReply() {
+        guard replyInProgress else { return }
+        replyInProgress = false
+        core.server.withLock { $0 }?.replyEnded()
+    }
+
     private func finishResponse(context: ChannelHandlerContext, closing: Bool) {
         stream = nil
+        endReply()
         context.flush()
         if closing {
             context.close(promise: nil)

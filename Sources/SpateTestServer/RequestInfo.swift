@@ -12,6 +12,24 @@ public struct RequestInfo: Sendable {
     /// The request target as sent (path and query).
     public let uri: String
     public let headers: [(name: String, value: String)]
+    /// Replies in progress on the whole server when this request arrived (including this one).
+    public let concurrentRequests: Int
+    /// When the request arrived (monotonic).
+    public let arrival: ContinuousClock.Instant
+
+    public init(index: Int, connectionRequestIndex: Int, connectionID: Int, host: String, method: String, uri: String,
+                headers: [(name: String, value: String)], concurrentRequests: Int = 1,
+                arrival: ContinuousClock.Instant = .now) {
+        self.index = index
+        self.connectionRequestIndex = connectionRequestIndex
+        self.connectionID = connectionID
+        self.host = host
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.concurrentRequests = concurrentRequests
+        self.arrival = arrival
+    }
 
     /// The path without the query.
     public var path: String {

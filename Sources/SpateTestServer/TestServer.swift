@@ -51,6 +51,7 @@ public final class TestServer: Sendable {
         var hook: Hook?
         var requests: [RequestInfo] = []
         var requestCount = 0
+        var activeReplies = 0
     }
 
     private let state = Mutex(State())
@@ -149,13 +150,20 @@ public final class TestServer: Sendable {
 
     // MARK: - Request handling (called on event loops)
 
-    func record(_ make: (Int) -> RequestInfo) -> RequestInfo {
+    /// Records a request; `make` gets its index and the number of replies in progress.
+    func record(_ make: (Int, Int) -> RequestInfo) -> RequestInfo {
         state.withLock { s in
             s.requestCount += 1
-            let info = make(s.requestCount)
+            s.activeReplies += 1
+            let info = make(s.requestCount, s.activeReplies)
             if s.requests.count < Self.maxRecordedRequests { s.requests.append(info) }
             return info
         }
+    }
+
+    /// A reply ended (completely or not).
+    func replyEnded() {
+        state.withLock { $0.activeReplies -= 1 }
     }
 
     func plan(for request: RequestInfo) -> ResponsePlan {

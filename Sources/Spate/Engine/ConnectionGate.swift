@@ -2,11 +2,12 @@ import Synchronization
 
 /// How many range workers may run at once, lowered when the server throttles.
 ///
-/// Sustained 429/503 replies mean the server wants fewer requests: each throttling reply
-/// lowers the allowance by a quarter (at most once per `cooldown`, so one burst of 16 replies
-/// to 16 simultaneous requests counts once), never below 1; every `recoverAfter` successful
-/// requests in a row raise it by one again, up to the maximum. Worker `i` runs only while
-/// `i < allowed`; the others wait here.
+/// Sustained 429/503 replies mean the server wants fewer requests: a throttling reply lowers
+/// the allowance by at least a quarter, and to no more than the requests still running (those
+/// the server accepted) — at most once per `cooldown`, so one burst of replies to simultaneous
+/// requests counts once; never below 1. Every `recoverAfter` successful requests in a row raise
+/// it by one again, up to the maximum. Worker `i` runs only while `i < allowed`; the others
+/// wait here without spending their retries.
 final class ConnectionGate: Sendable {
     private struct State {
         var allowed: Int
@@ -19,7 +20,7 @@ final class ConnectionGate: Sendable {
 
     let maximum: Int
     static let recoverAfter = 8
-    static let cooldown: Duration = .seconds(1)
+    static let cooldown: Duration = .milliseconds(250)
     private let state: Mutex<State>
 
     init(maximum: Int) {
@@ -56,12 +57,13 @@ final class ConnectionGate: Sendable {
         }
     }
 
-    /// A 429 or 503: lower the allowance. Returns the new value when it changed.
-    func throttled(now: ContinuousClock.Instant = .now) -> Int? {
+    /// A 429 or 503 while `running` other requests were still running: lower the allowance.
+    /// Returns the new value when it changed.
+    func throttled(running: Int, now: ContinuousClock.Instant = .now) -> Int? {
         state.withLock { s in
             s.successes = 0
             if let last = s.lastCut, now - last < Self.cooldown { return nil }
-            let lowered = max(1, s.allowed - max(1, s.allowed / 4))
+            let lowered = max(1, min(s.allowed - max(1, s.allowed / 4), running))
             guard lowered != s.allowed else { return nil }
             s.allowed = lowered
             s.lastCut = now

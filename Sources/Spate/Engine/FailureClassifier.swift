@@ -14,6 +14,13 @@ enum FailureClassifier {
         CURLE_SSL_CERTPROBLEM.rawValue, CURLE_SSL_ISSUER_ERROR.rawValue,
     ]
 
+    /// Whether the outcome is the stall watchdog's (or a libcurl timeout).
+    static func isStall(_ outcome: TransferOutcome) -> Bool {
+        if outcome.curlCode == timeoutCode { return true }
+        if case .failed(let error) = outcome.stop, error.kind == .network, error.message.hasPrefix("stalled") { return true }
+        return false
+    }
+
     /// No usable response head: a connection, TLS or protocol failure.
     static func transportFailure(_ outcome: TransferOutcome, url: RemoteURL) -> FailureVerdict {
         if case .failed(let error) = outcome.stop {

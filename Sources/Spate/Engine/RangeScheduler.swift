@@ -38,6 +38,9 @@ final class RangeScheduler: Sendable {
     let gate: ConnectionGate
     private let registry = Mutex<[RangeLedger.AssignmentID: Active]>([:])
     private let signal = ChangeSignal()
+    /// Speeds (bytes/s) of recently completed requests: what a healthy connection achieves.
+    private let recentSpeeds = Mutex<[Double]>([])
+    static let recentSpeedsKept = 16
 
     /// Neither side of a steal is smaller than this: a steal costs the victim its connection.
     static let minimumStealBytes: Int64 = 256 * 1024
@@ -121,8 +124,10 @@ final class RangeScheduler: Sendable {
             let remaining = range.end - position
             if remaining > 0 { candidates.append((id, remaining, speed, position)) }
         }
+        speeds += recentSpeeds.withLock { $0 }
         guard !candidates.isEmpty, !speeds.isEmpty else { return nil }
         speeds.sort()
+        // The median of what running and recently finished requests achieve.
         let typical = speeds[speeds.count / 2]
         var best: (id: RangeLedger.AssignmentID, eta: Double, position: Int64)?
         for c in candidates {
@@ -131,6 +136,13 @@ final class RangeScheduler: Sendable {
             if eta > 0.2 && eta > 2 * fresh && eta > (best?.eta ?? 0) { best = (c.id, eta, c.position) }
         }
         return best.map { ($0.id, $0.position) }
+    }
+
+    /// Requests that are receiving data now: what the server accepts at the moment.
+    private func receivingCount() -> Int {
+        registry.withLock { r in
+            r.values.filter { $0.sink.publishedPosition.load(ordering: .relaxed) > $0.sink.requested.start }.count
+        }
     }
 
     // MARK: - Working
@@ -159,12 +171,19 @@ final class RangeScheduler: Sendable {
                     continue
                 case .failed(let verdict, let madeProgress, let stalled):
                     if madeProgress { failures = 0 }
-                    failures += 1
                     freshConnection = stalled
-                    if let status = verdict.error.httpStatus, status == 429 || status == 503,
-                       let lowered = gate.throttled() {
-                        context.emit(.notice("the server is throttling (HTTP \(status)): using at most \(lowered) connections"))
+                    if let status = verdict.error.httpStatus, status == 429 || status == 503 {
+                        if let lowered = gate.throttled(running: receivingCount()) {
+                            context.emit(.notice("the server is throttling (HTTP \(status)): using at most \(lowered) connections"))
+                        }
+                        if index >= gate.allowed {
+                            // This worker is now beyond the allowance: wait in the gate, with
+                            // its retries intact, instead of asking again.
+                            failures = 0
+                            continue
+                        }
                     }
+                    failures += 1
                     try await context.backOff(verdict, failures: failures)
                 }
             }
@@ -182,6 +201,7 @@ final class RangeScheduler: Sendable {
     private func fetch(_ job: Job, fresh: Bool) async throws -> FetchResult {
         let remote = resolver.current
         let id = job.assignment.id
+        let started = ContinuousClock.now
         let outcome: TransferOutcome
         do {
             outcome = try await context.perform(context.rangeSpec(job.assignment.range, remote: remote, fresh: fresh),
@@ -198,6 +218,14 @@ final class RangeScheduler: Sendable {
         if let writeError { throw writeError }
 
         if finish.complete || outcome.stop == .abandoned {
+            let elapsed = (ContinuousClock.now - started).secondsDouble
+            let bytes = job.sink.position - job.assignment.range.start
+            if finish.complete && bytes > 0 && elapsed > 0 {
+                recentSpeeds.withLock { speeds in
+                    speeds.append(Double(bytes) / elapsed)
+                    if speeds.count > Self.recentSpeedsKept { speeds.removeFirst() }
+                }
+            }
             return .progressed
         }
         let madeProgress = job.sink.position > job.assignment.range.start
@@ -206,7 +234,7 @@ final class RangeScheduler: Sendable {
            try await resolver.refresh(after: remote.url) != nil {
             return .retryNow
         }
-        let stalled = outcome.curlCode == FailureClassifier.timeoutCode
+        let stalled = FailureClassifier.isStall(outcome)
         return .failed(verdict, madeProgress: madeProgress, stalled: stalled)
     }
 

@@ -194,6 +194,9 @@ private final class Transfer {
     var head: ResponseHead?
     var stop: TransferStop?
     var bodyBytes: Int64 = 0
+    /// Stall watchdog state: bytes seen when the current window started.
+    var windowStart = ContinuousClock.now
+    var windowBytes: Int64 = 0
 
     init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
          continuation: CheckedContinuation<TransferOutcome, any Error>) {
@@ -230,8 +233,11 @@ private final class Transfer {
             easy.set(CURLOPT_SSL_VERIFYHOST, tuning.insecure ? 0 : 2),
         ]
         if tuning.lowSpeedBytesPerSecond > 0 {
-            codes.append(easy.set(CURLOPT_LOW_SPEED_LIMIT, tuning.lowSpeedBytesPerSecond))
-            codes.append(easy.set(CURLOPT_LOW_SPEED_TIME, max(1, Int(tuning.lowSpeedWindow.secondsDouble.rounded(.up)))))
+            // The stall watchdog runs in the progress callback (see `checkStall`).
+            codes.append(easy.set(CURLOPT_NOPROGRESS, false))
+            codes.append(spate_easy_setopt_xferinfo_function(easy.raw, transferProgressCallback))
+            codes.append(easy.set(CURLOPT_XFERINFODATA, pointer: me))
+            windowStart = .now
         }
         if spec.freshConnection { codes.append(easy.set(CURLOPT_FRESH_CONNECT, true)) }
         if let ca = tuning.caCertificatePath {
@@ -277,6 +283,27 @@ private final class Transfer {
         }
     }
 
+    /// The stall watchdog: libcurl calls the progress callback at least once a second, even
+    /// when nothing arrives. A transfer that receives fewer than `lowSpeedBytesPerSecond ×
+    /// lowSpeedWindow` bytes within one window is a stall and is aborted.
+    ///
+    /// Why not CURLOPT_LOW_SPEED_*: libcurl compares against a speed averaged over about five
+    /// seconds, so a burst followed by silence is detected seconds late (6 s for a 1 s window,
+    /// measured here).
+    func checkStall() -> Bool {
+        let tuning = spec.tuning
+        let now = ContinuousClock.now
+        guard now - windowStart >= tuning.lowSpeedWindow else { return true }
+        let needed = Int64(Double(tuning.lowSpeedBytesPerSecond) * tuning.lowSpeedWindow.secondsDouble)
+        if bodyBytes - windowBytes < needed {
+            stop = .failed(SpateError(.network, "stalled: less than \(tuning.lowSpeedBytesPerSecond) bytes/s for \(DecimalFormat.fixed(tuning.lowSpeedWindow.secondsDouble, decimals: 1)) s"))
+            return false
+        }
+        windowStart = now
+        windowBytes = bodyBytes
+        return true
+    }
+
     @inline(__always)
     func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard head != nil else {
@@ -297,6 +324,12 @@ private let transferWriteCallback: curl_write_callback = { data, size, count, co
     let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
     let n = size * count
     return transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: n)) ? n : 0
+}
+
+/// libcurl's progress callback: non-zero aborts the transfer (the stall watchdog).
+private let transferProgressCallback: curl_xferinfo_callback = { context, _, _, _, _ in
+    let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
+    return transfer.checkStall() ? 0 : 1
 }
 
 /// libcurl's header callback: one header line per call.

@@ -16,7 +16,7 @@ struct TransferTuning: Sendable {
     /// The stall watchdog: abort when fewer than `lowSpeedBytesPerSecond` arrive for
     /// `lowSpeedWindow`. Zero disables it.
     var lowSpeedBytesPerSecond: Int = 1024
-    var lowSpeedWindow: Duration = .seconds(30)
+    var lowSpeedWindow: Duration = .seconds(10)
     var caCertificatePath: String?
     var insecure: Bool = false
     var userAgent: String = "spate/\(SpateVersion.string)"

@@ -1,0 +1,435 @@
+import Foundation
+@testable import Spate
+import SpateTestContent
+import SpateTestServer
+import Synchronization
+import Testing
+
+/// One test per injected fault: the output is byte-exact, or the error is the precise one.
+@Suite("Network faults", .timeLimit(.minutes(1)))
+struct FaultTests {
+    static let chunk: Int64 = 1 << 20
+
+    /// A server with one file and a hook that applies `fault` to the `nth` range request
+    /// (1-based, the probe excluded).
+    func faultOnce(_ fault: Fault, nth: Int = 2, server: TestServer, file: TestServer.File) {
+        let count = Mutex(0)
+        server.setHook { request in
+            guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
+            let n = count.withLock { c -> Int in c += 1; return c }
+            return n == nth ? fault.apply(to: request, file: file) : nil
+        }
+    }
+
+    func rangeRequests(_ server: TestServer) -> [RequestInfo] {
+        server.requests.filter { $0.header("range") != nil && $0.header("range") != "bytes=0-0" }
+    }
+
+    func options(connections: Int = 1) -> DownloadOptions {
+        var o = testOptions(connections: connections, chunk: Self.chunk)
+        o.lowSpeedWindow = .seconds(1)
+        o.lowSpeedBytesPerSecond = 1024
+        return o
+    }
+
+    /// Runs a download of `content` served as `file`, asserting a byte-exact result.
+    func expectExactDownload(_ server: TestServer, _ content: GeneratedContent, options: DownloadOptions,
+                             sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let dir = try TemporaryDirectory()
+        let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: options)
+        switch result {
+        case .success:
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil, sourceLocation: sourceLocation)
+        case .failure(let error):
+            Issue.record("download failed: \(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    // MARK: Failures part-way
+
+    @Test func aConnectionClosedPartWayResumesFromTheLastByteWritten() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 31, size: 3 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            faultOnce(.closeAfter(bytes: 100_000), nth: 2, server: server, file: file)
+            var o = options(connections: 1)
+            o.tailHedging = false
+            o.workStealing = false
+            try await expectExactDownload(server, content, options: o)
+            // The cut-off reply delivered [1048576, 1148576); every other request must start where
+            // the previous one ended: no byte is asked for twice, none is skipped.
+            let ranges = rangeRequests(server).compactMap { $0.header("range") }.map { text -> (Int64, Int64) in
+                let bounds = text.dropFirst(6).split(separator: "-").map { Int64($0)! }
+                return (bounds[0], bounds[1] + 1)
+            }
+            #expect(ranges.count == 4)
+            #expect(ranges[1].0 == 1_048_576 && ranges[2].0 == 1_148_576, "the retry starts where the cut-off reply stopped")
+            let delivered = [ranges[0], (ranges[1].0, 1_148_576), ranges[2], ranges[3]]
+            #expect(delivered.first?.0 == 0 && delivered.last?.1 == content.size)
+            for (a, b) in zip(delivered, delivered.dropFirst()) { #expect(a.1 == b.0) }
+        }
+    }
+
+    @Test func aStalledReplyMovesToAFreshConnection() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 32, size: 2 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            faultOnce(.stallAfter(bytes: 5000), nth: 1, server: server, file: file)
+            var o = options(connections: 1)
+            o.tailHedging = false
+            try await expectExactDownload(server, content, options: o)
+            let ranges = rangeRequests(server)
+            let stalled = ranges[0]
+            let resumed = try #require(ranges.first { $0.header("range")?.hasPrefix("bytes=5000-") == true })
+            #expect(resumed.connectionID != stalled.connectionID, "the stalled range continues on a fresh connection")
+        }
+    }
+
+    // MARK: Status replies
+
+    @Test(arguments: [503, 429])
+    func retryAfterInSecondsIsHonoured(status: Int) async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 33, size: 2 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            faultOnce(.status(status, retryAfter: "1"), nth: 1, server: server, file: file)
+            var o = options(connections: 1)
+            o.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(5))
+            try await expectExactDownload(server, content, options: o)
+            let ranges = rangeRequests(server)
+            #expect(ranges[1].header("range") == ranges[0].header("range"))
+            #expect(ranges[1].arrival - ranges[0].arrival >= .seconds(1), "waited for Retry-After")
+        }
+    }
+
+    @Test func retryAfterAsAnHTTPDateIsHonoured() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 34, size: Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+            let count = Mutex(0)
+            server.setHook { request in
+                guard request.header("range") != "bytes=0-0" else { return nil }
+                guard count.withLock({ c -> Int in c += 1; return c }) == 1 else { return nil }
+                // Two seconds ahead at one-second resolution: at least one second of waiting.
+                let date = formatter.string(from: Date(timeIntervalSince1970: floor(Date().timeIntervalSince1970) + 2))
+                return Fault.status(429, retryAfter: date).apply(to: request, file: file)
+            }
+            var o = options(connections: 1)
+            o.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(5))
+            try await expectExactDownload(server, content, options: o)
+            let ranges = rangeRequests(server)
+            #expect(ranges[1].arrival - ranges[0].arrival >= .seconds(1))
+        }
+    }
+
+    @Test func accepted202WithRetryAfterWaitsForTheFile() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 35, size: Self.chunk + 5)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            let count = Mutex(0)
+            server.setHook { request in
+                guard count.withLock({ c -> Int in c += 1; return c }) == 1 else { return nil }
+                return Fault.status(202, retryAfter: "1").apply(to: request, file: file)
+            }
+            var o = options(connections: 2)
+            o.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(5))
+            try await expectExactDownload(server, content, options: o)
+            let probes = server.requests.filter { $0.header("range") == "bytes=0-0" }
+            #expect(probes.count == 2)
+            #expect(probes[1].arrival - probes[0].arrival >= .seconds(1))
+        }
+    }
+
+    @Test func aPassing500IsRetried() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 36, size: 3 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            faultOnce(.status(500, retryAfter: nil), nth: 2, server: server, file: file)
+            try await expectExactDownload(server, content, options: options(connections: 2))
+        }
+    }
+
+    @Test func aPersistent500FailsWithTheStatusAndNoFile() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 37, size: 2 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                request.header("range") == "bytes=0-0" ? nil : Fault.status(500, retryAfter: nil).apply(to: request, file: file)
+            }
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 2))
+            guard case .failure(let error) = result else { Issue.record("must fail"); return }
+            #expect(error.kind == .http && error.httpStatus == 500)
+            #expect(error.message.contains("HTTP 500") && error.message.contains("gave up after 3 retries"))
+            #expect(dir.contents.isEmpty)
+        }
+    }
+
+    @Test func aClientErrorFailsFastWithItsStatus() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let file = TestServer.File(content: GeneratedContent(seed: 38, size: 2 * Self.chunk))
+            server.addFile("/f.bin", file)
+            faultOnce(.status(403, retryAfter: nil), nth: 1, server: server, file: file)
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 1))
+            guard case .failure(let error) = result else { Issue.record("must fail"); return }
+            #expect(error.kind == .http && error.httpStatus == 403 && error.message.contains("403 Forbidden"))
+            #expect(rangeRequests(server).count == 1, "a 403 from the original URL is not retried")
+        }
+    }
+
+    // MARK: Replies that break range semantics
+
+    @Test(arguments: [Fault.fullBodyForRange, .shiftedRange(by: 4096), .gzipEncoding, .multipart, .closeAfter(bytes: 777)])
+    func aBadReplyIsRejectedAndTheRangeFetchedAgain(fault: Fault) async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 39, size: 3 * Self.chunk + 123)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            faultOnce(fault, nth: 2, server: server, file: file)
+            try await expectExactDownload(server, content, options: options(connections: 2))
+        }
+    }
+
+    @Test(arguments: [
+        (Fault.fullBodyForRange, "ignored the Range header"),
+        (.shiftedRange(by: 4096), "the server sent bytes"),
+        (.gzipEncoding, "Content-Encoding: gzip"),
+        (.multipart, "multipart/byteranges"),
+    ])
+    func aPersistentlyBadReplyFailsWithAPreciseError(fault: Fault, message: String) async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let file = TestServer.File(content: GeneratedContent(seed: 40, size: 2 * Self.chunk))
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                request.header("range") == "bytes=0-0" ? nil : fault.apply(to: request, file: file)
+            }
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 2))
+            guard case .failure(let error) = result else { Issue.record("must fail"); return }
+            #expect(error.kind == .invalidResponse)
+            #expect(error.message.contains(message), "\(error.message)")
+            #expect(dir.contents.isEmpty)
+        }
+    }
+
+    // MARK: The remote file changes
+
+    /// After `after` range requests the server serves another version (new content, new ETag).
+    func changeContent(server: TestServer, after: Int, from old: TestServer.File, to new: TestServer.File) {
+        let count = Mutex(0)
+        server.setHook { request in
+            let n = count.withLock { c -> Int in c += 1; return c }
+            let file = n > after ? new : old
+            return TestServer.standardPlan(for: request, file: file)
+        }
+    }
+
+    @Test func aChangeMidDownloadStopsWithRemoteChanged() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let old = TestServer.File(content: GeneratedContent(seed: 41, size: 4 * Self.chunk))
+            let new = TestServer.File(content: GeneratedContent(seed: 42, size: 4 * Self.chunk))
+            server.addFile("/f.bin", old)
+            changeContent(server: server, after: 2, from: old, to: new)
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 1))
+            guard case .failure(let error) = result else { Issue.record("must fail"); return }
+            #expect(error.kind == .remoteChanged && error.kind.exitCode == 7)
+            #expect(error.message.contains("remote file changed"))
+            #expect(dir.contents.isEmpty, "never a mixed file")
+        }
+    }
+
+    @Test func restartOnChangeDownloadsTheNewVersion() async throws {
+        try await withTestServer { server in
+            let old = TestServer.File(content: GeneratedContent(seed: 43, size: 4 * Self.chunk))
+            let newContent = GeneratedContent(seed: 44, size: 3 * Self.chunk + 9)
+            server.addFile("/f.bin", old)
+            changeContent(server: server, after: 2, from: old, to: TestServer.File(content: newContent))
+            var o = options(connections: 1)
+            o.restartOnChange = true
+            try await expectExactDownload(server, newContent, options: o)
+        }
+    }
+
+    // MARK: Slow connections
+
+    /// One connection is throttled to 20 KB/s: with stealing and hedging the others take its
+    /// work over (without them this test would need minutes and hit its time limit).
+    @Test(.timeLimit(.minutes(1)))
+    func aStragglerConnectionDoesNotHoldTheDownload() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 45, size: 8 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            let slowConnection = Mutex<Int?>(nil)
+            server.setHook { request in
+                guard request.header("range") != "bytes=0-0" else { return nil }
+                let slow = slowConnection.withLock { s -> Bool in
+                    if s == nil { s = request.connectionID }
+                    return s == request.connectionID
+                }
+                return slow ? Fault.slow(bytesPerSecond: 20_000).apply(to: request, file: file) : nil
+            }
+            var o = options(connections: 4)
+            o.lowSpeedBytesPerSecond = 0  // the straggler is slow, not stalled
+            try await expectExactDownload(server, content, options: o)
+            let ranges = rangeRequests(server)
+            #expect(ranges.contains { r in
+                guard let start = r.header("range").flatMap({ Int64($0.dropFirst(6).split(separator: "-")[0]) }) else { return false }
+                return start % Self.chunk != 0
+            }, "some request started mid-chunk: stolen or hedged work")
+        }
+    }
+
+    @Test func sustainedThrottlingLowersTheConnectionCount() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 46, size: 24 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                guard request.header("range") != "bytes=0-0" else { return nil }
+                if request.concurrentRequests > 3 { return Fault.status(503, retryAfter: "0").apply(to: request, file: file) }
+                return Fault.slow(bytesPerSecond: 8 << 20).apply(to: request, file: file)
+            }
+            var o = options(connections: 12)
+            o.retry = RetryPolicy(maxRetries: 5, baseDelay: .milliseconds(20), maxDelay: .milliseconds(200))
+            o.tailHedging = false
+            let dir = try TemporaryDirectory()
+            let d = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            async let result = d.run()
+            var notices: [String] = []
+            for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
+            _ = try await result
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(notices.contains { $0.contains("throttling") })
+            let throttled = rangeRequests(server).filter { $0.concurrentRequests > 3 }.count
+            let all = rangeRequests(server).count
+            #expect(throttled < all / 2, "most requests came within the server's limit: \(throttled) of \(all) refused")
+        }
+    }
+
+    // MARK: Redirects and expiring URLs
+
+    @Test func aRedirectLoopFailsClearly() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            server.setHook { request in
+                var plan = ResponsePlan.text(302, "loop\n")
+                plan.setHeader("Location", request.path == "/a" ? "/b" : "/a")
+                return plan
+            }
+            let result = await download(server.url("/a"), to: dir.file("x"), options: options())
+            guard case .failure(let error) = result else { Issue.record("must fail"); return }
+            #expect(error.kind == .invalidResponse && error.message.contains("too many redirects"))
+            #expect(error.kind.exitCode == 8)
+        }
+    }
+
+    /// The original host redirects to a signed URL on another host (127.0.0.2) that stops
+    /// working after a few requests; spate resolves it again and never sends the credentials
+    /// to the second host.
+    @Test(arguments: [302, 307])
+    func anExpiringSignedURLOnAnotherHostIsResolvedAgain(redirect: Int) async throws {
+        try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
+            let content = GeneratedContent(seed: 47, size: 6 * Self.chunk + 1)
+            let file = TestServer.File(content: content)
+            let signer = SignedURLs(server: server, file: file, usesPerToken: 3)
+            server.setHook { request in
+                if request.host == "127.0.0.1" {
+                    guard request.path == "/api/file" else { return .text(404, "no\n") }
+                    guard request.header("authorization") == "Bearer s3cr3t" else { return .text(401, "no token\n") }
+                    var plan = ResponsePlan.text(redirect, "moved\n")
+                    plan.setHeader("Location", signer.issue())
+                    return plan
+                }
+                return signer.serve(request)
+            }
+            var o = options(connections: 2)
+            o.headers = [try HTTPHeader(parsing: "Authorization: Bearer s3cr3t"), try HTTPHeader(parsing: "Cookie: session=abc"),
+                         try HTTPHeader(parsing: "X-Api-Key: k")]
+            let dir = try TemporaryDirectory()
+            let result = await download(server.url("/api/file"), to: dir.file("f.bin"), options: o)
+            if case .failure(let error) = result { Issue.record("failed: \(error)") }
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            let second = server.requests.filter { $0.host == "127.0.0.2" }
+            #expect(!second.isEmpty)
+            for r in second {
+                #expect(r.header("authorization") == nil && r.header("cookie") == nil && r.header("x-api-key") == nil,
+                        "no credential reaches the second host")
+            }
+            #expect(signer.issued > 1, "the expired URL was resolved again")
+            #expect(server.requests.filter { $0.host == "127.0.0.1" }.allSatisfy { $0.header("authorization") == "Bearer s3cr3t" })
+        }
+    }
+
+    @Test func locationTrustedSendsHeadersToTheRedirectHost() async throws {
+        try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
+            let content = GeneratedContent(seed: 48, size: 100_000)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            server.setHook { request in
+                guard request.host == "127.0.0.1" else { return nil }
+                var plan = ResponsePlan.text(302, "moved\n")
+                plan.setHeader("Location", server.url("/f.bin", host: "127.0.0.2"))
+                return plan
+            }
+            var o = options(connections: 2)
+            o.headers = [try HTTPHeader(parsing: "Authorization: Bearer t")]
+            o.locationTrusted = true
+            let dir = try TemporaryDirectory()
+            _ = try await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o).get()
+            #expect(server.requests.filter { $0.host == "127.0.0.2" }.allSatisfy { $0.header("authorization") == "Bearer t" })
+        }
+    }
+}
+
+/// Issues signed URLs on the second host that stop working after `usesPerToken` requests
+/// (403 "Request has expired" afterwards), like S3 or Box download URLs.
+final class SignedURLs: Sendable {
+    private let server: TestServer
+    private let file: TestServer.File
+    private let usesPerToken: Int
+    private let state = Mutex<(next: Int, uses: [String: Int])>((1, [:]))
+
+    init(server: TestServer, file: TestServer.File, usesPerToken: Int) {
+        self.server = server
+        self.file = file
+        self.usesPerToken = usesPerToken
+    }
+
+    var issued: Int { state.withLock { $0.next - 1 } }
+
+    func issue() -> String {
+        let token = state.withLock { s -> String in
+            defer { s.next += 1 }
+            let token = "tok\(s.next)"
+            s.uses[token] = 0
+            return token
+        }
+        return server.url("/signed/file.bin?X-Amz-Signature=\(token)&X-Amz-Expires=900", host: "127.0.0.2")
+    }
+
+    func serve(_ request: RequestInfo) -> ResponsePlan {
+        guard request.path == "/signed/file.bin", let token = request.queryValue("X-Amz-Signature") else {
+            return .text(404, "no\n")
+        }
+        let valid = state.withLock { s -> Bool in
+            guard let used = s.uses[token], used < usesPerToken else { return false }
+            s.uses[token] = used + 1
+            return true
+        }
+        guard valid else { return .text(403, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", contentType: "application/xml") }
+        return TestServer.standardPlan(for: request, file: file)
+    }
+}
