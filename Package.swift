@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "spate", targets: ["SpateCLI"]),
         .library(name: "SpateTestServer", targets: ["SpateTestServer"]),
         .executable(name: "spate-test-server", targets: ["SpateTestServerMain"]),
+        .executable(name: "spate-soak", targets: ["SpateSoak"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -56,6 +57,14 @@ let package = Package(
             ]),
         .executableTarget(
             name: "SpateTestServerMain",
+            dependencies: [
+                "SpateTestServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        // The long chaos run (`swift run -c release spate-soak`), kept out of `swift test`.
+        .executableTarget(
+            name: "SpateSoak",
             dependencies: [
                 "SpateTestServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -112,3 +112,30 @@ public struct GeneratedContent: Sendable, Hashable {
         a.count == b.count && (a.count == 0 || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0)
     }
 }
+
+extension GeneratedContent {
+    /// Compares the file at `path` with this content, byte for byte.
+    /// Returns a description of the first difference, or nil when identical.
+    public func differences(inFileAt path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
+        defer { close(fd) }
+        var info = stat()
+        fstat(fd, &info)
+        if Int64(info.st_size) != size { return "size \(info.st_size), expected \(size)" }
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 8)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while offset < size {
+            let n = Int(min(Int64(chunk), size - offset))
+            let got = pread(fd, buffer.baseAddress!, n, off_t(offset))
+            if got != n { return "short read at \(offset)" }
+            if let bad = firstMismatch(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset) {
+                return "first wrong byte at offset \(bad)"
+            }
+            offset += Int64(n)
+        }
+        return nil
+    }
+}

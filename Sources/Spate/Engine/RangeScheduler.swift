@@ -67,7 +67,9 @@ final class RangeScheduler: Sendable {
             for index in 0..<workers {
                 group.addTask { try await self.worker(index) }
             }
-            try await group.waitForAll()
+            // Not `waitForAll()`: it waits for every child even after one throws, and a worker
+            // parked in the gate would wait forever. Leaving the group by throwing cancels the rest.
+            while try await group.next() != nil {}
         }
         guard ledger.withLock({ $0.isComplete }) else {
             throw SpateError(.network, "download ended with bytes missing (internal error)")
@@ -263,3 +265,4 @@ final class SharedLedger: Sendable {
     init(_ ledger: RangeLedger) { mutex = Mutex(ledger) }
     func withLock<T>(_ body: (inout RangeLedger) -> T) -> T { mutex.withLock { body(&$0) } }
 }
+

@@ -28,26 +28,7 @@ final class TemporaryDirectory: @unchecked Sendable {
 /// Compares a downloaded file with the generated content it should hold, byte for byte.
 /// Returns a description of the first difference, or nil when identical.
 func compareFile(_ path: String, with content: GeneratedContent) -> String? {
-    let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
-    defer { close(fd) }
-    var info = stat()
-    fstat(fd, &info)
-    if Int64(info.st_size) != content.size { return "size \(info.st_size), expected \(content.size)" }
-    let chunk = 4 << 20
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 8)
-    defer { buffer.deallocate() }
-    var offset: Int64 = 0
-    while offset < content.size {
-        let n = Int(min(Int64(chunk), content.size - offset))
-        let got = pread(fd, buffer.baseAddress!, n, off_t(offset))
-        if got != n { return "short read at \(offset)" }
-        if let bad = content.firstMismatch(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset) {
-            return "first wrong byte at offset \(bad)"
-        }
-        offset += Int64(n)
-    }
-    return nil
+    content.differences(inFileAt: path)
 }
 
 /// The SHA-256 of generated content.
