@@ -23,7 +23,7 @@ struct CLITests {
         (["URL", "--bogus-flag"], 2, "Unknown option"),
         (["URL", "--stall-timeout", "0"], 2, "--stall-timeout must be between"),
         (["URL", "--min-speed", "fast"], 2, "invalid --min-speed"),
-        (["URL", "--max-retries", "-1"], 2, "--max-retries must be between"),
+        (["URL", "--max-retries=-1"], 2, "--max-retries must be between"),
     ] as [([String], Int32, String)])
     func badInput(arguments: [String], status: Int32, message: String) async throws {
         let dir = try TemporaryDirectory()
