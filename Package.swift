@@ -26,12 +26,15 @@ let package = Package(
         .systemLibrary(
             name: "CCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"]), .brew(["openssl"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
 
         // Linux calls Swift's Glibc module does not import (sync_file_range, thread names).
         .target(name: "CSpateSystem"),
 
         // The engine library that programs embed.
-        .target(name: "Spate", dependencies: ["CCurl", "CLZ4", "CCrypto", "CSpateSystem"]),
+        .target(name: "Spate", dependencies: ["CCurl", "CLZ4", "CCrypto", "CZlib", "CSpateSystem"]),
 
         // The `spate` command.
         .executableTarget(

@@ -59,35 +59,105 @@ final class DownloadEngine: Sendable {
             emit(.notice("the server does not support byte ranges: downloading with one connection"))
         }
 
-        let file = try OutputFile(creatingFor: destination, replacePartial: options.overwrite)
+        let journalHeader = options.journal && segmented ? ResumePlanner.header(url: context.url, remote: remote) : nil
+        let (file, resumed) = try openOutput(journalHeader: journalHeader, size: size)
         var finished = false
-        defer { if !finished { file.discard() } }
-        let writer = FileWriter(file: file, buffers: connections + 8)
-        defer { writer.stop() }  // runs before the discard above: no write lands after it
+        var keepForResume = false
+        let journal = try journalHeader.map { header throws(SpateError) in
+            try Journal(path: Journal.path(for: destination), header: header, records: resumed, data: file)
+        }
+        defer {
+            if !finished {
+                if keepForResume, let journal {
+                    journal.close()
+                    file.close()
+                } else {
+                    journal?.remove()
+                    file.discard()
+                }
+            }
+        }
+        let writer = FileWriter(file: file, buffers: connections + 8, computesCRC: journal != nil)
+        defer { writer.stop() }  // runs before the defer above: every write lands before the journal's last commit
         let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
         defer { hasher?.stop() }
 
-        let totalBytes: Int64
-        if segmented {
-            try file.preallocate(size!)
-            let scheduler = RangeScheduler(context: context, resolver: resolver, size: size!, writer: writer,
-                                           hasher: hasher, sizer: sizer, workers: connections)
-            try await scheduler.run()
-            totalBytes = size!
-        } else if size == 0 {
-            totalBytes = 0
-        } else {
-            if let size { try file.preallocate(size) }
-            totalBytes = try await StreamFetcher(context: context, remote: remote, writer: writer).run()
-            hasher?.advance(to: totalBytes)
-        }
-        writer.stop()
-        if !segmented && size != 0 { try file.truncate(to: totalBytes) }
-        if let hasher { try await verify(hasher, size: totalBytes) }
+        do {
+            let totalBytes: Int64
+            if segmented {
+                try file.preallocate(size!)
+                let scheduler = RangeScheduler(context: context, resolver: resolver, size: size!,
+                                               alreadyDone: HashedRangeList(records: resumed).covered, writer: writer,
+                                               hasher: hasher, journal: journal, sizer: sizer, workers: connections)
+                try await scheduler.run()
+                totalBytes = size!
+            } else if size == 0 {
+                totalBytes = 0
+            } else {
+                if let size { try file.preallocate(size) }
+                totalBytes = try await StreamFetcher(context: context, remote: remote, writer: writer).run()
+                hasher?.advance(to: totalBytes)
+            }
+            writer.stop()
+            if !segmented && size != 0 { try file.truncate(to: totalBytes) }
+            if let hasher { try await verify(hasher, size: totalBytes) }
 
-        try file.finish(mode: FileMode.newFileMode, replaceExisting: options.overwrite)
-        finished = true
-        return (totalBytes, connections)
+            try file.finish(mode: FileMode.newFileMode, replaceExisting: options.overwrite)
+            journal?.remove()
+            finished = true
+            return (totalBytes, connections)
+        } catch let error as SpateError {
+            keepForResume = Self.resumable(error)
+            throw error
+        } catch {
+            keepForResume = true  // cancellation
+            throw error
+        }
+    }
+
+    /// Failures after which the partial file and journal are worth keeping for a resume.
+    /// Not after a checksum mismatch or a remote change: that data is wrong or stale.
+    static func resumable(_ error: SpateError) -> Bool {
+        switch error.kind {
+        case .checksumMismatch, .remoteChanged: false
+        default: true
+        }
+    }
+
+    /// Creates the partial file, or opens it to resume, following `ResumePlanner`.
+    /// Returns the file and the verified records already on disk.
+    private func openOutput(journalHeader: JournalCodec.Header?, size: Int64?) throws(SpateError) -> (OutputFile, [HashedRange]) {
+        let partPath = OutputFile.partPath(for: destination)
+        let journalPath = Journal.path(for: destination)
+        guard options.journal else {
+            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
+        }
+        var found = ResumePlanner.Found(partExists: FilePaths.exists(partPath), journal: nil, journalError: nil)
+        do { found.journal = try Journal.load(path: journalPath) } catch { found.journalError = error }
+        let decision = ResumePlanner.decide(found: found, expected: journalHeader, partPath: partPath, journalPath: journalPath,
+                                            overwrite: options.overwrite, restartOnChange: options.restartOnChange)
+        switch decision {
+        case .refuse(let error):
+            throw error
+        case .fresh:
+            if found.journal != nil || found.journalError != nil || options.overwrite { try OutputFile.removeLeftovers(for: destination) }
+            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
+        case .restart(let why):
+            emit(.notice(why))
+            try OutputFile.removeLeftovers(for: destination)
+            return (try OutputFile(creatingFor: destination, replacePartial: true), [])
+        case .resume(let records):
+            let file = try OutputFile(resumingFor: destination, size: size ?? 0)
+            let verified = options.verifyResume ? file.verify(records) : records
+            let done = HashedRangeList(records: verified).covered.count
+            counters.bytesAlreadyDone.store(done, ordering: .relaxed)
+            var text = "resuming: \(ByteSize.format(done)) of \(ByteSize.format(size ?? 0)) already on disk"
+            if verified.count < records.count {
+                text += "; \(records.count - verified.count) recorded range(s) failed verification and will be fetched again"
+            }
+            emit(.notice(text))
+            return (file, verified)
+        }
     }
 
     private func verify(_ hasher: WatermarkHasher, size: Int64) async throws {

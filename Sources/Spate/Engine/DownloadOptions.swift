@@ -17,6 +17,11 @@ public struct DownloadOptions: Sendable {
     /// (`--restart-on-change`; at most `maximumRestarts` times).
     public var restartOnChange = false
     public static let maximumRestarts = 3
+    /// Keep a resume journal beside the partial file (`--no-journal` turns it off).
+    public var journal = true
+    /// On resume, re-hash the recorded ranges on disk and fetch again those that fail
+    /// (`--fast-resume` skips this).
+    public var verifyResume = true
     /// Idle connections split the largest in-flight remainder when nothing is pending.
     public var workStealing = true
     /// At the end, the slowest request's tail is also fetched on a fresh connection.

@@ -32,6 +32,7 @@ final class RangeScheduler: Sendable {
     let resolver: RemoteResolver
     let writer: FileWriter
     let hasher: WatermarkHasher?
+    let journal: Journal?
     let sizer: RequestSizer
     let workers: Int
     let ledger: SharedLedger
@@ -51,11 +52,12 @@ final class RangeScheduler: Sendable {
     static let idleRecheck: Duration = .milliseconds(100)
 
     init(context: EngineContext, resolver: RemoteResolver, size: Int64, alreadyDone: RangeSet = RangeSet(),
-         writer: FileWriter, hasher: WatermarkHasher?, sizer: RequestSizer, workers: Int) {
+         writer: FileWriter, hasher: WatermarkHasher?, journal: Journal?, sizer: RequestSizer, workers: Int) {
         self.context = context
         self.resolver = resolver
         self.writer = writer
         self.hasher = hasher
+        self.journal = journal
         self.sizer = sizer
         self.workers = workers
         self.ledger = SharedLedger(RangeLedger(size: size, alreadyDone: alreadyDone))
@@ -63,6 +65,7 @@ final class RangeScheduler: Sendable {
     }
 
     func run() async throws {
+        hasher?.advance(to: ledger.withLock { $0.watermark })  // bytes already on disk (resume)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<workers {
                 group.addTask { try await self.worker(index) }
@@ -210,14 +213,16 @@ final class RangeScheduler: Sendable {
                                                 sink: job.sink, handle: job.handle)
         } catch {
             // Cancelled: the loop no longer touches the sink; let its writes land first.
-            _ = await job.sink.flush()
-            record(id, doneThrough: job.sink.position)
+            let writeError = await job.sink.flush()
+            record(id, doneThrough: writeError == nil ? job.sink.position : job.assignment.range.start)
+            if writeError == nil, let written = job.sink.written { journal?.record(written) }
             throw error
         }
         // Bytes count as done only once they are in the file (the digest reads them back).
         let writeError = await job.sink.flush()
         let finish = record(id, doneThrough: writeError == nil ? job.sink.position : job.assignment.range.start)
         if let writeError { throw writeError }
+        if let written = job.sink.written { journal?.record(written) }
 
         if finish.complete || outcome.stop == .abandoned {
             let elapsed = (ContinuousClock.now - started).secondsDouble

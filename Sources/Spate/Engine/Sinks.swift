@@ -143,6 +143,11 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     func flush() async -> SpateError? {
         await output.flush()
     }
+
+    /// After `flush()`: the written bytes with their CRC-32 (nil when nothing was written).
+    var written: HashedRange? {
+        position > requested.start ? output.group.hashedRange(from: requested.start) : nil
+    }
 }
 
 /// Writes a whole-file reply (status 200) from offset 0, for servers without range support.

@@ -41,6 +41,8 @@ final class FileWriter: @unchecked Sendable {
     }
 
     let file: OutputFile
+    /// Whether each write's CRC-32 is computed (for the resume journal).
+    let computesCRC: Bool
     static let bufferBytes = 128 * 1024
     static let writebackInterval: Int64 = 64 << 20
     private let lock = ConditionLock()
@@ -49,8 +51,9 @@ final class FileWriter: @unchecked Sendable {
     private var thread: LoopThread?
 
     /// - Parameter buffers: the pool size (each `bufferBytes`).
-    init(file: OutputFile, buffers: Int) {
+    init(file: OutputFile, buffers: Int, computesCRC: Bool = false) {
         self.file = file
+        self.computesCRC = computesCRC
         for _ in 0..<max(1, buffers) {
             let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferBytes, alignment: 4096)
             all.append(memory)
@@ -128,11 +131,14 @@ final class FileWriter: @unchecked Sendable {
             case .exit:
                 return
             case .job(let job):
-                let code = file.write(UnsafeRawBufferPointer(rebasing: job.buffer.memory[0..<job.buffer.count]), at: job.offset)
-                let end = job.offset + Int64(job.buffer.count)
+                let bytes = UnsafeRawBufferPointer(rebasing: job.buffer.memory[0..<job.buffer.count])
+                let code = file.write(bytes, at: job.offset)
+                // The CRC is taken here, on the writer's core, while the bytes are still in cache.
+                let crc = computesCRC ? CRC32.checksum(bytes) : 0
                 sinceWriteback += Int64(job.buffer.count)
                 release(job.buffer)
-                job.group.finish(end: end, error: code == 0 ? nil : Syscall.fail("write", path: file.partPath, errno: code))
+                job.group.finish(HashedRange(range: ByteRange(job.offset, job.offset + Int64(job.buffer.count)), crc: crc),
+                                 error: code == 0 ? nil : Syscall.fail("write", path: file.partPath, errno: code))
                 if sinceWriteback >= Self.writebackInterval {
                     sinceWriteback = 0
                     _ = spate_start_writeback(file.fd, 0, 0)
@@ -150,25 +156,24 @@ final class WriteGroup: @unchecked Sendable {
         var pending = 0
         var error: SpateError?
         var waiter: CheckedContinuation<Void, Never>?
+        /// What was written, piece by piece (for the journal's range hash).
+        var pieces: [HashedRange] = []
     }
 
     private let lock = ConditionLock()
     private var state = State()
-    /// Called on the writer thread with the end offset of each completed write, in order.
-    private let onWritten: (@Sendable (Int64) -> Void)?
 
-    init(onWritten: (@Sendable (Int64) -> Void)? = nil) {
-        self.onWritten = onWritten
-    }
+    init() {}
 
     func add() {
         lock.withLock { state.pending += 1 }
     }
 
-    func finish(end: Int64, error: SpateError?) {
-        if error == nil { onWritten?(end) }
+    /// A write of `piece` ended (with `error` if it failed).
+    func finish(_ piece: HashedRange, error: SpateError?) {
         let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
             state.pending -= 1
+            if error == nil { state.pieces.append(piece) }
             if let error, state.error == nil { state.error = error }
             guard state.pending == 0 else { return nil }
             defer { state.waiter = nil }
@@ -177,9 +182,20 @@ final class WriteGroup: @unchecked Sendable {
         waiter?.resume()
     }
 
-    /// Records a failure of a write done outside the writer (the synchronous fallback).
-    func fail(_ error: SpateError) {
-        lock.withLock { if state.error == nil { state.error = error } }
+    /// Records a write done outside the writer thread (the synchronous fallback).
+    func wroteDirectly(_ piece: HashedRange) {
+        lock.withLock { state.pieces.append(piece) }
+    }
+
+    /// The hash of everything written from `start`, when the pieces cover one contiguous run.
+    func hashedRange(from start: Int64) -> HashedRange? {
+        let pieces = lock.withLock { state.pieces }.sorted { $0.range.start < $1.range.start }
+        guard var combined = pieces.first, combined.range.start == start else { return nil }
+        for piece in pieces.dropFirst() {
+            guard piece.range.start == combined.range.end else { return nil }
+            combined = combined.appending(piece)
+        }
+        return combined
     }
 
     /// Waits until every queued write is done; returns the first write error.
@@ -219,10 +235,13 @@ struct StagedOutput {
                 bufferOffset = offset + Int64(done)
             }
             guard var staged = buffer else {
-                // No free buffer: write the rest synchronously (bounded memory, no blocking).
+                // No free buffer for a long time: write the rest synchronously.
                 let rest = UnsafeRawBufferPointer(rebasing: bytes[done...])
-                let code = writer.file.write(rest, at: offset + Int64(done))
+                let at = offset + Int64(done)
+                let code = writer.file.write(rest, at: at)
                 if code != 0 { return Syscall.fail("write", path: writer.file.partPath, errno: code) }
+                group.wroteDirectly(HashedRange(range: ByteRange(at, at + Int64(rest.count)),
+                                                crc: writer.computesCRC ? CRC32.checksum(rest) : 0))
                 return nil
             }
             let n = min(staged.space, bytes.count - done)

@@ -46,8 +46,48 @@ public final class OutputFile: @unchecked Sendable {
         self.fd = fd
     }
 
+    /// Opens an existing partial file to resume it (never following a symlink).
+    init(resumingFor finalPath: String, size: Int64) throws(SpateError) {
+        self.finalPath = finalPath
+        let partPath = OutputFile.partPath(for: finalPath)
+        self.partPath = partPath
+        let fd = Syscall.retryingEINTR { open(partPath, O_RDWR | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else { throw Syscall.fail("open", path: partPath) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            _ = Glibc.close(fd)
+            throw SpateError.localIO("\(partPath) is not a regular file")
+        }
+        self.fd = fd
+    }
+
     deinit {
         if !closed { _ = Glibc.close(fd) }
+    }
+
+    /// Removes leftovers of an earlier download at this path: the partial file and its journal.
+    static func removeLeftovers(for finalPath: String) throws(SpateError) {
+        for path in [partPath(for: finalPath), Journal.path(for: finalPath)] where unlink(path) != 0 && errno != ENOENT {
+            throw Syscall.fail("remove", path: path)
+        }
+    }
+
+    /// Keeps only the records whose bytes on disk still match their CRC.
+    func verify(_ records: [HashedRange]) -> [HashedRange] {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        return records.filter { record in
+            var crc: UInt32 = 0
+            var offset = record.range.start
+            while offset < record.range.end {
+                let n = Int(min(Int64(buffer.count), record.range.end - offset))
+                let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+                guard Syscall.preadFully(fd, slice, at: offset) == n else { return false }
+                crc = CRC32.checksum(UnsafeRawBufferPointer(slice), continuing: crc)
+                offset += Int64(n)
+            }
+            return crc == record.crc
+        }
     }
 
     /// Reserves `size` bytes so a full disk fails now rather than at 99 %.

@@ -172,7 +172,7 @@ struct FaultTests {
             guard case .failure(let error) = result else { Issue.record("must fail"); return }
             #expect(error.kind == .http && error.httpStatus == 500)
             #expect(error.message.contains("HTTP 500") && error.message.contains("gave up after 3 retries"))
-            #expect(dir.contents.isEmpty)
+            #expect(dir.contents == ["f.bin.part", "f.bin.part.journal"], "no final file; the partial file is kept for a resume")
         }
     }
 
@@ -220,7 +220,7 @@ struct FaultTests {
             guard case .failure(let error) = result else { Issue.record("must fail"); return }
             #expect(error.kind == .invalidResponse)
             #expect(error.message.contains(message), "\(error.message)")
-            #expect(dir.contents.isEmpty)
+            #expect(dir.contents == ["f.bin.part", "f.bin.part.journal"], "no final file; the partial file is kept for a resume")
         }
     }
 

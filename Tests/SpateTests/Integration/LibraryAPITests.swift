@@ -42,7 +42,8 @@ struct LibraryAPITests {
         }
     }
 
-    @Test func cancellingTheTaskStopsTheDownloadAndRemovesThePartialFile() async throws {
+    @Test(arguments: [true, false])
+    func cancellingTheTaskStopsTheDownload(journal: Bool) async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let content = GeneratedContent(seed: 1, size: 50 << 20)
@@ -53,7 +54,9 @@ struct LibraryAPITests {
                 plan.bytesPerSecond = 512 * 1024
                 return plan
             }
-            let d = try Download(url: server.url("/slow.bin"), to: dir.file("slow.bin"), options: testOptions(connections: 2))
+            var options = testOptions(connections: 2)
+            options.journal = journal
+            let d = try Download(url: server.url("/slow.bin"), to: dir.file("slow.bin"), options: options)
             let task = Task { try await d.run() }
             // Wait until bytes are flowing (driven by the download's own events, not a timer).
             for await event in d.events {
@@ -66,7 +69,11 @@ struct LibraryAPITests {
             } catch let error as SpateError {
                 #expect(error.kind == .cancelled)
             }
-            #expect(dir.contents.isEmpty, "no final and no partial file after cancellation")
+            if journal {
+                #expect(dir.contents == ["slow.bin.part", "slow.bin.part.journal"], "kept for a resume; no final file")
+            } else {
+                #expect(dir.contents.isEmpty, "no final and no partial file after cancellation")
+            }
         }
     }
 }
