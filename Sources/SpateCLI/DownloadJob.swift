@@ -36,6 +36,13 @@ struct DownloadJob: Sendable {
         return path
     }
 
+    /// Whether a journal was left for the output of `command` after `error`.
+    static func canResume(after error: SpateError, command: SpateCommand) -> Bool {
+        guard let url = command.url, let remote = try? RemoteURL(url),
+              let path = try? outputPath(for: remote, output: command.output, overwrite: true) else { return false }
+        return FilePaths.exists(Download.journalPath(for: path)) && FilePaths.exists(OutputFile.partPath(for: path))
+    }
+
     func run() async throws(SpateError) {
         let result = try await DownloadJob.run(download, quiet: quiet)
         Console.note(ProgressRenderer.summary(result))

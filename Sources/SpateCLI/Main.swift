@@ -9,6 +9,12 @@ import Spate
 enum Main {
     static func main() async {
         signal(SIGPIPE, SIG_IGN)
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "journal" {
+            // `spate journal show FILE`: a separate command tree, so `spate URL` keeps its form.
+            JournalCommand.main(Array(arguments.dropFirst()))
+            exit(0)
+        }
         let command: SpateCommand
         do {
             command = try SpateCommand.parse()
@@ -40,6 +46,9 @@ enum Main {
             return try await Interruptible.run(job)
         } catch {
             Console.error(error.message)
+            if DownloadJob.canResume(after: error, command: command) {
+                Console.note("the partial file and its journal are kept: run the same command again to resume")
+            }
             return error.kind.exitCode
         }
     }

@@ -19,7 +19,9 @@ struct SpateCommand: ParsableCommand {
               spate https://api.example.com/file -H 'Authorization: Bearer ...'
 
             The file is written to PATH.part and renamed to PATH only when it is complete and
-            verified. An existing PATH is never replaced without --force.
+            verified. An existing PATH is never replaced without --force. A resume journal,
+            PATH.part.journal, records what is on disk: after an interruption, run the same
+            command again to continue. Inspect it with: spate journal show PATH [--json]
 
             Exit codes:
               0    success
@@ -30,6 +32,7 @@ struct SpateCommand: ParsableCommand {
               6    local I/O error (unwritable directory, output exists, disk full)
               7    the remote file changed during the download (see --restart-on-change)
               8    invalid server response (bad Content-Range, wrong length, ...)
+              9    unusable resume journal (corrupt, or from another download)
               130  interrupted
             """)
 
@@ -79,6 +82,12 @@ struct SpateCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Stall watchdog threshold in bytes per second, e.g. 1K (0 turns the watchdog off).", valueName: "SIZE"))
     var minSpeed: String = "1K"
+
+    @Flag(help: "Do not keep a resume journal (a failed download then leaves nothing behind).")
+    var noJournal = false
+
+    @Flag(help: "On resume, trust the journal instead of re-hashing the recorded ranges on disk.")
+    var fastResume = false
 
     @Flag(help: "Do not split in-flight ranges for idle connections.")
     var noStealing = false
@@ -132,6 +141,8 @@ struct SpateCommand: ParsableCommand {
             throw SpateError(.usage, "invalid --min-speed \"\(minSpeed)\": use a size like 1K")
         }
         options.lowSpeedBytesPerSecond = speedValue
+        options.journal = !noJournal
+        options.verifyResume = !fastResume
         options.workStealing = !noStealing
         options.tailHedging = !noHedging
         if let cacert {

@@ -36,6 +36,10 @@ final class ConnectionHandler: ChannelInboundHandler {
     private var active = true
     /// A reply was counted as in progress and has not ended yet.
     private var replyInProgress = false
+    /// The reply in progress: its request number, content start and bytes sent so far.
+    private var servedIndex = 0
+    private var servedStart: Int64?
+    private var servedCount: Int64 = 0
 
     init(core: TestServerCoreBox, localHost: String) {
         self.core = core
@@ -84,7 +88,10 @@ final class ConnectionHandler: ChannelInboundHandler {
                         headers: request.headers.map { ($0.name, $0.value) }, concurrentRequests: concurrent)
         }
         replyInProgress = true
+        servedIndex = info.index
+        servedCount = 0
         let plan = server.plan(for: info)
+        if case .content(_, let start, _) = plan.body { servedStart = start } else { servedStart = nil }
 
         var text = "HTTP/1.1 \(plan.status) \(plan.reason)\r\n"
         for (name, value) in plan.headers { text += "\(name): \(value)\r\n" }
@@ -137,6 +144,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             let buffer = makeBody(context: context, plan: s.plan, offset: s.sent, count: Int(n))
             context.write(wrapOutboundOut(buffer), promise: nil)
             s.sent += n
+            servedCount += n
         }
         stream = s
         context.flush()
@@ -174,7 +182,8 @@ final class ConnectionHandler: ChannelInboundHandler {
     private func endReply() {
         guard replyInProgress else { return }
         replyInProgress = false
-        core.server.withLock { $0 }?.replyEnded()
+        let served = servedStart.map { TestServer.ServedBytes(requestIndex: servedIndex, start: $0, count: servedCount) }
+        core.server.withLock { $0 }?.replyEnded(served)
     }
 
     private func finishResponse(context: ChannelHandlerContext, closing: Bool) {

@@ -52,6 +52,14 @@ public final class TestServer: Sendable {
         var requests: [RequestInfo] = []
         var requestCount = 0
         var activeReplies = 0
+        var served: [ServedBytes] = []
+    }
+
+    /// Content bytes one reply actually handed to the socket.
+    public struct ServedBytes: Sendable, Hashable {
+        public let requestIndex: Int
+        public let start: Int64
+        public let count: Int64
     }
 
     private let state = Mutex(State())
@@ -161,10 +169,16 @@ public final class TestServer: Sendable {
         }
     }
 
-    /// A reply ended (completely or not).
-    func replyEnded() {
-        state.withLock { $0.activeReplies -= 1 }
+    /// A reply ended (completely or not), having sent `served` content bytes.
+    func replyEnded(_ served: ServedBytes?) {
+        state.withLock { s in
+            s.activeReplies -= 1
+            if let served, served.count > 0, s.served.count < Self.maxRecordedRequests { s.served.append(served) }
+        }
     }
+
+    /// Content bytes sent so far, reply by reply (for measuring what a client fetched twice).
+    public var servedBytes: [ServedBytes] { state.withLock { $0.served } }
 
     func plan(for request: RequestInfo) -> ResponsePlan {
         let hook = state.withLock { $0.hook }

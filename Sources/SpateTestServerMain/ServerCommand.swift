@@ -32,6 +32,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Ignore Range headers (answer 200 with the whole body).")
     var noRanges = false
 
+    @Option(help: "Pace every reply body at this many bytes per second (e.g. 20M).")
+    var rate: String?
+
     @Flag(help: "Exit when standard input reaches end of file.")
     var exitOnStdinEOF = false
 
@@ -48,6 +51,16 @@ struct ServerCommand: AsyncParsableCommand {
             file.acceptsRanges = !noRanges
             server.addFile(parts[0], file)
             paths.append(parts[0])
+        }
+        if let rate {
+            guard let bytesPerSecond = ByteSize.parse(rate), bytesPerSecond > 0 else {
+                throw ValidationError("--rate expects a size per second like 20M")
+            }
+            server.setHook { request in
+                var plan = server.standardPlan(for: request)
+                plan.bytesPerSecond = Int(bytesPerSecond)
+                return plan
+            }
         }
         for host in hosts {
             for path in paths.isEmpty ? ["/gen/1G"] : paths {

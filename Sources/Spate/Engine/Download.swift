@@ -37,6 +37,9 @@ public final class Download: Sendable {
         (events, continuation) = AsyncStream.makeStream(of: DownloadEvent.self, bufferingPolicy: .bufferingNewest(256))
     }
 
+    /// Where the resume journal of a download to `path` lives.
+    public static func journalPath(for path: String) -> String { Journal.path(for: path) }
+
     /// Runs the download to the end. Call once.
     public func run() async throws(SpateError) -> DownloadResult {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else {

@@ -64,7 +64,8 @@ final class DownloadEngine: Sendable {
         var finished = false
         var keepForResume = false
         let journal = try journalHeader.map { header throws(SpateError) in
-            try Journal(path: Journal.path(for: destination), header: header, records: resumed, data: file)
+            try Journal(path: Journal.path(for: destination), header: header, records: resumed, data: file,
+                        commitInterval: options.journalCommitInterval)
         }
         defer {
             if !finished {
@@ -89,6 +90,7 @@ final class DownloadEngine: Sendable {
                 let scheduler = RangeScheduler(context: context, resolver: resolver, size: size!,
                                                alreadyDone: HashedRangeList(records: resumed).covered, writer: writer,
                                                hasher: hasher, journal: journal, sizer: sizer, workers: connections)
+                journal?.reportInFlightProgress { [scheduler] in scheduler.inFlightWritten() }
                 try await scheduler.run()
                 totalBytes = size!
             } else if size == 0 {

@@ -19,6 +19,9 @@ public struct DownloadOptions: Sendable {
     public static let maximumRestarts = 3
     /// Keep a resume journal beside the partial file (`--no-journal` turns it off).
     public var journal = true
+    /// How often the journal commits (fdatasync of the data, then one appended frame). A crash
+    /// loses at most about this much progress.
+    public var journalCommitInterval: Duration = .seconds(1)
     /// On resume, re-hash the recorded ranges on disk and fetch again those that fail
     /// (`--fast-resume` skips this).
     public var verifyResume = true

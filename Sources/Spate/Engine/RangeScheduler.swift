@@ -143,6 +143,11 @@ final class RangeScheduler: Sendable {
         return best.map { ($0.id, $0.position) }
     }
 
+    /// The written prefix of every request in flight (for the journal's progress records).
+    func inFlightWritten() -> [HashedRange] {
+        registry.withLock { r in r.values.compactMap { $0.sink.written } }
+    }
+
     /// Requests that are receiving data now: what the server accepts at the moment.
     private func receivingCount() -> Int {
         registry.withLock { r in

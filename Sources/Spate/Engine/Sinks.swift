@@ -144,9 +144,10 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         await output.flush()
     }
 
-    /// After `flush()`: the written bytes with their CRC-32 (nil when nothing was written).
+    /// The bytes written so far from the start, with their CRC-32 (nil when none are).
+    /// Safe from any thread; after `flush()` it covers everything accepted.
     var written: HashedRange? {
-        position > requested.start ? output.group.hashedRange(from: requested.start) : nil
+        output.group.hashedRange(from: requested.start)
     }
 }
 

@@ -19,12 +19,16 @@ final class Journal: @unchecked Sendable {
     private var all = HashedRangeList()
     private let lock = ConditionLock()
     private var pending: [HashedRange] = []  // guarded by `lock`
+    /// How far each in-flight request got, by its start offset; replaced at every commit.
+    private var progress: [Int64: HashedRange] = [:]  // journal thread only
+    /// Reports the written prefixes of the requests in flight (called at each commit).
+    private var inFlightProgress: @Sendable () -> [HashedRange] = { [] }  // guarded by `lock`
+    private let commitInterval: Duration
     private var stopping = false  // guarded by `lock`
     private var commitRequested = false  // guarded by `lock`
     private var failure: SpateError?  // guarded by `lock`
     private var thread: LoopThread?
 
-    static let commitInterval = 1000  // milliseconds
     static let commitEarlyAfterRecords = 4096
     /// Compact when the journal exceeds this and twice its last snapshot.
     static let compactAfterBytes: Int64 = 256 * 1024
@@ -36,8 +40,10 @@ final class Journal: @unchecked Sendable {
 
     /// Writes a new journal atomically (temporary file, fsync, rename) holding `records`, which
     /// must already be on disk in the data file, and starts the commit thread.
-    init(path: String, header: JournalCodec.Header, records: [HashedRange], data: OutputFile) throws(SpateError) {
+    init(path: String, header: JournalCodec.Header, records: [HashedRange], data: OutputFile,
+         commitInterval: Duration = .seconds(1)) throws(SpateError) {
         self.path = path
+        self.commitInterval = commitInterval
         self.header = header
         self.dataFD = data.fd
         self.dataPath = data.partPath
@@ -56,6 +62,11 @@ final class Journal: @unchecked Sendable {
                 lock.broadcast()
             }
         }
+    }
+
+    /// Sets where the written prefixes of in-flight requests come from.
+    func reportInFlightProgress(_ provider: @escaping @Sendable () -> [HashedRange]) {
+        lock.withLock { inFlightProgress = provider }
     }
 
     /// The first commit failure, if any (the download continues; resume then loses progress).
@@ -88,15 +99,17 @@ final class Journal: @unchecked Sendable {
         while true {
             let (batch, exit): ([HashedRange], Bool) = lock.withLock {
                 if !stopping && !commitRequested {
-                    _ = lock.wait(until: ConditionLock.deadline(afterMilliseconds: Self.commitInterval))
+                    _ = lock.wait(until: ConditionLock.deadline(afterMilliseconds: commitInterval.milliseconds))
                 }
                 commitRequested = false
                 let batch = pending
                 pending.removeAll(keepingCapacity: true)
                 return (batch, stopping)
             }
-            if !batch.isEmpty {
-                do { try commit(batch) } catch {
+            // Requests in flight report how far they got: their prefixes are claimed too.
+            let inFlight = lock.withLock { inFlightProgress }()
+            if !batch.isEmpty || inFlight.contains(where: { progress[$0.range.start] != $0 }) {
+                do { try commit(batch, inFlight: inFlight) } catch {
                     lock.withLock { if failure == nil { failure = error } }
                 }
             }
@@ -104,11 +117,19 @@ final class Journal: @unchecked Sendable {
         }
     }
 
-    private func commit(_ batch: [HashedRange]) throws(SpateError) {
+    private func commit(_ batch: [HashedRange], inFlight: [HashedRange]) throws(SpateError) {
         // Data first: the journal must never claim bytes a crash could lose.
         if Syscall.retryingEINTR({ fdatasync(dataFD) }) != 0 { throw Syscall.fail("fdatasync", path: dataPath) }
-        for r in batch { all.insert(r) }
-        let frame = JournalCodec.encodeFrame(.append, batch)
+        for r in batch {
+            all.insert(r)
+            progress.removeValue(forKey: r.range.start)
+        }
+        var changed: [HashedRange] = []
+        for r in inFlight where progress[r.range.start] != r && !all.contains(r) {
+            progress[r.range.start] = r
+            changed.append(r)
+        }
+        let frame = JournalCodec.encodeFrame(.append, batch + changed)
         let code = frame.withUnsafeBytes { Syscall.pwriteAll(fd, $0, at: journalBytes) }
         if code != 0 { throw Syscall.fail("write", path: path, errno: code) }
         journalBytes += Int64(frame.count)
@@ -128,7 +149,7 @@ final class Journal: @unchecked Sendable {
         let tfd = Syscall.retryingEINTR { open(temporary, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         guard tfd >= 0 else { throw Syscall.fail("create", path: temporary) }
         var bytes = JournalCodec.encodeHeader(header)
-        bytes += JournalCodec.encodeFrame(.snapshot, all.records)
+        bytes += JournalCodec.encodeFrame(.snapshot, all.records + progress.values.sorted { $0.range.start < $1.range.start })
         let code = bytes.withUnsafeBytes { Syscall.pwriteAll(tfd, $0, at: 0) }
         guard code == 0, Syscall.retryingEINTR({ fsync(tfd) }) == 0 else {
             let error = Syscall.fail("write", path: temporary, errno: code == 0 ? errno : code)

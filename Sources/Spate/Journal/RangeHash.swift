@@ -84,11 +84,19 @@ public struct HashedRangeList: Hashable, Sendable {
         guard !record.range.isEmpty else { return }
         if let last = records.last, last.range.end == record.range.start {
             records[records.count - 1] = last.appending(record)
-        } else if let last = records.last, last.range == record.range, last.crc == record.crc {
-            return  // duplicate
+        } else if let last = records.last, last.range.start == record.range.start {
+            // The same request reported again (in-flight progress): keep the longer record.
+            if record.range.end > last.range.end { records[records.count - 1] = record }
         } else {
             records.append(record)
         }
+    }
+
+    /// Whether a record covers all of `record`'s bytes (its hash is then redundant).
+    public func contains(_ record: HashedRange) -> Bool {
+        let i = records.partitionPoint { $0.range.start > record.range.start }
+        return i > 0 && records[i - 1].range.end >= record.range.end
+            || records.contains { $0.range.start <= record.range.start && $0.range.end >= record.range.end }
     }
 
     /// The bytes covered (overlaps counted once).

@@ -187,12 +187,13 @@ final class WriteGroup: @unchecked Sendable {
         lock.withLock { state.pieces.append(piece) }
     }
 
-    /// The hash of everything written from `start`, when the pieces cover one contiguous run.
+    /// The hash of the contiguous run written from `start` so far (nil when nothing is).
+    /// After every write is done it covers all of them.
     func hashedRange(from start: Int64) -> HashedRange? {
         let pieces = lock.withLock { state.pieces }.sorted { $0.range.start < $1.range.start }
         guard var combined = pieces.first, combined.range.start == start else { return nil }
         for piece in pieces.dropFirst() {
-            guard piece.range.start == combined.range.end else { return nil }
+            guard piece.range.start == combined.range.end else { break }
             combined = combined.appending(piece)
         }
         return combined
