@@ -110,6 +110,9 @@ struct SpateCommand: ParsableCommand {
     @Option(help: .hidden)
     var bufferSize: String?
 
+    @Option(help: .hidden)
+    var journalCommitMs: Int?
+
     /// Builds the library's options, rejecting bad input before any network traffic.
     func downloadOptions() throws(SpateError) -> DownloadOptions {
         var options = DownloadOptions()
@@ -142,6 +145,12 @@ struct SpateCommand: ParsableCommand {
         }
         options.lowSpeedBytesPerSecond = speedValue
         options.journal = !noJournal
+        if let journalCommitMs {
+            guard (10...60_000).contains(journalCommitMs) else {
+                throw SpateError(.usage, "--journal-commit-ms must be between 10 and 60000")
+            }
+            options.journalCommitInterval = .milliseconds(journalCommitMs)
+        }
         options.verifyResume = !fastResume
         options.workStealing = !noStealing
         options.tailHedging = !noHedging
