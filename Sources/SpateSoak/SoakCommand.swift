@@ -23,6 +23,9 @@ struct SoakCommand: AsyncParsableCommand {
     @Flag(help: "Print one line per schedule.")
     var verbose = false
 
+    @Option(help: "Instead of chaos schedules: kill -9 the spate CLI at this many seeded points, resuming each time.")
+    var killPoints: Int?
+
     mutating func run() async throws {
         let server = try await TestServer.start()
         defer { Task { await server.stop() } }
@@ -32,6 +35,28 @@ struct SoakCommand: AsyncParsableCommand {
         }
         let directory = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         defer { rmdir(directory) }
+
+        if let killPoints {
+            var done = 0, downloads = 0, failures: [UInt64] = []
+            let started = ContinuousClock.now
+            var s = seed
+            while done < killPoints {
+                let report = try KillResumeSoak(seed: s, server: server, directory: directory).run()
+                done += report.killPoints
+                downloads += 1
+                if let wrong = report.wrong {
+                    failures.append(s)
+                    print("seed \(s): WRONG: \(wrong)")
+                } else if verbose {
+                    print("seed \(s): \(report.killPoints) kill points, resumed to the exact file")
+                }
+                s += 1
+            }
+            print("spate-soak: \(done) kill -9 points over \(downloads) downloads (seeds \(seed)...\(s - 1)): "
+                  + "\(failures.count) wrong or failed outputs in \(ContinuousClock.now - started)")
+            if !failures.isEmpty { throw ExitCode(1) }
+            return
+        }
 
         var exact = 0, clean = 0, wrong: [UInt64] = [], faults = 0
         let started = ContinuousClock.now

@@ -116,7 +116,8 @@ public final class FaultSchedule: Sendable {
         }
     }
 
-    static func splitMix(_ state: inout UInt64) -> UInt64 {
+    /// One SplitMix64 step (seeded, reproducible draws for tests and soaks).
+    public static func splitMix(_ state: inout UInt64) -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
