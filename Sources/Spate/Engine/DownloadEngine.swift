@@ -24,15 +24,22 @@ final class DownloadEngine: Sendable {
     func run() async throws -> DownloadResult {
         defer { context.loop.shutdown() }
         let started = ContinuousClock.now
-        try checkDestination()
+        if options.nameFromServer {
+            guard FilePaths.isDirectory(destination), FilePaths.directoryIsWritable(for: destination + "/x") else {
+                throw SpateError.localIO("cannot write to directory \(destination)")
+            }
+        } else {
+            try checkDestination(destination)
+        }
         var remote = try await resolver.resolve()
+        let path = try outputPath(for: remote)
         var restarts = 0
         while true {
             do {
-                let (bytes, connections) = try await attempt(remote)
+                let (bytes, connections) = try await attempt(remote, path: path)
                 let stats = context.snapshot
                 return DownloadResult(
-                    path: destination, bytes: bytes, elapsed: ContinuousClock.now - started,
+                    path: path, bytes: bytes, elapsed: ContinuousClock.now - started,
                     verifiedChecksum: options.checksum, connections: connections, requests: stats.requests,
                     retries: stats.retries)
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
@@ -45,9 +52,34 @@ final class DownloadEngine: Sendable {
         }
     }
 
-    /// One pass over the file as `remote` describes it. Returns the size and connections used.
-    private func attempt(_ remote: RemoteFile) async throws -> (Int64, Int) {
-        let size = remote.size
+    /// The output path: the destination, or with `nameFromServer` a name the server proposes
+    /// (Content-Disposition, else the URL's last segment), sanitized, inside the destination.
+    private func outputPath(for remote: RemoteFile) throws -> String {
+        guard options.nameFromServer else { return destination }
+        let proposed = ContentDisposition.fileName(from: remote.contentDisposition)
+        let name = proposed.map { FilePaths.sanitizedFileName($0) } ?? FilePaths.defaultFileName(for: context.url)
+        let path = (destination.hasSuffix("/") ? destination : destination + "/") + name
+        // CVE-2020-8177: a name chosen by the server never replaces a file, even with --force.
+        if FilePaths.exists(path) {
+            throw SpateError.localIO("the server named the file \(name), and \(path) already exists; spate never replaces a file named by the server")
+        }
+        return path
+    }
+
+    /// One pass over the file as `remote` describes it, into `path`. Returns the size and
+    /// connections used.
+    private func attempt(_ remote: RemoteFile, path destination: String) async throws -> (Int64, Int) {
+        // With --range, output offset 0 is remote offset `remoteOffset`.
+        var size = remote.size
+        var remoteOffset: Int64 = 0
+        if let partial = options.byteRange {
+            guard remote.acceptsRanges, let full = remote.size else {
+                throw SpateError.invalidResponse("--range needs a server that supports byte ranges, and \(remote.url.redacted) does not")
+            }
+            let selected = try partial.clamped(toSize: full)
+            size = selected.count
+            remoteOffset = selected.start
+        }
         context.setKnownSize(size)
         let segmented = remote.acceptsRanges && (size ?? 0) > 0
         let sizer = RequestSizer(fileSize: size ?? 0, connections: options.connections, fixedBytes: options.chunkBytes)
@@ -59,8 +91,9 @@ final class DownloadEngine: Sendable {
             emit(.notice("the server does not support byte ranges: downloading with one connection"))
         }
 
-        let journalHeader = options.journal && segmented ? ResumePlanner.header(url: context.url, remote: remote) : nil
-        let (file, resumed) = try openOutput(journalHeader: journalHeader, size: size)
+        let journalHeader = options.journal && segmented
+            ? ResumePlanner.header(url: context.url, remote: remote, range: options.byteRange, size: size ?? 0) : nil
+        let (file, resumed) = try openOutput(destination, journalHeader: journalHeader, size: size)
         var finished = false
         var keepForResume = false
         let journal = try journalHeader.map { header throws(SpateError) in
@@ -87,7 +120,7 @@ final class DownloadEngine: Sendable {
             let totalBytes: Int64
             if segmented {
                 try file.preallocate(size!)
-                let scheduler = RangeScheduler(context: context, resolver: resolver, size: size!,
+                let scheduler = RangeScheduler(context: context, resolver: resolver, size: size!, remoteOffset: remoteOffset,
                                                alreadyDone: HashedRangeList(records: resumed).covered, writer: writer,
                                                hasher: hasher, journal: journal, sizer: sizer, workers: connections)
                 journal?.reportInFlightProgress { [scheduler] in scheduler.inFlightWritten() }
@@ -128,7 +161,7 @@ final class DownloadEngine: Sendable {
 
     /// Creates the partial file, or opens it to resume, following `ResumePlanner`.
     /// Returns the file and the verified records already on disk.
-    private func openOutput(journalHeader: JournalCodec.Header?, size: Int64?) throws(SpateError) -> (OutputFile, [HashedRange]) {
+    private func openOutput(_ destination: String, journalHeader: JournalCodec.Header?, size: Int64?) throws(SpateError) -> (OutputFile, [HashedRange]) {
         let partPath = OutputFile.partPath(for: destination)
         let journalPath = Journal.path(for: destination)
         guard options.journal else {
@@ -173,7 +206,7 @@ final class DownloadEngine: Sendable {
     }
 
     /// Fails early, before any traffic, when the result could not be saved.
-    private func checkDestination() throws {
+    private func checkDestination(_ destination: String) throws {
         guard FilePaths.directoryIsWritable(for: destination) else {
             throw SpateError.localIO("cannot write to directory \(FilePaths.directory(of: destination))")
         }

@@ -13,6 +13,13 @@ public struct DownloadOptions: Sendable {
     public var locationTrusted = false
     /// Replace an existing output file (and a stale partial file).
     public var overwrite = false
+    /// Name the output from the server's `Content-Disposition` (RFC 6266, `filename*` first),
+    /// sanitized; the destination given to `Download` is then a directory. Falls back to the
+    /// URL's last path segment. A server-named file never replaces an existing one.
+    public var nameFromServer = false
+    /// Download only these bytes of the remote file (`--range START-END`), still split across
+    /// connections. The output holds exactly them.
+    public var byteRange: PartialByteRange?
     /// When the remote file changes mid-download, start over instead of failing
     /// (`--restart-on-change`; at most `maximumRestarts` times).
     public var restartOnChange = false
@@ -76,4 +83,45 @@ public struct DownloadOptions: Sendable {
             throw .usage("receive buffer must be between 16 KiB and 10 MiB")
         }
     }
+}
+
+/// `START-END` (inclusive, as in HTTP) or `START-` (to the end of the file).
+public struct PartialByteRange: Sendable, Hashable, CustomStringConvertible {
+    public let start: Int64
+    /// The last byte, inclusive; nil for "to the end".
+    public let last: Int64?
+
+    public init(start: Int64, last: Int64?) throws(SpateError) {
+        guard start >= 0, last.map({ $0 >= start }) ?? true else {
+            throw .usage("invalid range \(start)-\(last.map(String.init) ?? ""): the end must not be before the start")
+        }
+        self.start = start
+        self.last = last
+    }
+
+    /// Parses `START-END` or `START-` (sizes like 1M allowed).
+    public init(parsing text: String) throws(SpateError) {
+        let parts = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, let start = ByteSize.parse(String(parts[0])) else {
+            throw .usage("invalid --range \"\(text)\": use START-END or START- (byte offsets, END inclusive)")
+        }
+        var last: Int64?
+        if !parts[1].isEmpty {
+            guard let end = ByteSize.parse(String(parts[1])) else {
+                throw .usage("invalid --range \"\(text)\": use START-END or START- (byte offsets, END inclusive)")
+            }
+            last = end
+        }
+        try self.init(start: start, last: last)
+    }
+
+    /// The remote bytes this selects in a file of `size` bytes.
+    public func clamped(toSize size: Int64) throws(SpateError) -> ByteRange {
+        guard start < size else {
+            throw .usage("--range starts at byte \(start), but the file has only \(size) bytes")
+        }
+        return ByteRange(start, min(size, (last ?? (size - 1)) + 1))
+    }
+
+    public var description: String { "\(start)-\(last.map(String.init) ?? "")" }
 }

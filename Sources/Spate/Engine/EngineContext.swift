@@ -45,7 +45,9 @@ final class EngineContext: Sendable {
             caCertificatePath: options.caCertificatePath, insecure: options.insecure, verbose: options.curlVerbose)
     }
 
-    func rangeSpec(_ range: ByteRange, remote: RemoteFile, fresh: Bool) -> TransferSpec {
+    /// A request for output bytes `range`, which are remote bytes `range + remoteOffset`.
+    func rangeSpec(_ range: ByteRange, remoteOffset: Int64, remote: RemoteFile, fresh: Bool) -> TransferSpec {
+        let range = ByteRange(range.start + remoteOffset, range.end + remoteOffset)
         var headers = userHeaders(for: remote.url)
         headers.append("Range: \(range.httpRangeValue)")
         headers.append("Accept-Encoding: identity")

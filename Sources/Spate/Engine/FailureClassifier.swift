@@ -62,7 +62,7 @@ enum FailureClassifier {
         // The server ended the reply early without an error (no Content-Length, connection closed).
         let got = sink.position - sink.requested.start
         return FailureVerdict(
-            error: .invalidResponse("the reply for \(sink.requested.httpRangeValue) ended after \(got) of \(sink.requested.count) bytes"),
+            error: .invalidResponse("the reply for \(sink.remoteRange.httpRangeValue) ended after \(got) of \(sink.requested.count) bytes"),
             retryable: true)
     }
 

@@ -35,6 +35,8 @@ final class RangeScheduler: Sendable {
     let journal: Journal?
     let sizer: RequestSizer
     let workers: Int
+    /// Output offset 0 is this remote offset (`--range`).
+    let remoteOffset: Int64
     let ledger: SharedLedger
     let gate: ConnectionGate
     private let registry = Mutex<[RangeLedger.AssignmentID: Active]>([:])
@@ -51,13 +53,14 @@ final class RangeScheduler: Sendable {
     /// Idle workers look again at least this often (slow transfers become hedge candidates).
     static let idleRecheck: Duration = .milliseconds(100)
 
-    init(context: EngineContext, resolver: RemoteResolver, size: Int64, alreadyDone: RangeSet = RangeSet(),
+    init(context: EngineContext, resolver: RemoteResolver, size: Int64, remoteOffset: Int64 = 0, alreadyDone: RangeSet = RangeSet(),
          writer: FileWriter, hasher: WatermarkHasher?, journal: Journal?, sizer: RequestSizer, workers: Int) {
         self.context = context
         self.resolver = resolver
         self.writer = writer
         self.hasher = hasher
         self.journal = journal
+        self.remoteOffset = remoteOffset
         self.sizer = sizer
         self.workers = workers
         self.ledger = SharedLedger(RangeLedger(size: size, alreadyDone: alreadyDone))
@@ -106,7 +109,8 @@ final class RangeScheduler: Sendable {
     }
 
     private func makeJob(_ assignment: RangeLedger.Assignment, remote: RemoteFile, hedge: Bool) -> Job {
-        let sink = RangeSink(requested: assignment.range, writer: writer, remote: remote, counters: context.counters)
+        let sink = RangeSink(requested: assignment.range, remoteOffset: remoteOffset, writer: writer, remote: remote,
+                             counters: context.counters)
         let job = Job(assignment: assignment, sink: sink, handle: TransferHandle(), isHedge: hedge)
         registry.withLock { $0[assignment.id] = Active(sink: sink, handle: job.handle, started: .now, isHedge: hedge) }
         return job
@@ -214,7 +218,7 @@ final class RangeScheduler: Sendable {
         let started = ContinuousClock.now
         let outcome: TransferOutcome
         do {
-            outcome = try await context.perform(context.rangeSpec(job.assignment.range, remote: remote, fresh: fresh),
+            outcome = try await context.perform(context.rangeSpec(job.assignment.range, remoteOffset: remoteOffset, remote: remote, fresh: fresh),
                                                 sink: job.sink, handle: job.handle)
         } catch {
             // Cancelled: the loop no longer touches the sink; let its writes land first.

@@ -36,7 +36,12 @@ final class ProbeSink: ResponseSink, @unchecked Sendable {
 /// request and to the probe's length; `Content-Length` consistent; the probe's validator.
 /// While writing: never a byte outside the requested range.
 final class RangeSink: ResponseSink, @unchecked Sendable {
+    /// The bytes of the output file this request fills.
     let requested: ByteRange
+    /// Output offset 0 is this remote offset (`--range START-END` downloads part of a file).
+    let remoteOffset: Int64
+    /// The bytes asked of the server.
+    var remoteRange: ByteRange { ByteRange(requested.start + remoteOffset, requested.end + remoteOffset) }
     private var output: StagedOutput
     private let remote: RemoteFile
     private let counters: DownloadCounters
@@ -51,8 +56,9 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private(set) var errorStatus: Int?
     private(set) var errorBody = ErrorBody()
 
-    init(requested: ByteRange, writer: FileWriter, remote: RemoteFile, counters: DownloadCounters) {
+    init(requested: ByteRange, remoteOffset: Int64 = 0, writer: FileWriter, remote: RemoteFile, counters: DownloadCounters) {
         self.requested = requested
+        self.remoteOffset = remoteOffset
         self.position = requested.start
         self.publishedPosition = Atomic(requested.start)
         self.limit = Atomic(requested.end)
@@ -69,13 +75,13 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
             if let change = remote.validatorMismatch(in: head) {
                 return .failed(SpateError(.remoteChanged, "remote file changed during the download: \(change)"))
             }
-            return .failed(.invalidResponse("the server ignored the Range header (200 instead of 206 for \(requested.httpRangeValue))"))
+            return .failed(.invalidResponse("the server ignored the Range header (200 instead of 206 for \(remoteRange.httpRangeValue))"))
         case 416:
             if let length = head["content-range"].flatMap(ContentRange.init(parsing:))?.completeLength,
                length != remote.size {
                 return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(remote.size.map(String.init) ?? "unknown")"))
             }
-            return .failed(.invalidResponse("the server refused \(requested.httpRangeValue) (416 Range Not Satisfiable)"))
+            return .failed(.invalidResponse("the server refused \(remoteRange.httpRangeValue) (416 Range Not Satisfiable)"))
         default:
             if head.status >= 300 {
                 errorStatus = head.status
@@ -101,8 +107,8 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         if let length = contentRange.completeLength, let size = remote.size, length != size {
             return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(size)"))
         }
-        guard got == requested else {
-            return .failed(.invalidResponse("asked for \(requested.httpRangeValue), the server sent bytes \(got.start)-\(got.end - 1)"))
+        guard got == remoteRange else {
+            return .failed(.invalidResponse("asked for \(remoteRange.httpRangeValue), the server sent bytes \(got.start)-\(got.end - 1)"))
         }
         if let lengthText = head["content-length"] {
             guard let length = ContentRange.parseDecimal(lengthText), length == requested.count else {
@@ -121,7 +127,7 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
             return errorBody.append(bytes) ? nil : .enough
         }
         if position + Int64(bytes.count) > requested.end {
-            return .failed(.invalidResponse("the server sent more bytes than the \(requested.count) of \(requested.httpRangeValue)"))
+            return .failed(.invalidResponse("the server sent more bytes than the \(requested.count) of \(remoteRange.httpRangeValue)"))
         }
         // Stop at the limit (another request took the rest); never write past it.
         let stopAt = limit.load(ordering: .relaxed)

@@ -63,11 +63,14 @@ public enum JournalCodec {
         public var dropReason: String?
     }
 
-    /// The request fingerprint: SHA-256 of scheme, host, port and path of the original URL.
-    /// No userinfo, no query: signed query strings change on every signing and may be secret.
-    public static func fingerprint(of url: RemoteURL) -> [UInt8] {
-        let text = Array("spate-journal-v1\n\(url.scheme)://\(url.host):\(url.port)\(url.path)".utf8)
-        return text.withUnsafeBytes { Digest.hash(.sha256, $0) }
+    /// The request fingerprint: SHA-256 of scheme, host, port and path of the original URL, and
+    /// the `--range` asked for. No userinfo, no query: signed query strings change on every
+    /// signing and may be secret.
+    public static func fingerprint(of url: RemoteURL, range: PartialByteRange? = nil) -> [UInt8] {
+        var text = "spate-journal-v1\n\(url.scheme)://\(url.host):\(url.port)\(url.path)"
+        if let range { text += "\nrange=\(range)" }
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { Digest.hash(.sha256, $0) }
     }
 
     // MARK: Header

@@ -66,9 +66,10 @@ public enum ResumePlanner {
         return .resume(journal.records)
     }
 
-    /// The journal header for a download, or nil when it cannot be resumed safely later.
-    public static func header(url: RemoteURL, remote: RemoteFile) -> JournalCodec.Header? {
-        guard remote.acceptsRanges, let size = remote.size, size > 0 else { return nil }
+    /// The journal header for a download of `size` output bytes (the whole file, or the
+    /// `--range` part of it), or nil when it cannot be resumed safely later.
+    public static func header(url: RemoteURL, remote: RemoteFile, range: PartialByteRange? = nil, size: Int64) -> JournalCodec.Header? {
+        guard remote.acceptsRanges, remote.size != nil, size > 0 else { return nil }
         let validator: JournalCodec.Validator
         if let etag = remote.strongETag {
             validator = .strongETag(etag)
@@ -77,6 +78,7 @@ public enum ResumePlanner {
         } else {
             return nil
         }
-        return JournalCodec.Header(totalSize: size, fingerprint: JournalCodec.fingerprint(of: url), validator: validator)
+        return JournalCodec.Header(totalSize: size, fingerprint: JournalCodec.fingerprint(of: url, range: range),
+                                   validator: validator)
     }
 }

@@ -184,9 +184,9 @@ struct ResumePlannerTests {
 
     @Test func noValidatorMeansNoJournal() throws {
         let remote = RemoteFile(url: Self.url, size: 100, acceptsRanges: true, strongETag: nil, lastModified: nil)
-        #expect(ResumePlanner.header(url: Self.url, remote: remote) == nil)
+        #expect(ResumePlanner.header(url: Self.url, remote: remote, size: 100) == nil)
         let dated = RemoteFile(url: Self.url, size: 100, acceptsRanges: true, strongETag: nil, lastModified: "d")
-        #expect(ResumePlanner.header(url: Self.url, remote: dated)?.validator == .lastModified("d"))
+        #expect(ResumePlanner.header(url: Self.url, remote: dated, size: 100)?.validator == .lastModified("d"))
     }
 
     @Test func fingerprintsIgnoreQueryAndUserinfo() throws {
