@@ -8,7 +8,19 @@ struct DownloadJob: Sendable {
 
     init(url: String, output: String?, options: DownloadOptions, quiet: Bool) throws(SpateError) {
         let remote = try RemoteURL(url)
-        let path = try DownloadJob.outputPath(for: remote, output: output, overwrite: options.overwrite)
+        let path: String
+        if options.nameFromServer {
+            // -J: the name comes from the server; -o, if given, is the directory.
+            path = output ?? "."
+            guard FilePaths.isDirectory(path) else {
+                throw SpateError(.usage, "with -J, -o must name an existing directory (\(path) is not one)")
+            }
+        } else {
+            path = try DownloadJob.outputPath(for: remote, output: output, overwrite: options.overwrite)
+        }
+        if options.insecure {
+            Console.note("warning: TLS certificate verification is off (--insecure): anyone on the path can change the file")
+        }
         download = try Download(url: url, to: path, options: options)
         self.quiet = quiet
     }

@@ -95,7 +95,7 @@ struct SpateCommand: ParsableCommand {
     @Flag(help: "Do not duplicate the slowest range at the end of the download.")
     var noHedging = false
 
-    @Option(help: ArgumentHelp("PEM file of CA certificates to trust.", valueName: "PATH"))
+    @Option(help: ArgumentHelp("PEM file of CA certificates to trust (instead of the system's).", valueName: "PATH"))
     var cacert: String?
 
     @Flag(help: "Do not verify TLS certificates (dangerous).")
@@ -104,8 +104,24 @@ struct SpateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Size of the generated file for the demo (no URL).", valueName: "SIZE"))
     var demoSize: String = "1G"
 
-    @Flag(help: .hidden)
-    var curlVerbose = false
+    @Flag(name: .shortAndLong, help: "Trace connections and headers on stderr (secrets redacted).")
+    var verbose = false
+
+    @Option(help: ArgumentHelp("Send 'Authorization: Bearer' with the token in this environment variable.", valueName: "VAR"))
+    var bearerTokenEnv: String?
+
+    @Option(help: ArgumentHelp("Send 'Authorization: Bearer' with the token in this file.", valueName: "PATH"))
+    var bearerTokenFile: String?
+
+    @Option(help: ArgumentHelp("Read extra headers, one 'Name: value' per line, from this file (keeps secrets out of argv).", valueName: "PATH"))
+    var headerFile: String?
+
+    @Option(help: ArgumentHelp("Download only these bytes: START-END (inclusive) or START-, e.g. 0-1048575.", valueName: "START-END"))
+    var range: String?
+
+    @Flag(name: [.customShort("J"), .customLong("remote-header-name")],
+          help: "Name the output as the server's Content-Disposition says (sanitized; never replaces a file). -o may name the directory.")
+    var remoteHeaderName = false
 
     @Option(help: .hidden)
     var bufferSize: String?
@@ -159,7 +175,14 @@ struct SpateCommand: ParsableCommand {
             options.caCertificatePath = cacert
         }
         options.insecure = insecure
-        options.curlVerbose = curlVerbose
+        options.verbose = verbose
+        options.headers += try SecretInputs.headers(bearerTokenEnv: bearerTokenEnv, bearerTokenFile: bearerTokenFile,
+                                                    headerFile: headerFile)
+        if options.headers.filter({ $0.name.lowercased() == "authorization" }).count > 1 {
+            throw SpateError(.usage, "more than one Authorization header (from -H, --header-file or --bearer-token-*)")
+        }
+        if let range { options.byteRange = try PartialByteRange(parsing: range) }
+        options.nameFromServer = remoteHeaderName
         if let bufferSize {
             guard let bytes = ByteSize.parse(bufferSize), let value = Int(exactly: bytes) else {
                 throw SpateError(.usage, "invalid --buffer-size \"\(bufferSize)\"")

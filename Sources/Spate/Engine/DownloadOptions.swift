@@ -50,8 +50,8 @@ public struct DownloadOptions: Sendable {
     public var progressInterval: Duration = .milliseconds(250)
     /// libcurl's receive buffer per connection; nil chooses `automaticReceiveBufferBytes`.
     public var receiveBufferBytes: Int?
-    /// libcurl's verbose trace on stderr (headers are not redacted by libcurl; for debugging).
-    public var curlVerbose = false
+    /// libcurl's trace of connections and headers on stderr, secrets redacted (`--verbose`).
+    public var verbose = false
 
     public static let defaultConnections = 16
 

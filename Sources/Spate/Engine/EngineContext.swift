@@ -42,7 +42,7 @@ final class EngineContext: Sendable {
         TransferTuning(
             bufferBytes: options.effectiveReceiveBufferBytes, connectTimeout: options.connectTimeout,
             lowSpeedBytesPerSecond: options.lowSpeedBytesPerSecond, lowSpeedWindow: options.lowSpeedWindow,
-            caCertificatePath: options.caCertificatePath, insecure: options.insecure, verbose: options.curlVerbose)
+            caCertificatePath: options.caCertificatePath, insecure: options.insecure, verbose: options.verbose)
     }
 
     /// A request for output bytes `range`, which are remote bytes `range + remoteOffset`.

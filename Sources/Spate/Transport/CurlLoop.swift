@@ -1,4 +1,5 @@
 import CCurl
+import Glibc
 import Synchronization
 
 /// One libcurl multi handle driven by one dedicated thread; every HTTP request of a download
@@ -243,7 +244,11 @@ private final class Transfer {
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))
         }
-        if tuning.verbose { codes.append(easy.set(CURLOPT_VERBOSE, true)) }
+        if tuning.verbose {
+            // libcurl's own trace would print Authorization and cookies as sent; this one redacts.
+            codes.append(easy.set(CURLOPT_VERBOSE, true))
+            codes.append(spate_easy_setopt_debug_function(easy.raw, transferDebugCallback))
+        }
         if let bad = codes.first(where: { $0 != CURLE_OK }) {
             return TransferOutcome(head: nil, stop: nil, curlCode: bad.rawValue,
                                    curlMessage: String(cString: curl_easy_strerror(bad)), bodyBytes: 0)
@@ -324,6 +329,52 @@ private let transferWriteCallback: curl_write_callback = { data, size, count, co
     let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
     let n = size * count
     return transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: n)) ? n : 0
+}
+
+/// `--verbose`: libcurl's trace, with secrets redacted, on stderr.
+private let transferDebugCallback: curl_debug_callback = { _, type, data, size, _ in
+    guard let data else { return 0 }
+    let text = String(decoding: UnsafeRawBufferPointer(start: data, count: size), as: UTF8.self)
+    let prefix: String
+    switch type {
+    case CURLINFO_TEXT: prefix = "* "
+    case CURLINFO_HEADER_OUT: prefix = "> "
+    case CURLINFO_HEADER_IN: prefix = "< "
+    default: return 0  // bodies and TLS data are not traced
+    }
+    var out = ""
+    for line in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
+        let clean = String(line).trimmingSpaces()
+        guard !clean.isEmpty else { continue }
+        out += prefix + VerboseTrace.redact(clean) + "\n"
+    }
+    VerboseTrace.write(out)
+    return 0
+}
+
+/// Redaction and output for the `--verbose` trace.
+enum VerboseTrace {
+    static func redact(_ line: String) -> String {
+        if line.hasPrefix("GET ") || line.hasPrefix("HEAD ") {
+            // The request line carries the path and query: elide query values.
+            let parts = line.split(separator: " ", maxSplits: 2).map(String.init)
+            if parts.count == 3 { return "\(parts[0]) \(Redactor.url(parts[1])) \(parts[2])" }
+        }
+        if line.lowercased().hasPrefix("location:") {
+            return "Location: " + Redactor.url(String(line.dropFirst(9)).trimmingSpaces())
+        }
+        return FailureClassifier.redactURLs(in: Redactor.header(line))
+    }
+
+    static func write(_ text: String) {
+        var bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress! + done, $0.count - done) }
+            if n <= 0 { return }
+            done += n
+        }
+    }
 }
 
 /// libcurl's progress callback: non-zero aborts the transfer (the stall watchdog).
