@@ -35,6 +35,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Pace every reply body at this many bytes per second (e.g. 20M).")
     var rate: String?
 
+    @Flag(help: "Emulate Box and Backendless file downloads (needs --host 127.0.0.1 --host 127.0.0.2); prints example commands.")
+    var emulateCloud = false
+
     @Flag(help: "Exit when standard input reaches end of file.")
     var exitOnStdinEOF = false
 
@@ -62,9 +65,29 @@ struct ServerCommand: AsyncParsableCommand {
                 return plan
             }
         }
-        for host in hosts {
-            for path in paths.isEmpty ? ["/gen/1G"] : paths {
-                print(server.url(path, host: host))
+        if emulateCloud {
+            guard hosts.count >= 2 else { throw ValidationError("--emulate-cloud needs two hosts: --host 127.0.0.1 --host 127.0.0.2") }
+            let box = BoxEmulation(server: server, downloadHost: hosts[1], notReadyReplies: 1, usesPerDownloadURL: 8)
+            let backendless = BackendlessEmulation(server: server, customDomainHost: hosts[1])
+            server.emulateCloudAPIs(box: box, backendless: backendless)
+            print("""
+                # Box (API on \(hosts[0]), download URLs on \(hosts[1]); the first request gets 202 + Retry-After)
+                export BOX_TOKEN=\(box.token)
+                spate '\(box.url())' --bearer-token-env BOX_TOKEN
+                spate '\(box.url(version: box.versions[0].id))' --bearer-token-env BOX_TOKEN -o v1.pdf
+                printf 'BoxApi: shared_link=%s&shared_link_password=%s\\n' '\(box.protectedLink)' '\(box.sharedLinkPassword)' > box-headers.txt
+                spate '\(box.url())' --bearer-token-env BOX_TOKEN --header-file box-headers.txt -J
+                # Backendless (native URLs on \(hosts[0]), the custom domain on \(hosts[1]))
+                spate '\(backendless.nativeURL(backendless.files[0]))'
+                printf 'user-token: %s\\n' '\(backendless.userToken)' > backendless-headers.txt
+                spate '\(backendless.nativeURL(backendless.files[1]))' --header-file backendless-headers.txt
+                spate '\(backendless.customDomainURL(backendless.files[2], simplified: true))'
+                """)
+        } else {
+            for host in hosts {
+                for path in paths.isEmpty ? ["/gen/1G"] : paths {
+                    print(server.url(path, host: host))
+                }
             }
         }
         fflush(nil)

@@ -70,7 +70,9 @@ final class RemoteResolver: Sendable {
             if let change = Self.difference(old, fresh) {
                 throw SpateError(.remoteChanged, "remote file changed during the download: \(change)")
             }
-            context.emit(.notice("the download URL expired; resolved it again from \(context.url.redacted)"))
+            if state.withLock({ $0.refreshes }) == 1 {
+                context.emit(.notice("the download URL expired; resolved it again from \(context.url.redacted) (and will each time it does)"))
+            }
             return fresh
         }
     }
@@ -104,7 +106,8 @@ final class RemoteResolver: Sendable {
             headers.append("Accept-Encoding: identity")
             let sink = ProbeSink()
             let outcome = try await context.perform(
-                TransferSpec(url: target.string, headers: headers, tuning: context.tuning), sink: sink)
+                TransferSpec(url: target.string, headers: headers, tuning: context.tuning, secretPath: target.isRedirectTarget),
+                sink: sink)
 
             guard let head = outcome.head else {
                 failures += 1
@@ -118,7 +121,7 @@ final class RemoteResolver: Sendable {
                 }
                 redirects += 1
                 if redirects > Self.maxRedirects {
-                    throw SpateError.invalidResponse("too many redirects (more than \(Self.maxRedirects)), last to \(Redactor.url(location))")
+                    throw SpateError.invalidResponse("too many redirects (more than \(Self.maxRedirects)), last to \(Redactor.originOnly(location))")
                 }
                 target = try target.resolving(location)
             case 206:

@@ -45,6 +45,16 @@ public enum Redactor {
         return result
     }
 
+    /// Only `scheme://host:port/…`: for URLs a server chose (redirect targets), whose path may
+    /// itself be the credential.
+    public static func originOnly(_ text: String) -> String {
+        guard let schemeEnd = text.firstRange(of: "://") else { return "…" }
+        let rest = text[schemeEnd.upperBound...]
+        var authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        return text[..<schemeEnd.upperBound] + authority + "/…"
+    }
+
     /// A header line for display: `Name: ***` when the value is secret.
     public static func header(_ line: String) -> String {
         guard let colon = line.firstIndex(of: ":") else { return line }

@@ -16,6 +16,10 @@ public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
     public let query: String?
     /// Whether the URL carries `user:password@`.
     public let hasUserInfo: Bool
+    /// Whether the URL came from a redirect rather than from the user. Such URLs are often
+    /// signed in their path (Box's dl.boxcloud.com, CDN tokens), so messages show only their
+    /// origin.
+    public let isRedirectTarget: Bool
 
     /// Parses an absolute http or https URL.
     public init(_ text: String) throws(SpateError) {
@@ -68,13 +72,17 @@ public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
         self.path = part(CURLUPART_PATH) ?? "/"
         self.query = part(CURLUPART_QUERY)
         self.hasUserInfo = part(CURLUPART_USER) != nil
+        self.isRedirectTarget = base != nil
     }
 
     /// Scheme, host and port: credentials never cross a change of any of the three.
     public var origin: Origin { Origin(scheme: scheme, host: host, port: port) }
 
-    /// The URL with userinfo removed and query values elided: safe for messages and logs.
-    public var redacted: String { Redactor.url(string) }
+    /// The URL with userinfo removed and query values elided, and for redirect targets the path
+    /// too: safe for messages and logs.
+    public var redacted: String {
+        isRedirectTarget ? Redactor.originOnly(string) : Redactor.url(string)
+    }
 
     public var description: String { redacted }
 

@@ -248,6 +248,7 @@ private final class Transfer {
             // libcurl's own trace would print Authorization and cookies as sent; this one redacts.
             codes.append(easy.set(CURLOPT_VERBOSE, true))
             codes.append(spate_easy_setopt_debug_function(easy.raw, transferDebugCallback))
+            codes.append(easy.set(CURLOPT_DEBUGDATA, pointer: me))
         }
         if let bad = codes.first(where: { $0 != CURLE_OK }) {
             return TransferOutcome(head: nil, stop: nil, curlCode: bad.rawValue,
@@ -332,8 +333,9 @@ private let transferWriteCallback: curl_write_callback = { data, size, count, co
 }
 
 /// `--verbose`: libcurl's trace, with secrets redacted, on stderr.
-private let transferDebugCallback: curl_debug_callback = { _, type, data, size, _ in
-    guard let data else { return 0 }
+private let transferDebugCallback: curl_debug_callback = { _, type, data, size, context in
+    guard let data, let context else { return 0 }
+    let secretPath = Unmanaged<Transfer>.fromOpaque(context).takeUnretainedValue().spec.secretPath
     let text = String(decoding: UnsafeRawBufferPointer(start: data, count: size), as: UTF8.self)
     let prefix: String
     switch type {
@@ -346,7 +348,7 @@ private let transferDebugCallback: curl_debug_callback = { _, type, data, size, 
     for line in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
         let clean = String(line).trimmingSpaces()
         guard !clean.isEmpty else { continue }
-        out += prefix + VerboseTrace.redact(clean) + "\n"
+        out += prefix + VerboseTrace.redact(clean, secretPath: secretPath) + "\n"
     }
     VerboseTrace.write(out)
     return 0
@@ -354,14 +356,15 @@ private let transferDebugCallback: curl_debug_callback = { _, type, data, size, 
 
 /// Redaction and output for the `--verbose` trace.
 enum VerboseTrace {
-    static func redact(_ line: String) -> String {
+    static func redact(_ line: String, secretPath: Bool) -> String {
         if line.hasPrefix("GET ") || line.hasPrefix("HEAD ") {
-            // The request line carries the path and query: elide query values.
+            // The request line carries the path and query: elide query values, and the whole
+            // path of a redirect target.
             let parts = line.split(separator: " ", maxSplits: 2).map(String.init)
-            if parts.count == 3 { return "\(parts[0]) \(Redactor.url(parts[1])) \(parts[2])" }
+            if parts.count == 3 { return "\(parts[0]) \(secretPath ? "/…" : Redactor.url(parts[1])) \(parts[2])" }
         }
         if line.lowercased().hasPrefix("location:") {
-            return "Location: " + Redactor.url(String(line.dropFirst(9)).trimmingSpaces())
+            return "Location: " + Redactor.originOnly(String(line.dropFirst(9)).trimmingSpaces())
         }
         return FailureClassifier.redactURLs(in: Redactor.header(line))
     }

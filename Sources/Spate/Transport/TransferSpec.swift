@@ -6,6 +6,8 @@ struct TransferSpec: Sendable {
     var tuning: TransferTuning
     /// Open a new connection instead of reusing one (hedges, retries after a stall).
     var freshConnection = false
+    /// The URL's path may be a credential (a redirect target): `--verbose` does not print it.
+    var secretPath = false
 }
 
 /// Per-request settings that come from the download's options.
