@@ -52,13 +52,14 @@ final class EngineContext: Sendable {
         headers.append("Range: \(range.httpRangeValue)")
         headers.append("Accept-Encoding: identity")
         if let validator = remote.ifRangeValidator { headers.append("If-Range: \(validator)") }
-        return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning, freshConnection: fresh)
+        return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning, freshConnection: fresh,
+                            secretPath: remote.url.isRedirectTarget)
     }
 
     func streamSpec(remote: RemoteFile) -> TransferSpec {
         var headers = userHeaders(for: remote.url)
         headers.append("Accept-Encoding: identity")
-        return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning)
+        return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning, secretPath: remote.url.isRedirectTarget)
     }
 
     func perform(_ spec: TransferSpec, sink: any ResponseSink, handle: TransferHandle? = nil) async throws -> TransferOutcome {
