@@ -32,7 +32,7 @@ public enum Redactor {
             s = s[afterAuthority...]
         }
         if let q = s.firstIndex(of: "?") {
-            result += s[..<q]
+            result += redactPath(s[..<q])
             let pairs = s[s.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false)
             let elided = pairs.map { pair -> String in
                 if let eq = pair.firstIndex(of: "=") { return pair[..<eq] + "=***" }
@@ -40,9 +40,19 @@ public enum Redactor {
             }
             result += "?" + elided.joined(separator: "&")
         } else {
-            result += s
+            result += redactPath(s)
         }
         return result
+    }
+
+    /// Backendless puts the application's REST API key in the path:
+    /// `/<application id>/<REST API key>/files/...`; the key becomes `***`.
+    static func redactPath(_ path: Substring) -> String {
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        if segments.count > 3, segments[0].isEmpty, segments[3] == "files", segments[2].count >= 16 {
+            segments[2] = "***"
+        }
+        return segments.joined(separator: "/")
     }
 
     /// Only `scheme://host:port/…`: for URLs a server chose (redirect targets), whose path may

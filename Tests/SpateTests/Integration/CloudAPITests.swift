@@ -237,6 +237,7 @@ struct CloudAPITests {
             let secret = backendless.files[1]
             let denied = try CLIRunner.run([backendless.nativeURL(secret)], in: dir.path)
             #expect(denied.status == 4, "\(denied.stderr)")
+            #expect(!denied.stderr.contains(backendless.restAPIKey), "the REST API key in the URL is redacted")
             #expect(denied.stderr.contains("\"code\":4000") && denied.stderr.contains("User has no permissions to specified resource"))
             #expect(dir.contents.isEmpty, "a denied request leaves no output file")
 

@@ -185,6 +185,9 @@ struct NamingTests {
         #expect(Redactor.url("https://user:pw@h.example/p?X-Amz-Signature=abc&v=2") == "https://***@h.example/p?X-Amz-Signature=***&v=***")
         #expect(Redactor.url("http://h/p") == "http://h/p")
         #expect(Redactor.url("http://h/p?token") == "http://h/p?***")
+        #expect(Redactor.url("https://backendlessappcontent.com/A1B2C3D4-0000-4E5F/R3ST-K3Y0-0000-4ABC/files/a/b.pdf")
+                == "https://backendlessappcontent.com/A1B2C3D4-0000-4E5F/***/files/a/b.pdf", "the REST API key is redacted")
+        #expect(Redactor.originOnly("https://u:p@dl.boxcloud.com/d/1/secret/download?x=1") == "https://dl.boxcloud.com/…")
     }
 }
 
