@@ -129,6 +129,9 @@ struct SpateCommand: ParsableCommand {
     @Option(help: .hidden)
     var journalCommitMs: Int?
 
+    @Option(help: .hidden)
+    var stagingSize: String?
+
     /// Builds the library's options, rejecting bad input before any network traffic.
     func downloadOptions() throws(SpateError) -> DownloadOptions {
         var options = DownloadOptions()
@@ -161,6 +164,12 @@ struct SpateCommand: ParsableCommand {
         }
         options.lowSpeedBytesPerSecond = speedValue
         options.journal = !noJournal
+        if let stagingSize {
+            guard let bytes = ByteSize.parse(stagingSize), bytes >= 16 * 1024, bytes <= 8 << 20 else {
+                throw SpateError(.usage, "invalid --staging-size \"\(stagingSize)\"")
+            }
+            options.stagingBufferBytes = Int(bytes)
+        }
         if let journalCommitMs {
             guard (10...60_000).contains(journalCommitMs) else {
                 throw SpateError(.usage, "--journal-commit-ms must be between 10 and 60000")

@@ -48,22 +48,24 @@ public struct DownloadOptions: Sendable {
     public var insecure = false
     /// How often `.progress` events are emitted.
     public var progressInterval: Duration = .milliseconds(250)
-    /// libcurl's receive buffer per connection; nil chooses `automaticReceiveBufferBytes`.
+    /// libcurl's receive buffer per connection; nil chooses `effectiveReceiveBufferBytes`.
     public var receiveBufferBytes: Int?
+    /// Bytes gathered per `pwrite` (the writer thread's staging buffers).
+    public var stagingBufferBytes = 64 * 1024
     /// libcurl's trace of connections and headers on stderr, secrets redacted (`--verbose`).
     public var verbose = false
 
     public static let defaultConnections = 16
 
-    /// Receive buffers share a 2 MiB budget: 512 KiB each up to 4 connections, then smaller
-    /// (128 KiB at 16, 64 KiB from 32 on).
+    /// Receive buffers share a 1 MiB budget: 256 KiB each up to 4 connections, then smaller
+    /// (64 KiB from 16 on).
     ///
     /// Why: the buffer sets the size of each `recv`, so bigger means fewer syscalls, but memory
     /// must not grow with the connection count. (libcurl hands the body to the write callback
     /// in 16 KiB pieces whatever this size is; `FileWriter` regroups them.)
     public var effectiveReceiveBufferBytes: Int {
         if let receiveBufferBytes { return receiveBufferBytes }
-        return min(512 * 1024, max(64 * 1024, 2 * 1024 * 1024 / max(1, connections)))
+        return min(256 * 1024, max(64 * 1024, 1024 * 1024 / max(1, connections)))
     }
     public static let maximumConnections = 128
 

@@ -7,7 +7,7 @@ import Glibc
 /// Why: libcurl hands the body over in pieces of at most 16 KiB (CURL_MAX_WRITE_SIZE), so writing
 /// from the callback costs one syscall per 16 KiB and runs the page-cache copy on the loop
 /// thread. Staging costs one extra `memcpy` (cheap, cache-resident) and gives one `pwrite` per
-/// 128 KiB on a second core, in parallel with receiving. A blocked write (disk congestion) no
+/// 64 KiB on a second core, in parallel with receiving. A blocked write (disk congestion) no
 /// longer stalls every connection.
 ///
 /// Bounded: a fixed pool of buffers, sized so every sink can hold one and a few more are being
@@ -43,7 +43,8 @@ final class FileWriter: @unchecked Sendable {
     let file: OutputFile
     /// Whether each write's CRC-32 is computed (for the resume journal).
     let computesCRC: Bool
-    static let bufferBytes = 128 * 1024
+    static let defaultBufferBytes = 64 * 1024
+    let bufferBytes: Int
     static let writebackInterval: Int64 = 64 << 20
     private let lock = ConditionLock()
     private var state = State()  // guarded by `lock`
@@ -51,11 +52,12 @@ final class FileWriter: @unchecked Sendable {
     private var thread: LoopThread?
 
     /// - Parameter buffers: the pool size (each `bufferBytes`).
-    init(file: OutputFile, buffers: Int, computesCRC: Bool = false) {
+    init(file: OutputFile, buffers: Int, bufferBytes: Int = FileWriter.defaultBufferBytes, computesCRC: Bool = false) {
         self.file = file
         self.computesCRC = computesCRC
+        self.bufferBytes = bufferBytes
         for _ in 0..<max(1, buffers) {
-            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferBytes, alignment: 4096)
+            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
             all.append(memory)
             state.free.append(Buffer(memory: memory))
         }
