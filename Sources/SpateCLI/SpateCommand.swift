@@ -45,7 +45,7 @@ struct SpateCommand: ParsableCommand {
     var output: String?
 
     @Option(name: [.short, .customLong("connections")], help: ArgumentHelp(
-        "Maximum simultaneous connections (1-\(DownloadOptions.maximumConnections)).", valueName: "N"))
+        "Most simultaneous connections (1-\(DownloadOptions.maximumConnections)); spate starts with 8 and adds more while they raise the throughput.", valueName: "N"))
     var connections: Int = DownloadOptions.defaultConnections
 
     @Option(help: ArgumentHelp("Bytes per range request, e.g. 4M (default: automatic).", valueName: "SIZE"))
@@ -88,6 +88,9 @@ struct SpateCommand: ParsableCommand {
 
     @Flag(help: "On resume, trust the journal instead of re-hashing the recorded ranges on disk.")
     var fastResume = false
+
+    @Flag(help: "Use exactly -c connections instead of letting spate find how many help.")
+    var noTuning = false
 
     @Flag(help: "Do not split in-flight ranges for idle connections.")
     var noStealing = false
@@ -177,6 +180,7 @@ struct SpateCommand: ParsableCommand {
             options.journalCommitInterval = .milliseconds(journalCommitMs)
         }
         options.verifyResume = !fastResume
+        options.selfTuning = !noTuning
         options.workStealing = !noStealing
         options.tailHedging = !noHedging
         if let cacert {

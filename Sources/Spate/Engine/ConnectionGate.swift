@@ -1,6 +1,7 @@
 import Synchronization
 
-/// How many range workers may run at once, lowered when the server throttles.
+/// How many range workers may run at once: the `ConnectionTuner`'s target, lowered when the
+/// server throttles.
 ///
 /// Sustained 429/503 replies mean the server wants fewer requests: a throttling reply lowers
 /// the allowance by at least a quarter, and to no more than the requests still running (those
@@ -11,6 +12,9 @@ import Synchronization
 final class ConnectionGate: Sendable {
     private struct State {
         var allowed: Int
+        /// What the tuner wants; throttling keeps `allowed` below it until requests succeed.
+        var target: Int
+        var throttledSinceCheck = false
         var successes = 0
         var lastCut: ContinuousClock.Instant?
         var finished = false
@@ -23,9 +27,29 @@ final class ConnectionGate: Sendable {
     static let cooldown: Duration = .milliseconds(250)
     private let state: Mutex<State>
 
-    init(maximum: Int) {
+    init(maximum: Int, initial: Int? = nil) {
         self.maximum = maximum
-        state = Mutex(State(allowed: maximum))
+        let start = min(maximum, max(1, initial ?? maximum))
+        state = Mutex(State(allowed: start, target: start))
+    }
+
+    /// Sets the tuner's target; the allowance follows at once (upwards only when the server is
+    /// not throttling).
+    func setTarget(_ target: Int) {
+        let wake = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
+            s.target = min(maximum, max(1, target))
+            if s.lastCut == nil || s.allowed > s.target { s.allowed = s.target }
+            return takeAdmitted(&s)
+        }
+        for w in wake { w.resume(returning: true) }
+    }
+
+    /// Whether a throttling reply arrived since the last call.
+    func takeThrottled() -> Bool {
+        state.withLock { s in
+            defer { s.throttledSinceCheck = false }
+            return s.throttledSinceCheck
+        }
     }
 
     var allowed: Int { state.withLock { $0.allowed } }
@@ -62,6 +86,7 @@ final class ConnectionGate: Sendable {
     func throttled(running: Int, now: ContinuousClock.Instant = .now) -> Int? {
         state.withLock { s in
             s.successes = 0
+            s.throttledSinceCheck = true
             if let last = s.lastCut, now - last < Self.cooldown { return nil }
             let lowered = max(1, min(s.allowed - max(1, s.allowed / 4), running))
             guard lowered != s.allowed else { return nil }
@@ -74,11 +99,12 @@ final class ConnectionGate: Sendable {
     /// A successful request: maybe raise the allowance again.
     func succeeded() {
         let wake = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
-            guard s.allowed < maximum else { return [] }
+            guard s.allowed < s.target else { return [] }
             s.successes += 1
             guard s.successes >= Self.recoverAfter else { return [] }
             s.successes = 0
             s.allowed += 1
+            if s.allowed >= s.target { s.lastCut = nil }
             return takeAdmitted(&s)
         }
         for w in wake { w.resume(returning: true) }

@@ -119,6 +119,7 @@ final class DownloadEngine: Sendable {
 
         do {
             let totalBytes: Int64
+            var used = connections
             if segmented {
                 try file.preallocate(size!)
                 let scheduler = RangeScheduler(context: context, resolver: resolver, size: size!, remoteOffset: remoteOffset,
@@ -126,6 +127,7 @@ final class DownloadEngine: Sendable {
                                                hasher: hasher, journal: journal, sizer: sizer, workers: connections)
                 journal?.reportInFlightProgress { [scheduler] in scheduler.inFlightWritten() }
                 try await scheduler.run()
+                used = scheduler.peakConnections.load(ordering: .relaxed)
                 totalBytes = size!
             } else if size == 0 {
                 totalBytes = 0
@@ -141,7 +143,7 @@ final class DownloadEngine: Sendable {
             try file.finish(mode: FileMode.newFileMode, replaceExisting: options.overwrite)
             journal?.remove()
             finished = true
-            return (totalBytes, connections)
+            return (totalBytes, used)
         } catch let error as SpateError {
             keepForResume = Self.resumable(error)
             throw error

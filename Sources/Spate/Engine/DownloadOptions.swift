@@ -2,6 +2,11 @@
 public struct DownloadOptions: Sendable {
     /// The most connections opened to the server at once (`-c`). 1 ... `maximumConnections`.
     public var connections: Int = DownloadOptions.defaultConnections
+    /// Let the connection count follow the throughput (`ConnectionTuner`), from
+    /// `initialConnections` up to `connections`. Off: always `connections`.
+    public var selfTuning = true
+    /// Where self-tuning starts.
+    public var initialConnections = 8
     /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).
     public var chunkBytes: Int64?
     /// The expected whole-file digest; a mismatch fails the download and leaves no file.
@@ -55,7 +60,8 @@ public struct DownloadOptions: Sendable {
     /// libcurl's trace of connections and headers on stderr, secrets redacted (`--verbose`).
     public var verbose = false
 
-    public static let defaultConnections = 16
+    /// The default maximum: self-tuning decides how many are used (a per-host cap too).
+    public static let defaultConnections = 32
 
     /// Receive buffers share a 1 MiB budget: 256 KiB each up to 4 connections, then smaller
     /// (64 KiB from 16 on).

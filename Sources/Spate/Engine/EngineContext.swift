@@ -46,8 +46,10 @@ final class EngineContext: Sendable {
     }
 
     /// A request for output bytes `range`, which are remote bytes `range + remoteOffset`.
-    func rangeSpec(_ range: ByteRange, remoteOffset: Int64, remote: RemoteFile, fresh: Bool) -> TransferSpec {
+    func rangeSpec(_ range: ByteRange, remoteOffset: Int64, remote: RemoteFile, fresh: Bool, bufferBytes: Int) -> TransferSpec {
         let range = ByteRange(range.start + remoteOffset, range.end + remoteOffset)
+        var tuning = self.tuning
+        tuning.bufferBytes = bufferBytes
         var headers = userHeaders(for: remote.url)
         headers.append("Range: \(range.httpRangeValue)")
         headers.append("Accept-Encoding: identity")
@@ -57,6 +59,8 @@ final class EngineContext: Sendable {
     }
 
     func streamSpec(remote: RemoteFile) -> TransferSpec {
+        var tuning = self.tuning
+        tuning.bufferBytes = options.receiveBufferBytes ?? 256 * 1024  // one connection: the whole budget
         var headers = userHeaders(for: remote.url)
         headers.append("Accept-Encoding: identity")
         return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning, secretPath: remote.url.isRedirectTarget)

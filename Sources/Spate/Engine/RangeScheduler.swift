@@ -64,21 +64,74 @@ final class RangeScheduler: Sendable {
         self.sizer = sizer
         self.workers = workers
         self.ledger = SharedLedger(RangeLedger(size: size, alreadyDone: alreadyDone))
-        self.gate = ConnectionGate(maximum: workers)
+        let tuner = ConnectionTuner(maximum: workers, initial: context.options.initialConnections)
+        self.tuner = Mutex(tuner)
+        self.gate = ConnectionGate(maximum: workers, initial: context.options.selfTuning ? tuner.target : workers)
+        self.peakConnections = Atomic(context.options.selfTuning ? tuner.target : workers)
+    }
+
+    /// The tuner's state (changed only by the tuning task).
+    private let tuner: Mutex<ConnectionTuner>
+    /// The most connections the download was allowed at once.
+    let peakConnections: Atomic<Int>
+    /// How often the tuner samples the aggregate throughput.
+    static let tuningWindow: Duration = .milliseconds(100)
+
+    /// libcurl's receive buffer for the next request: a 2 MiB budget shared by the connections
+    /// allowed now (256 KiB each up to 8, 64 KiB from 32).
+    var receiveBufferBytes: Int {
+        if let fixed = context.options.receiveBufferBytes { return fixed }
+        return min(256 * 1024, max(64 * 1024, 2 * 1024 * 1024 / max(1, gate.allowed)))
     }
 
     func run() async throws {
         hasher?.advance(to: ledger.withLock { $0.watermark })  // bytes already on disk (resume)
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<workers {
-                group.addTask { try await self.worker(index) }
+                group.addTask { try await self.worker(index); return true }
+            }
+            if context.options.selfTuning && workers > 1 {
+                group.addTask { await self.tune(); return false }
             }
             // Not `waitForAll()`: it waits for every child even after one throws, and a worker
             // parked in the gate would wait forever. Leaving the group by throwing cancels the rest.
-            while try await group.next() != nil {}
+            var finishedWorkers = 0
+            while let isWorker = try await group.next() {
+                if isWorker { finishedWorkers += 1 }
+                if finishedWorkers == workers { group.cancelAll() }  // the tuner has nothing left to tune
+            }
         }
         guard ledger.withLock({ $0.isComplete }) else {
             throw SpateError(.network, "download ended with bytes missing (internal error)")
+        }
+    }
+
+    // MARK: - Tuning
+
+    /// Samples the aggregate throughput every `tuningWindow` and lets the tuner set how many
+    /// connections run. The first window starts with the first byte (connection set-up and slow
+    /// start are not the steady state).
+    /// Ends when cancelled (the workers are done) or the file is complete.
+    private func tune() async {
+        let clock = ContinuousClock()
+        while context.counters.bytesWritten.load(ordering: .relaxed) == 0 {
+            if Task.isCancelled || ledger.withLock({ $0.isComplete }) { return }
+            await signal.wait(timeout: Self.tuningWindow)
+        }
+        var lastBytes = context.counters.bytesWritten.load(ordering: .relaxed)
+        var lastTime = clock.now
+        while !ledger.withLock({ $0.isComplete }) {
+            do { try await Task.sleep(for: Self.tuningWindow) } catch { return }
+            let bytes = context.counters.bytesWritten.load(ordering: .relaxed)
+            let now = clock.now
+            let rate = Double(bytes - lastBytes) / max((now - lastTime).secondsDouble, 0.001)
+            (lastBytes, lastTime) = (bytes, now)
+            let throttled = gate.takeThrottled()
+            let next = tuner.withLock { $0.observe(rate: rate, throttled: throttled) }
+            if let next {
+                gate.setTarget(next)
+                _ = peakConnections.max(next, ordering: .relaxed)
+            }
         }
     }
 
@@ -86,10 +139,11 @@ final class RangeScheduler: Sendable {
 
     /// The next job, decided under the ledger lock so that a steal's victim learns its new end
     /// before the thief starts.
-    func nextWork() -> Work {
+    func nextWork(speed: Double?) -> Work {
         let remote = resolver.current
+        let connections = gate.allowed
         return ledger.withLock { l -> Work in
-            if let a = l.assign(maxBytes: sizer.nextRequestBytes(unassigned: l.unassignedBytes)) {
+            if let a = l.assign(maxBytes: sizer.nextRequestBytes(unassigned: l.unassignedBytes, connections: connections, speed: speed)) {
                 return .fetch(makeJob(a, remote: remote, hedge: false))
             }
             let active = registry.withLock { $0 }
@@ -164,10 +218,11 @@ final class RangeScheduler: Sendable {
     private func worker(_ index: Int) async throws {
         var failures = 0
         var freshConnection = false
+        var speed: Double?  // this worker's last measured speed, for the request size
         while true {
             try Task.checkCancellation()
             guard await gate.admit(index) else { return }
-            switch nextWork() {
+            switch nextWork(speed: speed) {
             case .done:
                 gate.finish()
                 signal.notifyAll()
@@ -178,8 +233,9 @@ final class RangeScheduler: Sendable {
                 let result = try await fetch(job, fresh: freshConnection || job.isHedge)
                 freshConnection = false
                 switch result {
-                case .progressed:
+                case .progressed(let measured):
                     failures = 0
+                    if let measured { speed = measured }
                     gate.succeeded()
                 case .retryNow:
                     continue
@@ -205,8 +261,9 @@ final class RangeScheduler: Sendable {
     }
 
     enum FetchResult {
-        /// The request's bytes are done (by it or by its hedge partner), or it was abandoned.
-        case progressed
+        /// The request's bytes are done (by it or by its hedge partner), or it was abandoned;
+        /// with its speed in bytes/s when it completed by itself.
+        case progressed(Double?)
         /// Retry at once (the URL was resolved again).
         case retryNow
         case failed(FailureVerdict, madeProgress: Bool, stalled: Bool)
@@ -218,7 +275,8 @@ final class RangeScheduler: Sendable {
         let started = ContinuousClock.now
         let outcome: TransferOutcome
         do {
-            outcome = try await context.perform(context.rangeSpec(job.assignment.range, remoteOffset: remoteOffset, remote: remote, fresh: fresh),
+            outcome = try await context.perform(context.rangeSpec(job.assignment.range, remoteOffset: remoteOffset, remote: remote, fresh: fresh,
+                                                                  bufferBytes: receiveBufferBytes),
                                                 sink: job.sink, handle: job.handle)
         } catch {
             // Cancelled: the loop no longer touches the sink; let its writes land first.
@@ -236,13 +294,13 @@ final class RangeScheduler: Sendable {
         if finish.complete || outcome.stop == .abandoned {
             let elapsed = (ContinuousClock.now - started).secondsDouble
             let bytes = job.sink.position - job.assignment.range.start
-            if finish.complete && bytes > 0 && elapsed > 0 {
-                recentSpeeds.withLock { speeds in
-                    speeds.append(Double(bytes) / elapsed)
-                    if speeds.count > Self.recentSpeedsKept { speeds.removeFirst() }
-                }
+            guard finish.complete && bytes > 0 && elapsed > 0 else { return .progressed(nil) }
+            let speed = Double(bytes) / elapsed
+            recentSpeeds.withLock { speeds in
+                speeds.append(speed)
+                if speeds.count > Self.recentSpeedsKept { speeds.removeFirst() }
             }
-            return .progressed
+            return .progressed(speed)
         }
         let madeProgress = job.sink.position > job.assignment.range.start
         let verdict = FailureClassifier.rangeFailure(outcome, sink: job.sink, url: remote.url)

@@ -48,7 +48,10 @@ final class FileWriter: @unchecked Sendable {
     static let writebackInterval: Int64 = 64 << 20
     private let lock = ConditionLock()
     private var state = State()  // guarded by `lock`
+    /// Every buffer allocated so far (guarded by `lock`); allocated on demand, up to `capacity`,
+    /// so a download that settles on few connections uses little memory.
     private var all: [UnsafeMutableRawBufferPointer] = []
+    private let capacity: Int
     private var thread: LoopThread?
 
     /// - Parameter buffers: the pool size (each `bufferBytes`).
@@ -56,11 +59,7 @@ final class FileWriter: @unchecked Sendable {
         self.file = file
         self.computesCRC = computesCRC
         self.bufferBytes = bufferBytes
-        for _ in 0..<max(1, buffers) {
-            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
-            all.append(memory)
-            state.free.append(Buffer(memory: memory))
-        }
+        capacity = max(1, buffers)
         thread = LoopThread(name: "spate-writer") { [self] in self.run() }
     }
 
@@ -75,6 +74,11 @@ final class FileWriter: @unchecked Sendable {
     func acquire() -> Buffer? {
         lock.withLock {
             if let free = state.free.popLast() { return free }
+            if all.count < capacity {
+                let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
+                all.append(memory)
+                return Buffer(memory: memory)
+            }
             let deadline = ConditionLock.deadline(afterMilliseconds: Self.acquireTimeoutMilliseconds)
             while state.free.isEmpty {
                 if !lock.wait(until: deadline) { break }

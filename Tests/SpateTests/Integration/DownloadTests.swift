@@ -36,8 +36,9 @@ struct DownloadTests {
             let content = GeneratedContent(seed: UInt64(connections), size: (8 << 20) + 13)
             server.addFile("/f.bin", TestServer.File(content: content))
             let out = dir.file("f.bin")
-            let result = try await download(server.url("/f.bin"), to: out,
-                                            options: testOptions(connections: connections, chunk: 256 * 1024)).get()
+            var options = testOptions(connections: connections, chunk: 256 * 1024)
+            options.selfTuning = false  // exactly -c N
+            let result = try await download(server.url("/f.bin"), to: out, options: options).get()
             #expect(compareFile(out, with: content) == nil)
             #expect(result.connections == connections)
             let ranged = server.requests.filter { $0.header("range") != nil && $0.header("range") != "bytes=0-0" }

@@ -1,0 +1,72 @@
+/// Chooses how many connections to use, from the aggregate throughput it observes.
+///
+/// A pure value: the scheduler feeds it one throughput sample per window. It starts modestly
+/// (`initial`), doubles while each step raises the throughput by at least `gain` (more
+/// connections help when each one is limited: a per-connection cap, a long fat pipe), goes back
+/// to the previous count when a step does not help (more connections then only cost CPU and
+/// memory: loopback, a saturated link), and tries one more step now and then. It never exceeds
+/// `maximum` (`-c` and the per-host cap); throttling replies are handled by `ConnectionGate`
+/// and stop the growth.
+public struct ConnectionTuner: Sendable, Hashable {
+    public enum Phase: Sendable, Hashable {
+        /// No sample yet.
+        case starting
+        /// Raised from `from` connections, which achieved `baseline` bytes/s.
+        case probing(from: Int, baseline: Double)
+        /// Holding; `windows` samples since the last change.
+        case settled(rate: Double, windows: Int)
+    }
+
+    public let maximum: Int
+    public private(set) var target: Int
+    public private(set) var phase: Phase = .starting
+    /// A step must raise the throughput by this factor to count.
+    public static let gain = 1.15
+    /// Samples between re-probes once settled.
+    public static let reprobeAfter = 20
+
+    public init(maximum: Int, initial: Int = 8) {
+        precondition(maximum >= 1)
+        self.maximum = maximum
+        self.target = min(maximum, max(1, initial))
+    }
+
+    /// Feeds one window's aggregate throughput. Returns the new target when it changes.
+    public mutating func observe(rate: Double, throttled: Bool) -> Int? {
+        let before = target
+        if throttled {
+            // The server wants fewer requests: stop growing.
+            phase = .settled(rate: rate, windows: 0)
+            return nil
+        }
+        switch phase {
+        case .starting:
+            step(from: rate)
+        case .probing(let from, let baseline):
+            if rate >= baseline * Self.gain {
+                step(from: rate)
+            } else {
+                // The step did not pay: back to what achieved the same throughput.
+                target = from
+                phase = .settled(rate: max(rate, baseline), windows: 0)
+            }
+        case .settled(let settledRate, let windows):
+            if windows + 1 >= Self.reprobeAfter && target < maximum {
+                step(from: rate)
+            } else {
+                phase = .settled(rate: settledRate, windows: windows + 1)
+            }
+        }
+        return target != before ? target : nil
+    }
+
+    private mutating func step(from rate: Double) {
+        guard target < maximum else {
+            phase = .settled(rate: rate, windows: 0)
+            return
+        }
+        let from = target
+        target = min(maximum, target * 2)
+        phase = .probing(from: from, baseline: rate)
+    }
+}

@@ -1,0 +1,52 @@
+@testable import Spate
+import Testing
+
+@Suite("Connection tuner")
+struct ConnectionTunerTests {
+    /// A link where each connection is capped at `perConnection` and the total at `total`.
+    static func rate(_ connections: Int, perConnection: Double, total: Double) -> Double {
+        min(Double(connections) * perConnection, total)
+    }
+
+    @Test func growsWhileEachStepPaysThenHolds() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 4)
+        var history: [Int] = [tuner.target]
+        for _ in 0..<12 {
+            let r = Self.rate(tuner.target, perConnection: 25, total: 800)
+            if let next = tuner.observe(rate: r, throttled: false) { history.append(next) }
+        }
+        // 4 → 8 → 16 → 32 (800 reached) → 64 does not pay → back to 32.
+        #expect(history == [4, 8, 16, 32, 64, 32])
+        #expect(tuner.target == 32)
+    }
+
+    @Test func staysLowWhenMoreConnectionsDoNotHelp() {
+        var tuner = ConnectionTuner(maximum: 32, initial: 8)
+        for _ in 0..<5 { _ = tuner.observe(rate: 1000, throttled: false) }
+        #expect(tuner.target == 8, "a saturated link keeps the modest count")
+    }
+
+    @Test func neverExceedsTheMaximum() {
+        var tuner = ConnectionTuner(maximum: 12, initial: 8)
+        for i in 0..<30 { _ = tuner.observe(rate: Double(i + 1) * 1000, throttled: false) }
+        #expect(tuner.target <= 12)
+        #expect(ConnectionTuner(maximum: 3, initial: 8).target == 3)
+    }
+
+    @Test func throttlingStopsTheGrowth() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 4)
+        _ = tuner.observe(rate: 100, throttled: false)  // → 8
+        #expect(tuner.observe(rate: 300, throttled: true) == nil)
+        #expect(tuner.target == 8)
+        #expect(tuner.observe(rate: 300, throttled: false) == nil, "settled: no step right away")
+    }
+
+    @Test func reprobesNowAndThen() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 8)
+        _ = tuner.observe(rate: 100, throttled: false)  // → 16
+        _ = tuner.observe(rate: 100, throttled: false)  // no gain → 8, settled
+        var changes = 0
+        for _ in 0..<ConnectionTuner.reprobeAfter { if tuner.observe(rate: 100, throttled: false) != nil { changes += 1 } }
+        #expect(changes == 1 && tuner.target == 16, "one probe after a while")
+    }
+}
