@@ -41,6 +41,7 @@ let package = Package(
             name: "SpateCLI",
             dependencies: [
                 "Spate",
+                "CSpateSystem",
                 "SpateTestContent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),

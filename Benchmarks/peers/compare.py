@@ -80,7 +80,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--scenarios", default="uncapped,capped")
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--tools", default="spate,aria2c,axel,curl")
+    ap.add_argument("--tools", default="spate,spate-default,aria2c,axel,curl",
+                    help="spate runs with -c CONNECTIONS; spate-default with no -c (self-tuning)")
     ap.add_argument("--out-dir", default=None, help="where outputs are written (default: WORK_DIR/out, on disk)")
     ap.add_argument("--work-dir", default="/tmp/spate-peers")
     ap.add_argument("--extra-spate", default="", help="extra arguments for spate")
@@ -131,6 +132,8 @@ def main():
             "axel": ["axel", "-n", "16", "-q", "-o", out, "{url}"],
             "curl": ["curl", "-s", "-o", out, "{url}"],
         }
+        # spate with no -c at all: its self-tuning picks the connection count.
+        tools["spate-default"] = [args.spate, "{url}", "-o", out, "-q", "--force"] + args.extra_spate.split()
         order = [t for t in args.tools.split(",") if t in tools]
         for variant in filter(None, args.spate_variants.split(";")):
             vname, vargs = variant.split("=", 1)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/vfs.h>
@@ -28,4 +29,8 @@ int spate_is_memory_filesystem(int fd) {
         return 0;
     }
     return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
+}
+
+void spate_set_malloc_trim_threshold(int bytes) {
+    mallopt(M_TRIM_THRESHOLD, bytes);
 }

@@ -15,4 +15,8 @@ void spate_set_thread_name(const char *name);
 /// 1 when `fd` is on tmpfs (or ramfs), where preallocation means zeroing memory; else 0.
 int spate_is_memory_filesystem(int fd);
 
+/// Sets glibc's M_TRIM_THRESHOLD: freed heap memory above this size at the top of the heap is
+/// returned to the system.
+void spate_set_malloc_trim_threshold(int bytes);
+
 #endif

@@ -111,7 +111,7 @@ final class DownloadEngine: Sendable {
                 }
             }
         }
-        let writer = FileWriter(file: file, buffers: connections + 8, bufferBytes: options.stagingBufferBytes,
+        let writer = FileWriter(file: file, buffers: connections + 4, bufferBytes: options.stagingBufferBytes,
                                 computesCRC: journal != nil)
         defer { writer.stop() }  // runs before the defer above: every write lands before the journal's last commit
         let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }

@@ -5,8 +5,10 @@ public struct DownloadOptions: Sendable {
     /// Let the connection count follow the throughput (`ConnectionTuner`), from
     /// `initialConnections` up to `connections`. Off: always `connections`.
     public var selfTuning = true
-    /// Where self-tuning starts.
-    public var initialConnections = 8
+    /// Where self-tuning starts: half the default maximum, because every step up costs a
+    /// sampling window at the lower rate (on a 1 GiB download at 25 MB/s per connection, a
+    /// start at 8 measured slower than a start at 16).
+    public var initialConnections = 16
     /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).
     public var chunkBytes: Int64?
     /// The expected whole-file digest; a mismatch fails the download and leaves no file.
@@ -60,8 +62,9 @@ public struct DownloadOptions: Sendable {
     /// libcurl's trace of connections and headers on stderr, secrets redacted (`--verbose`).
     public var verbose = false
 
-    /// The default maximum: self-tuning decides how many are used (a per-host cap too).
-    public static let defaultConnections = 32
+    /// The default maximum (and per-host cap): self-tuning decides how many are used, and grows
+    /// past 16 only while each step raises the throughput by 15 % (per-connection limits).
+    public static let defaultConnections = 64
 
     /// Receive buffers share a 1 MiB budget: 256 KiB each up to 4 connections, then smaller
     /// (64 KiB from 16 on).

@@ -66,6 +66,8 @@ final class RangeScheduler: Sendable {
         self.ledger = SharedLedger(RangeLedger(size: size, alreadyDone: alreadyDone))
         let tuner = ConnectionTuner(maximum: workers, initial: context.options.initialConnections)
         self.tuner = Mutex(tuner)
+        let starting = context.options.selfTuning ? tuner.target : workers
+        writer.resize(forConnections: starting, bufferBytes: Self.stagingBytes(connections: starting))
         self.gate = ConnectionGate(maximum: workers, initial: context.options.selfTuning ? tuner.target : workers)
         self.peakConnections = Atomic(context.options.selfTuning ? tuner.target : workers)
     }
@@ -76,29 +78,58 @@ final class RangeScheduler: Sendable {
     let peakConnections: Atomic<Int>
     /// How often the tuner samples the aggregate throughput.
     static let tuningWindow: Duration = .milliseconds(100)
+    /// The machine counts as CPU-bound above this busy share (all cores).
+    static let saturatedCPU = 0.7
+
+    /// Staging buffers share about 1 MiB: 64 KiB each up to 16 connections, 16 KiB from 64.
+    static func stagingBytes(connections: Int) -> Int {
+        min(64 * 1024, max(16 * 1024, 1024 * 1024 / max(1, connections)))
+    }
 
     /// libcurl's receive buffer for the next request: a 2 MiB budget shared by the connections
-    /// allowed now (256 KiB each up to 8, 64 KiB from 32).
+    /// allowed now (256 KiB each up to 8, 128 KiB at 16, 32 KiB from 64).
     var receiveBufferBytes: Int {
         if let fixed = context.options.receiveBufferBytes { return fixed }
-        return min(256 * 1024, max(64 * 1024, 2 * 1024 * 1024 / max(1, gate.allowed)))
+        return min(256 * 1024, max(32 * 1024, 2 * 1024 * 1024 / max(1, gate.allowed)))
+    }
+
+    /// What a child task of the scheduler's group reports when it ends.
+    private enum ChildEnd: Sendable {
+        case worker
+        /// The tuner raised the target: start workers up to this count, then tune on.
+        case grow(Int)
+        case tuner
     }
 
     func run() async throws {
         hasher?.advance(to: ledger.withLock { $0.watermark })  // bytes already on disk (resume)
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            for index in 0..<workers {
-                group.addTask { try await self.worker(index); return true }
+        try await withThrowingTaskGroup(of: ChildEnd.self) { group in
+            // Workers start as the tuner asks for them: a parked task still costs memory.
+            var spawned = 0
+            func spawn(upTo count: Int) {
+                while spawned < min(count, workers) {
+                    let index = spawned
+                    group.addTask { try await self.worker(index); return .worker }
+                    spawned += 1
+                }
             }
-            if context.options.selfTuning && workers > 1 {
-                group.addTask { await self.tune(); return false }
-            }
+            let tuning = context.options.selfTuning && workers > 1
+            spawn(upTo: tuning ? gate.allowed : workers)
+            if tuning { group.addTask { await self.tune() } }
             // Not `waitForAll()`: it waits for every child even after one throws, and a worker
             // parked in the gate would wait forever. Leaving the group by throwing cancels the rest.
             var finishedWorkers = 0
-            while let isWorker = try await group.next() {
-                if isWorker { finishedWorkers += 1 }
-                if finishedWorkers == workers { group.cancelAll() }  // the tuner has nothing left to tune
+            while let end = try await group.next() {
+                switch end {
+                case .worker:
+                    finishedWorkers += 1
+                    if finishedWorkers == spawned { group.cancelAll() }  // nothing left to tune
+                case .grow(let count):
+                    spawn(upTo: count)
+                    group.addTask { await self.tune() }
+                case .tuner:
+                    break
+                }
             }
         }
         guard ledger.withLock({ $0.isComplete }) else {
@@ -108,31 +139,52 @@ final class RangeScheduler: Sendable {
 
     // MARK: - Tuning
 
+    /// The tuner's sampling state, kept across `tune()` runs.
+    private struct Sampling {
+        var bytes: Int64 = 0
+        var time = ContinuousClock.now
+        var cpu: SystemCPU.Sample?
+        var started = false
+    }
+    private let sampling = Mutex(Sampling())
+
     /// Samples the aggregate throughput every `tuningWindow` and lets the tuner set how many
     /// connections run. The first window starts with the first byte (connection set-up and slow
-    /// start are not the steady state).
-    /// Ends when cancelled (the workers are done) or the file is complete.
-    private func tune() async {
-        let clock = ContinuousClock()
-        while context.counters.bytesWritten.load(ordering: .relaxed) == 0 {
-            if Task.isCancelled || ledger.withLock({ $0.isComplete }) { return }
-            await signal.wait(timeout: Self.tuningWindow)
+    /// start are not the steady state). Returns `.grow` when more workers are needed (the group
+    /// starts them and runs `tune()` again), `.tuner` when done or cancelled.
+    private func tune() async -> ChildEnd {
+        if !sampling.withLock({ $0.started }) {
+            while context.counters.bytesWritten.load(ordering: .relaxed) == 0 {
+                if Task.isCancelled || ledger.withLock({ $0.isComplete }) { return .tuner }
+                await signal.wait(timeout: Self.tuningWindow)
+            }
+            sampling.withLock { $0 = Sampling(bytes: context.counters.bytesWritten.load(ordering: .relaxed), time: .now,
+                                              cpu: SystemCPU.sample(), started: true) }
         }
-        var lastBytes = context.counters.bytesWritten.load(ordering: .relaxed)
-        var lastTime = clock.now
         while !ledger.withLock({ $0.isComplete }) {
-            do { try await Task.sleep(for: Self.tuningWindow) } catch { return }
+            do { try await Task.sleep(for: Self.tuningWindow) } catch { return .tuner }
             let bytes = context.counters.bytesWritten.load(ordering: .relaxed)
-            let now = clock.now
-            let rate = Double(bytes - lastBytes) / max((now - lastTime).secondsDouble, 0.001)
-            (lastBytes, lastTime) = (bytes, now)
+            let now = ContinuousClock.now
+            let cpu = SystemCPU.sample()
+            let (rate, busy) = sampling.withLock { s -> (Double, Double?) in
+                let rate = Double(bytes - s.bytes) / max((now - s.time).secondsDouble, 0.001)
+                let busy = s.cpu.flatMap { a in cpu.flatMap { SystemCPU.busyFraction(from: a, to: $0) } }
+                (s.bytes, s.time, s.cpu) = (bytes, now, cpu)
+                return (rate, busy)
+            }
             let throttled = gate.takeThrottled()
-            let next = tuner.withLock { $0.observe(rate: rate, throttled: throttled) }
+            let saturated = (busy ?? 0) >= Self.saturatedCPU
+            let next = tuner.withLock { $0.observe(rate: rate, throttled: throttled, cpuSaturated: saturated) }
             if let next {
                 gate.setTarget(next)
-                _ = peakConnections.max(next, ordering: .relaxed)
+                writer.resize(forConnections: next, bufferBytes: Self.stagingBytes(connections: next))
+                if next > peakConnections.load(ordering: .relaxed) {
+                    peakConnections.store(next, ordering: .relaxed)
+                    return .grow(next)
+                }
             }
         }
+        return .tuner
     }
 
     // MARK: - Deciding

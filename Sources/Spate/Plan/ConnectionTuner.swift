@@ -4,35 +4,42 @@
 /// (`initial`), doubles while each step raises the throughput by at least `gain` (more
 /// connections help when each one is limited: a per-connection cap, a long fat pipe), goes back
 /// to the previous count when a step does not help (more connections then only cost CPU and
-/// memory: loopback, a saturated link), and tries one more step now and then. It never exceeds
+/// memory: loopback, a saturated link), and tries one more step now and then. A step that scaled
+/// nearly linearly (×`linearGain`: every connection is capped) is followed by a bigger one (×4).
+/// It does not step up while the machine's CPUs are saturated. It never exceeds
 /// `maximum` (`-c` and the per-host cap); throttling replies are handled by `ConnectionGate`
 /// and stop the growth.
 public struct ConnectionTuner: Sendable, Hashable {
     public enum Phase: Sendable, Hashable {
-        /// No sample yet.
-        case starting
-        /// Raised from `from` connections, which achieved `baseline` bytes/s.
-        case probing(from: Int, baseline: Double)
+        /// No sample judged yet; the first window (connection set-up, every first reply's
+        /// burst) is skipped.
+        case starting(skipped: Bool)
+        /// Raised from `from` connections, which achieved `baseline` bytes/s; the first sample
+        /// after a change is skipped (new connections are still starting).
+        case probing(from: Int, baseline: Double, skipped: Bool)
         /// Holding; `windows` samples since the last change.
         case settled(rate: Double, windows: Int)
     }
 
     public let maximum: Int
     public private(set) var target: Int
-    public private(set) var phase: Phase = .starting
+    public private(set) var phase: Phase = .starting(skipped: false)
     /// A step must raise the throughput by this factor to count.
     public static let gain = 1.15
+    /// A doubling that raised the throughput this much means every connection is capped.
+    public static let linearGain = 1.7
     /// Samples between re-probes once settled.
     public static let reprobeAfter = 20
 
-    public init(maximum: Int, initial: Int = 8) {
+    public init(maximum: Int, initial: Int = 16) {
         precondition(maximum >= 1)
         self.maximum = maximum
         self.target = min(maximum, max(1, initial))
     }
 
-    /// Feeds one window's aggregate throughput. Returns the new target when it changes.
-    public mutating func observe(rate: Double, throttled: Bool) -> Int? {
+    /// Feeds one window's aggregate throughput, and whether the machine's CPUs were saturated.
+    /// Returns the new target when it changes.
+    public mutating func observe(rate: Double, throttled: Bool, cpuSaturated: Bool = false) -> Int? {
         let before = target
         if throttled {
             // The server wants fewer requests: stop growing.
@@ -40,18 +47,30 @@ public struct ConnectionTuner: Sendable, Hashable {
             return nil
         }
         switch phase {
-        case .starting:
-            step(from: rate)
-        case .probing(let from, let baseline):
-            if rate >= baseline * Self.gain {
+        case .starting(let skipped):
+            if !skipped {
+                phase = .starting(skipped: true)
+            } else if cpuSaturated {
+                phase = .settled(rate: rate, windows: 0)
+            } else {
                 step(from: rate)
+            }
+        case .probing(let from, let baseline, let skipped):
+            if !skipped {
+                phase = .probing(from: from, baseline: baseline, skipped: true)
+            } else if rate >= baseline * Self.gain {
+                if cpuSaturated {
+                    phase = .settled(rate: rate, windows: 0)
+                } else {
+                    step(from: rate, factor: rate >= baseline * Self.linearGain ? 4 : 2)
+                }
             } else {
                 // The step did not pay: back to what achieved the same throughput.
                 target = from
                 phase = .settled(rate: max(rate, baseline), windows: 0)
             }
         case .settled(let settledRate, let windows):
-            if windows + 1 >= Self.reprobeAfter && target < maximum {
+            if windows + 1 >= Self.reprobeAfter && target < maximum && !cpuSaturated {
                 step(from: rate)
             } else {
                 phase = .settled(rate: settledRate, windows: windows + 1)
@@ -60,13 +79,13 @@ public struct ConnectionTuner: Sendable, Hashable {
         return target != before ? target : nil
     }
 
-    private mutating func step(from rate: Double) {
+    private mutating func step(from rate: Double, factor: Int = 2) {
         guard target < maximum else {
             phase = .settled(rate: rate, windows: 0)
             return
         }
         let from = target
-        target = min(maximum, target * 2)
-        phase = .probing(from: from, baseline: rate)
+        target = min(maximum, target * factor)
+        phase = .probing(from: from, baseline: rate, skipped: false)
     }
 }

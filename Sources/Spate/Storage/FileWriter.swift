@@ -1,5 +1,6 @@
 import CSpateSystem
 import Glibc
+import Synchronization
 
 /// Moves `pwrite` off the transfer loop: the loop copies received bytes into staging buffers
 /// and hands full buffers to this writer's own thread.
@@ -44,14 +45,20 @@ final class FileWriter: @unchecked Sendable {
     /// Whether each write's CRC-32 is computed (for the resume journal).
     let computesCRC: Bool
     static let defaultBufferBytes = 64 * 1024
+    /// The largest buffer size (`DownloadOptions.stagingBufferBytes`).
     let bufferBytes: Int
+    /// The size new buffers get: smaller when many connections run, so the pool's memory stays
+    /// near 1 MiB whatever the count (set by the scheduler as the connection count changes).
+    let preferredBufferBytes: Atomic<Int>
     static let writebackInterval: Int64 = 64 << 20
     private let lock = ConditionLock()
     private var state = State()  // guarded by `lock`
     /// Every buffer allocated so far (guarded by `lock`); allocated on demand, up to `capacity`,
     /// so a download that settles on few connections uses little memory.
     private var all: [UnsafeMutableRawBufferPointer] = []
-    private let capacity: Int
+    /// The most buffers that may exist: one per running request plus a few being written
+    /// (set by the scheduler as the connection count changes; guarded by `lock`).
+    private var capacity: Int
     private var thread: LoopThread?
 
     /// - Parameter buffers: the pool size (each `bufferBytes`).
@@ -59,6 +66,7 @@ final class FileWriter: @unchecked Sendable {
         self.file = file
         self.computesCRC = computesCRC
         self.bufferBytes = bufferBytes
+        self.preferredBufferBytes = Atomic(bufferBytes)
         capacity = max(1, buffers)
         thread = LoopThread(name: "spate-writer") { [self] in self.run() }
     }
@@ -69,13 +77,24 @@ final class FileWriter: @unchecked Sendable {
 
     static let acquireTimeoutMilliseconds = 500
 
+    /// Sets the pool for `connections` running requests: each holds one buffer, four more are
+    /// being written. Buffers above the new count are freed as they come back.
+    func resize(forConnections connections: Int, bufferBytes preferred: Int) {
+        lock.withLock {
+            capacity = max(1, connections + 4)
+            preferredBufferBytes.store(preferred, ordering: .relaxed)
+            lock.broadcast()
+        }
+    }
+
     /// A free staging buffer; waits up to `acquireTimeoutMilliseconds` for one, then returns
     /// nil (write synchronously then).
     func acquire() -> Buffer? {
         lock.withLock {
             if let free = state.free.popLast() { return free }
             if all.count < capacity {
-                let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
+                let size = min(bufferBytes, preferredBufferBytes.load(ordering: .relaxed))
+                let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
                 all.append(memory)
                 return Buffer(memory: memory)
             }
@@ -96,10 +115,16 @@ final class FileWriter: @unchecked Sendable {
         }
     }
 
-    /// Returns an unused buffer to the pool.
+    /// Returns a buffer to the pool; one larger than the preferred size is freed instead.
     func release(_ buffer: Buffer) {
         lock.withLock {
-            state.free.append(Buffer(memory: buffer.memory))
+            if buffer.memory.count > preferredBufferBytes.load(ordering: .relaxed) || all.count > capacity,
+               let i = all.firstIndex(where: { $0.baseAddress == buffer.memory.baseAddress }) {
+                all.remove(at: i)
+                buffer.memory.deallocate()
+            } else {
+                state.free.append(Buffer(memory: buffer.memory))
+            }
             lock.broadcast()
         }
     }

@@ -117,7 +117,8 @@ final class CurlLoop: Sendable {
 
         func recycle(_ easy: EasyHandle) {
             easy.reset()
-            if idleHandles.count < 64 { idleHandles.append(easy) }
+            // Keep a few for reuse (their receive buffers stay allocated); free the rest.
+            if idleHandles.count < 16 { idleHandles.append(easy) }
         }
 
         func end(_ transfer: Transfer, with result: Result<TransferOutcome, any Error>) {

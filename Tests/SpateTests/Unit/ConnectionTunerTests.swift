@@ -11,19 +11,34 @@ struct ConnectionTunerTests {
     @Test func growsWhileEachStepPaysThenHolds() {
         var tuner = ConnectionTuner(maximum: 64, initial: 4)
         var history: [Int] = [tuner.target]
-        for _ in 0..<12 {
+        for _ in 0..<20 {
             let r = Self.rate(tuner.target, perConnection: 25, total: 800)
             if let next = tuner.observe(rate: r, throttled: false) { history.append(next) }
         }
-        // 4 → 8 → 16 → 32 (800 reached) → 64 does not pay → back to 32.
-        #expect(history == [4, 8, 16, 32, 64, 32])
+        // 4 → 8 (linear: ×4) → 32 (800 reached) → 64 does not pay → back to 32.
+        #expect(history == [4, 8, 32, 64, 32])
         #expect(tuner.target == 32)
     }
 
     @Test func staysLowWhenMoreConnectionsDoNotHelp() {
         var tuner = ConnectionTuner(maximum: 32, initial: 8)
-        for _ in 0..<5 { _ = tuner.observe(rate: 1000, throttled: false) }
+        for _ in 0..<8 { _ = tuner.observe(rate: 1000, throttled: false) }
         #expect(tuner.target == 8, "a saturated link keeps the modest count")
+    }
+
+    @Test func theFirstSampleAfterAStepIsNotJudged() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 8)
+        #expect(tuner.observe(rate: 900, throttled: false) == nil, "the first window (bursts, set-up) is skipped")
+        _ = tuner.observe(rate: 100, throttled: false)  // → 16
+        #expect(tuner.observe(rate: 50, throttled: false) == nil, "a slow first window does not revert")
+        #expect(tuner.observe(rate: 150, throttled: false) == 32)
+    }
+
+    @Test func saturatedCPUsStopTheProbing() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 16)
+        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // skipped
+        #expect(tuner.observe(rate: 1000, throttled: false, cpuSaturated: true) == nil)
+        #expect(tuner.target == 16)
     }
 
     @Test func neverExceedsTheMaximum() {
@@ -35,6 +50,7 @@ struct ConnectionTunerTests {
 
     @Test func throttlingStopsTheGrowth() {
         var tuner = ConnectionTuner(maximum: 64, initial: 4)
+        _ = tuner.observe(rate: 100, throttled: false)  // skipped
         _ = tuner.observe(rate: 100, throttled: false)  // → 8
         #expect(tuner.observe(rate: 300, throttled: true) == nil)
         #expect(tuner.target == 8)
@@ -43,7 +59,9 @@ struct ConnectionTunerTests {
 
     @Test func reprobesNowAndThen() {
         var tuner = ConnectionTuner(maximum: 64, initial: 8)
+        _ = tuner.observe(rate: 100, throttled: false)  // first window: skipped
         _ = tuner.observe(rate: 100, throttled: false)  // → 16
+        _ = tuner.observe(rate: 100, throttled: false)  // new connections starting: skipped
         _ = tuner.observe(rate: 100, throttled: false)  // no gain → 8, settled
         var changes = 0
         for _ in 0..<ConnectionTuner.reprobeAfter { if tuner.observe(rate: 100, throttled: false) != nil { changes += 1 } }
