@@ -149,7 +149,7 @@ def main():
                         os.unlink(out)
                     # Start every run with no dirty pages from the previous one (not timed).
                     subprocess.run(["sync"])
-                    cmd = [x.replace("{url}", url) for x in tools[tool]]
+                    cmd = [x.replace("{url}", url).replace("{sha256}", expected) for x in tools[tool]]
                     nginx = start_nginx()
                     wall, cpu, rss, status, err = run_timed(cmd)
                     stop_nginx(nginx)

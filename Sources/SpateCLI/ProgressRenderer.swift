@@ -62,7 +62,10 @@ struct ProgressRenderer {
     static func summary(_ r: DownloadResult) -> String {
         var text = "saved \(r.path) (\(ByteSize.format(r.bytes))) in \(seconds(r.elapsed.secondsDouble)), "
         text += "\(ByteSize.formatRate(r.bytesPerSecond)), \(r.connections) connection\(r.connections == 1 ? "" : "s")"
-        if let checksum = r.verifiedChecksum { text += ", \(checksum.algorithm.rawValue) verified" }
+        if let checksum = r.verifiedChecksum {
+            text += ", \(checksum.algorithm.rawValue) verified"
+            if let tail = r.verificationTail { text += " \(seconds(tail.secondsDouble)) after the last byte" }
+        }
         if r.retries > 0 { text += ", \(r.retries) retr\(r.retries == 1 ? "y" : "ies")" }
         return text
     }

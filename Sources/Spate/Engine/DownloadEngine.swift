@@ -36,12 +36,12 @@ final class DownloadEngine: Sendable {
         var restarts = 0
         while true {
             do {
-                let (bytes, connections) = try await attempt(remote, path: path)
+                let (bytes, connections, tail) = try await attempt(remote, path: path)
                 let stats = context.snapshot
                 return DownloadResult(
                     path: path, bytes: bytes, elapsed: ContinuousClock.now - started,
-                    verifiedChecksum: options.checksum, connections: connections, requests: stats.requests,
-                    retries: stats.retries)
+                    verifiedChecksum: options.checksum, verificationTail: tail, connections: connections,
+                    requests: stats.requests, retries: stats.retries)
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
                 && restarts < DownloadOptions.maximumRestarts {
                 restarts += 1
@@ -68,7 +68,7 @@ final class DownloadEngine: Sendable {
 
     /// One pass over the file as `remote` describes it, into `path`. Returns the size and
     /// connections used.
-    private func attempt(_ remote: RemoteFile, path destination: String) async throws -> (Int64, Int) {
+    private func attempt(_ remote: RemoteFile, path destination: String) async throws -> (Int64, Int, Duration?) {
         // With --range, output offset 0 is remote offset `remoteOffset`.
         var size = remote.size
         var remoteOffset: Int64 = 0
@@ -138,12 +138,17 @@ final class DownloadEngine: Sendable {
             }
             writer.stop()
             if !segmented && size != 0 { try file.truncate(to: totalBytes) }
-            if let hasher { try await verify(hasher, size: totalBytes) }
+            var tail: Duration?
+            if let hasher {
+                let lastByte = ContinuousClock.now
+                try await verify(hasher, size: totalBytes)
+                tail = ContinuousClock.now - lastByte
+            }
 
             try file.finish(mode: FileMode.newFileMode, replaceExisting: options.overwrite)
             journal?.remove()
             finished = true
-            return (totalBytes, used)
+            return (totalBytes, used, tail)
         } catch let error as SpateError {
             keepForResume = Self.resumable(error)
             throw error

@@ -45,6 +45,9 @@ public struct DownloadResult: Sendable {
     public var elapsed: Duration
     /// The digest that was verified, if a checksum was given.
     public var verifiedChecksum: Checksum?
+    /// How long verifying took after the last byte was written (the digest runs during the
+    /// download; this is the tail it still had to read).
+    public var verificationTail: Duration?
     public var connections: Int
     public var requests: Int
     public var retries: Int
