@@ -22,27 +22,50 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: End to end
 
-    Benchmark("Download 256 MiB, loopback test server, 16 connections",
-              configuration: .init(metrics: [.wallClock, .throughput, .peakMemoryResident, .mallocCountTotal],
-                                   maxIterations: 5)) { benchmark in
-        let size: Int64 = 256 << 20
-        let server = try await TestServer.start()
-        server.addFile("/bench.bin", TestServer.File(content: GeneratedContent(seed: 42, size: size)))
-        let dir = FileManager_temporaryDirectory()
-        for _ in benchmark.scaledIterations {
-            let path = dir + "/bench.bin"
-            unlink(path)
-            var options = DownloadOptions()
-            options.connections = 16
-            options.overwrite = true
-            let download = try Download(url: server.url("/bench.bin"), to: path, options: options)
-            benchmark.startMeasurement()
-            _ = try await download.run()
-            benchmark.stopMeasurement()
-            unlink(path)
+    // The same 256 MiB download four ways: default, with --checksum sha256, without the
+    // journal, and with -c 16 fixed. Side by side, so the cost of each feature shows.
+    let size: Int64 = 256 << 20
+    let content = GeneratedContent(seed: 42, size: size)
+    let sha256: Checksum = {
+        let digest = Digest(.sha256)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while offset < size {
+            content.fill(buffer, from: offset)
+            digest.update(UnsafeRawBufferPointer(buffer))
+            offset += 1 << 20
         }
-        rmdir(dir)
-        await server.stop()
+        return try! Checksum(algorithm: .sha256, digest: digest.finalize())
+    }()
+    let variants: [(String, @Sendable (inout DownloadOptions) -> Void)] = [
+        ("default", { _ in }),
+        ("--checksum sha256", { $0.checksum = sha256 }),
+        ("--no-journal", { $0.journal = false }),
+        ("-c 16 --no-tuning", { $0.connections = 16; $0.selfTuning = false }),
+    ]
+    for (name, configure) in variants {
+        Benchmark("Download 256 MiB from the loopback test server, \(name)",
+                  configuration: .init(metrics: [.wallClock, .throughput, .cpuTotal, .peakMemoryResident, .mallocCountTotal],
+                                       maxIterations: 5)) { benchmark in
+            let server = try await TestServer.start()
+            server.addFile("/bench.bin", TestServer.File(content: content))
+            let dir = FileManager_temporaryDirectory()
+            for _ in benchmark.scaledIterations {
+                let path = dir + "/bench.bin"
+                unlink(path)
+                var options = DownloadOptions()
+                options.overwrite = true
+                configure(&options)
+                let download = try Download(url: server.url("/bench.bin"), to: path, options: options)
+                benchmark.startMeasurement()
+                _ = try await download.run()
+                benchmark.stopMeasurement()
+                unlink(path)
+            }
+            rmdir(dir)
+            await server.stop()
+        }
     }
 
     // MARK: Planning (pure)
@@ -105,6 +128,31 @@ let benchmarks: @Sendable () -> Void = {
         }
         unlink(journal)
         rmdir(dir)
+    }
+
+    Benchmark("Journal: encode and decode a frame of 4096 records",
+              configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxIterations: 200)) { benchmark in
+        let records = (0..<4096).map { i in
+            HashedRange(range: ByteRange(Int64(i) * 1_048_576, Int64(i) * 1_048_576 + 524_288), crc: UInt32(truncatingIfNeeded: i &* 2_654_435_761))
+        }
+        let header = JournalCodec.encodeHeader(JournalCodec.Header(
+            totalSize: 8 << 30, fingerprint: [UInt8](repeating: 1, count: 32), validator: .strongETag("\"bench\"")))
+        for _ in benchmark.scaledIterations {
+            let bytes = header + JournalCodec.encodeFrame(.append, records)
+            let decoded = try bytes.withUnsafeBytes { try JournalCodec.decode($0) }
+            blackHole(decoded.records.count)
+        }
+    }
+
+    Benchmark("Connection tuner: 1,000 samples",
+              configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxIterations: 100)) { benchmark in
+        for _ in benchmark.scaledIterations {
+            var tuner = ConnectionTuner(maximum: 64)
+            for i in 0..<1000 {
+                _ = tuner.observe(rate: Double(min(tuner.target, 40)) * 25e6 + Double(i % 7), throttled: false)
+            }
+            blackHole(tuner.target)
+        }
     }
 
     // MARK: Integrity
