@@ -106,16 +106,27 @@ def main():
         f.write(NGINX_CONF.format(work=work, www=www, port_uncapped=ports["uncapped"],
                                   port_capped=ports["capped"], port_straggler=ports["straggler"]))
     def start_nginx():
+        import socket
+        # The previous instance must be gone: a port that still answers would hide a failed bind.
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", ports["uncapped"]), timeout=0.2).close()
+                time.sleep(0.05)
+            except OSError:
+                break
         proc = subprocess.Popen(["nginx", "-c", conf, "-e", os.path.join(work, "error.log")])
         for _ in range(100):
             try:
-                import socket
-                socket.create_connection(("127.0.0.1", ports["uncapped"]), timeout=0.2).close()
-                return proc
-            except OSError:
-                if proc.poll() is not None:
-                    sys.exit("nginx did not start: see " + os.path.join(work, "error.log"))
+                for port in ports.values():
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 time.sleep(0.05)
+                if proc.poll() is None:
+                    return proc
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                sys.exit("nginx did not start: see " + os.path.join(work, "error.log"))
+            time.sleep(0.05)
         sys.exit("nginx did not start listening")
 
     def stop_nginx(proc):
