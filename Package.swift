@@ -47,7 +47,7 @@ let package = Package(
             ]),
 
         // Deterministic generated content, shared by the test server, the tests and benchmarks.
-        .target(name: "SpateTestContent"),
+        .target(name: "SpateTestContent", dependencies: ["Spate"]),
 
         // A programmable HTTP/1.1 loopback server with fault injection (tests, benchmarks, demo).
         .target(

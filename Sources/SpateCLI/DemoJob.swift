@@ -69,20 +69,7 @@ struct DemoJob: Sendable {
 
     /// SHA-256 of the generated content, computed locally (about 1 s per GiB).
     static func expectedSHA256(size: Int64) -> [UInt8] {
-        let content = GeneratedContent(seed: seed, size: size)
-        let digest = Digest(.sha256)
-        let chunk = 1 << 20
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 8)
-        defer { buffer.deallocate() }
-        var offset: Int64 = 0
-        while offset < size {
-            let n = Int(min(Int64(chunk), size - offset))
-            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-            content.fill(slice, from: offset)
-            digest.update(UnsafeRawBufferPointer(slice))
-            offset += Int64(n)
-        }
-        return digest.finalize()
+        GeneratedContent(seed: seed, size: size).digest(.sha256)
     }
 }
 

@@ -1,8 +1,8 @@
 import Foundation
 import Glibc
+import Spate
 import SpateTestContent
 import SpateTestServer
-import Synchronization
 
 /// The kill -9 soak: `spate` (the CLI, beside this executable) downloads a paced file, is killed
 /// with SIGKILL when a seeded range request arrives at the server, resumes, maybe is killed
@@ -23,24 +23,18 @@ struct KillResumeSoak {
     }
 
     func run() throws -> Report {
-        var rng = seed
-        func draw(_ n: UInt64) -> UInt64 { FaultSchedule.splitMix(&rng) % n }
+        var rng = SplitMix64(seed: seed)
+        func draw(_ n: UInt64) -> UInt64 { rng.next() % n }
         let size = Int64(draw(10 << 20)) + (2 << 20)
         let file = TestServer.File(content: GeneratedContent(seed: seed, size: size))
         let chunk = Int64(draw(768 << 10)) + (256 << 10)
         let requests = Int((size + chunk - 1) / chunk)
         let path = "/kill-\(seed).bin"
-        let kill = Mutex<(count: Int, at: Int?, pid: Int32?)>((0, nil, nil))
+        let killer = KillSwitch()
         server.addFile(path, file)
         server.setHook { request in
             guard request.path == path else { return nil }
-            if let range = request.header("range"), range != "bytes=0-0" {
-                let victim = kill.withLock { k -> Int32? in
-                    k.count += 1
-                    return k.count == k.at ? k.pid : nil
-                }
-                if let victim { Glibc.kill(victim, SIGKILL) }
-            }
+            killer.observe(request)
             var plan = TestServer.standardPlan(for: request, file: file)
             plan.bytesPerSecond = 8_000_000
             return plan
@@ -56,7 +50,7 @@ struct KillResumeSoak {
         for round in 0...kills {
             // Kill within the requests still to come (a resumed run makes fewer requests).
             let at: Int? = round < kills ? Int(draw(UInt64(max(1, requests / (round + 1))))) + 1 : nil
-            kill.withLock { $0 = (0, at, nil) }
+            killer.arm(at: at)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: Self.spateExecutable)
             process.arguments = arguments
@@ -64,10 +58,10 @@ struct KillResumeSoak {
             let err = Pipe()
             process.standardError = err
             try process.run()
-            kill.withLock { $0.pid = process.processIdentifier }
+            killer.watch(process.processIdentifier)
             let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
-            kill.withLock { $0.pid = nil }
+            killer.watch(nil)
             if process.terminationReason == .uncaughtSignal {
                 report.killPoints += 1
                 continue

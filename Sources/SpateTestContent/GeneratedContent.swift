@@ -1,4 +1,5 @@
 import Glibc
+import Spate
 
 /// Deterministic pseudo-random content of any size, computable at any offset without state.
 ///
@@ -19,8 +20,8 @@ public struct GeneratedContent: Sendable, Hashable {
         precondition(size >= 0)
         self.seed = seed
         self.size = size
-        var state = seed
-        base = (0..<Self.blockWords).map { _ in GeneratedContent.splitMix(&state) }
+        var generator = SplitMix64(seed: seed)
+        base = (0..<Self.blockWords).map { _ in generator.next() }
     }
 
     public static func == (a: GeneratedContent, b: GeneratedContent) -> Bool { a.seed == b.seed && a.size == b.size }
@@ -29,27 +30,10 @@ public struct GeneratedContent: Sendable, Hashable {
     /// A strong entity tag that changes with the seed and the size.
     public var etag: String { "\"g\(String(seed, radix: 16))-\(String(size, radix: 16))\"" }
 
-    static func splitMix(_ state: inout UInt64) -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// The finaliser of SplitMix64: a bijection on UInt64.
-    @inline(__always)
-    static func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
     @inline(__always)
     func word(at index: Int64) -> UInt64 {
         let block = UInt64(index) / UInt64(Self.blockWords)
-        return base[Int(UInt64(index) % UInt64(Self.blockWords))] ^ Self.mix(block &+ seed)
+        return base[Int(UInt64(index) % UInt64(Self.blockWords))] ^ SplitMix64.mix(block &+ seed)
     }
 
     /// Writes the content bytes `offset ..< offset + buffer.count` into `buffer`.
@@ -68,7 +52,7 @@ public struct GeneratedContent: Sendable, Hashable {
             while end - position >= 8 {
                 let wordIndex = position / 8
                 let block = UInt64(wordIndex) / UInt64(Self.blockWords)
-                let key = Self.mix(block &+ seed)
+                let key = SplitMix64.mix(block &+ seed)
                 let inBlock = Int(UInt64(wordIndex) % UInt64(Self.blockWords))
                 let words = min(Self.blockWords - inBlock, Int((end - position) / 8))
                 for i in 0..<words {
@@ -137,5 +121,24 @@ extension GeneratedContent {
             offset += Int64(n)
         }
         return nil
+    }
+}
+
+extension GeneratedContent {
+    /// The digest of the whole content, generated 1 MiB at a time (about 1 s per GiB here).
+    public func digest(_ algorithm: DigestAlgorithm) -> [UInt8] {
+        let digest = Digest(algorithm)
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 8)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while offset < size {
+            let n = Int(min(Int64(chunk), size - offset))
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
+            fill(slice, from: offset)
+            digest.update(UnsafeRawBufferPointer(slice))
+            offset += Int64(n)
+        }
+        return digest.finalize()
     }
 }

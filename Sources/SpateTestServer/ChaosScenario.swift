@@ -40,8 +40,8 @@ public struct ChaosScenario: Sendable {
 
     /// Runs the scenario against `server` (which it configures) writing under `directory`.
     public func run(server: TestServer, directory: String) async -> Report {
-        var rng = seed
-        func draw(_ n: UInt64) -> UInt64 { FaultSchedule.splitMix(&rng) % n }
+        var rng = SplitMix64(seed: seed)
+        func draw(_ n: UInt64) -> UInt64 { rng.next() % n }
         let size = Int64(draw(6 << 20)) + Int64(draw(3)) * Int64(draw(1 << 20))
         let connections = Int(draw(16)) + 1
         let chunk: Int64? = draw(3) == 0 ? nil : Int64(draw(900_000)) + 4096

@@ -1,3 +1,4 @@
+import Spate
 import SpateTestContent
 import Synchronization
 
@@ -80,7 +81,7 @@ public final class FaultSchedule: Sendable {
     public let seed: UInt64
     public let rate: Double
     public let faults: [Fault]
-    private let state: Mutex<(rng: UInt64, injected: [Fault])>
+    private let state: Mutex<(rng: SplitMix64, injected: [Fault])>
 
     /// - Parameters:
     ///   - rate: the share of requests that get a fault (0...1).
@@ -89,7 +90,7 @@ public final class FaultSchedule: Sendable {
         self.seed = seed
         self.rate = rate
         self.faults = faults
-        state = Mutex((seed, []))
+        state = Mutex((SplitMix64(seed: seed), []))
     }
 
     /// Faults injected so far, in order.
@@ -98,8 +99,8 @@ public final class FaultSchedule: Sendable {
     /// The next draw: a fault, or nil for a normal reply.
     public func next() -> Fault? {
         state.withLock { s in
-            let roll = Double(FaultSchedule.splitMix(&s.rng) >> 11) / Double(1 << 53)
-            let pick = Int(FaultSchedule.splitMix(&s.rng) % UInt64(max(1, faults.count)))
+            let roll = s.rng.nextUnitInterval()
+            let pick = Int(s.rng.next() % UInt64(max(1, faults.count)))
             guard roll < rate, !faults.isEmpty else { return nil }
             s.injected.append(faults[pick])
             return faults[pick]
@@ -114,15 +115,6 @@ public final class FaultSchedule: Sendable {
                   let file = server.file(at: request.path, query: request.query), let fault = next() else { return nil }
             return fault.apply(to: request, file: file)
         }
-    }
-
-    /// One SplitMix64 step (seeded, reproducible draws for tests and soaks).
-    public static func splitMix(_ state: inout UInt64) -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

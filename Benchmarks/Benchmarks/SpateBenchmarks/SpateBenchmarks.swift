@@ -26,18 +26,7 @@ let benchmarks: @Sendable () -> Void = {
     // journal, and with -c 16 fixed. Side by side, so the cost of each feature shows.
     let size: Int64 = 256 << 20
     let content = GeneratedContent(seed: 42, size: size)
-    let sha256: Checksum = {
-        let digest = Digest(.sha256)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
-        var offset: Int64 = 0
-        while offset < size {
-            content.fill(buffer, from: offset)
-            digest.update(UnsafeRawBufferPointer(buffer))
-            offset += 1 << 20
-        }
-        return try! Checksum(algorithm: .sha256, digest: digest.finalize())
-    }()
+    let sha256 = try! Checksum(algorithm: .sha256, digest: content.digest(.sha256))
     let variants: [(String, @Sendable (inout DownloadOptions) -> Void)] = [
         ("default", { _ in }),
         ("--checksum sha256", { $0.checksum = sha256 }),
@@ -75,7 +64,7 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             var ledger = RangeLedger(size: 1 << 30)
             var live: [RangeLedger.Assignment] = []
-            var rng = SplitMixForBench(seed: 1)
+            var rng = SplitMix64(seed: 1)
             while !ledger.isComplete {
                 while live.count < 16, let a = ledger.assign(maxBytes: 256 * 1024) { live.append(a) }
                 let i = Int(rng.next() % UInt64(live.count))
@@ -90,7 +79,7 @@ let benchmarks: @Sendable () -> Void = {
               configuration: .init(metrics: [.wallClock, .mallocCountTotal], maxIterations: 20)) { benchmark in
         for _ in benchmark.scaledIterations {
             var set = RangeSet()
-            var rng = SplitMixForBench(seed: 2)
+            var rng = SplitMix64(seed: 2)
             for _ in 0..<100_000 {
                 let start = Int64(rng.next() % (1 << 30))
                 set.insert(ByteRange(start, start + 4096))
@@ -167,18 +156,6 @@ let benchmarks: @Sendable () -> Void = {
             for _ in 0..<256 { digest.update(UnsafeRawBufferPointer(buffer)) }
             blackHole(digest.finalize())
         }
-    }
-}
-
-struct SplitMixForBench {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -152,15 +152,10 @@ struct CloudAPITests {
     @Test func boxResumeAfterKillResolvesTheURLAgain() async throws {
         try await withCloud(uses: 1000) { server, box, _ in
             let dir = try TemporaryDirectory()
-            let killAt = Mutex<(count: Int, pid: Int32?)>((0, nil))
+            let killer = KillSwitch()
+            killer.arm(at: 5)
             server.setHook { request in
-                if request.host == "127.0.0.2", let range = request.header("range"), range != "bytes=0-0" {
-                    let victim = killAt.withLock { k -> Int32? in
-                        k.count += 1
-                        return k.count == 5 ? k.pid : nil
-                    }
-                    if let victim { Glibc.kill(victim, SIGKILL) }
-                }
+                if request.host == "127.0.0.2" { killer.observe(request) }
                 guard var plan = box.handle(request) else { return nil }
                 if request.host == "127.0.0.2" { plan.bytesPerSecond = 2_000_000 }
                 return plan
@@ -174,7 +169,7 @@ struct CloudAPITests {
             process.environment = ["T": box.token]
             process.standardError = FileHandle.nullDevice
             try process.run()
-            killAt.withLock { $0.pid = process.processIdentifier }
+            killer.watch(process.processIdentifier)
             process.waitUntilExit()
             #expect(process.terminationReason == .uncaughtSignal)
             let journal = try Data(contentsOf: URL(fileURLWithPath: dir.file("f.pdf.part.journal")))

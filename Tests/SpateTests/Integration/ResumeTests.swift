@@ -19,20 +19,14 @@ struct ResumeTests {
     final class Scene: Sendable {
         let server: TestServer
         let file = Mutex<TestServer.File>(TestServer.File(content: GeneratedContent(seed: 71, size: ResumeTests.size)))
-        let kill = Mutex<(count: Int, at: Int?, pid: Int32?)>((0, nil, nil))
+        let killer = KillSwitch()
 
         init(server: TestServer) {
             self.server = server
             server.setHook { [self] request in
                 let file = self.file.withLock { $0 }
                 guard request.path == "/f.bin" || request.path == "/g.bin" else { return nil }
-                if let range = request.header("range"), range != "bytes=0-0" {
-                    let victim = kill.withLock { k -> Int32? in
-                        k.count += 1
-                        return k.count == k.at ? k.pid : nil
-                    }
-                    if let victim { Glibc.kill(victim, SIGKILL) }
-                }
+                killer.observe(request)
                 var plan = TestServer.standardPlan(for: request, file: file)
                 plan.bytesPerSecond = ResumeTests.rate
                 return plan
@@ -50,12 +44,12 @@ struct ResumeTests {
             let err = Pipe()
             process.standardError = err
             process.standardOutput = FileHandle.nullDevice
-            kill.withLock { $0 = (0, at, nil) }
+            killer.arm(at: at)
             try process.run()
-            kill.withLock { $0.pid = process.processIdentifier }
+            killer.watch(process.processIdentifier)
             let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
-            kill.withLock { $0.pid = nil }
+            killer.watch(nil)
             return (process.terminationStatus, stderr, process.terminationReason == .uncaughtSignal)
         }
     }

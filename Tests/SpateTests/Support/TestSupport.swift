@@ -33,19 +33,7 @@ func compareFile(_ path: String, with content: GeneratedContent) -> String? {
 
 /// The SHA-256 of generated content.
 func sha256Checksum(of content: GeneratedContent) -> Checksum {
-    let digest = Digest(.sha256)
-    let chunk = 1 << 20
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 8)
-    defer { buffer.deallocate() }
-    var offset: Int64 = 0
-    while offset < content.size {
-        let n = Int(min(Int64(chunk), content.size - offset))
-        let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
-        content.fill(slice, from: offset)
-        digest.update(UnsafeRawBufferPointer(slice))
-        offset += Int64(n)
-    }
-    return try! Checksum(algorithm: .sha256, digest: digest.finalize())
+    try! Checksum(algorithm: .sha256, digest: content.digest(.sha256))
 }
 
 /// Starts a test server, runs `body`, stops the server.
@@ -83,22 +71,16 @@ func download(_ url: String, to path: String, options: DownloadOptions) async ->
 
 /// A seeded generator whose seed is printed, so a failing property test can be replayed.
 struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
+    private var generator: SplitMix64
     let seed: UInt64
 
     init(label: String) {
         let env = ProcessInfo.processInfo.environment["SPATE_TEST_SEED"].flatMap { UInt64($0) }
         let s = env ?? 0x5EED_2026
         self.seed = s
-        self.state = s
+        self.generator = SplitMix64(seed: s)
         print("[\(label)] seed \(s) (replay with SPATE_TEST_SEED=\(s))")
     }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { generator.next() }
 }
