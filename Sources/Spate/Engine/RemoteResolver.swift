@@ -38,39 +38,44 @@ final class RemoteResolver: Sendable {
     /// cannot help (no redirect was involved) or the budget is spent — then nil.
     /// Throws `.remoteChanged` when the new target describes another file.
     func refresh(after stale: RemoteURL) async throws -> RemoteFile? {
-        enum Step { case current(RemoteFile), wait(Task<RemoteFile, any Error>), none }
+        enum Step { case current(RemoteFile), wait(Task<RemoteFile, any Error>, started: Bool), none }
         let step: Step = state.withLock { s in
             guard let current = s.current else { return .none }
             if current.url != stale { return .current(current) }  // someone already refreshed
-            if let task = s.inProgress { return .wait(task) }
+            if let task = s.inProgress { return .wait(task, started: false) }
             guard current.url != context.url, s.refreshes < Self.maxRefreshes else { return .none }
             s.refreshes += 1
-            let task = Task { [self] in try await self.probe() }
+            // The check against the old file happens inside the task, before anyone can use the
+            // new URL: a changed file must never become `current` (its ranges would mix).
+            let task = Task { [self] () async throws -> RemoteFile in
+                let fresh = try await self.probe()
+                if let change = Self.difference(current, fresh) {
+                    throw SpateError(.remoteChanged, "remote file changed during the download: \(change)")
+                }
+                return fresh
+            }
             s.inProgress = task
-            return .wait(task)
+            return .wait(task, started: true)
         }
         switch step {
         case .none:
             return nil
         case .current(let remote):
             return remote
-        case .wait(let task):
+        case .wait(let task, let started):
             let fresh: RemoteFile
             do {
                 fresh = try await task.value
             } catch {
-                state.withLock { $0.inProgress = nil }
+                state.withLock { if started { $0.inProgress = nil } }
                 throw error
             }
-            let old = current
             state.withLock { s in
-                s.inProgress = nil
                 s.current = fresh
+                if started { s.inProgress = nil }
             }
-            if let change = Self.difference(old, fresh) {
-                throw SpateError(.remoteChanged, "remote file changed during the download: \(change)")
-            }
-            if state.withLock({ $0.refreshes }) == 1 {
+            // Only the worker that asked, and only the first time: 16 workers see one expiry.
+            if started && state.withLock({ $0.refreshes }) == 1 {
                 context.emit(.notice("the download URL expired; resolved it again from \(context.url.redacted) (and will each time it does)"))
             }
             return fresh

@@ -374,6 +374,32 @@ struct FaultTests {
         }
     }
 
+    /// The expired URL is resolved again, but now points at another version of the file: the
+    /// download stops (never mixing versions) instead of continuing with the new URL.
+    @Test func aResolvedURLForAnotherVersionStopsTheDownload() async throws {
+        try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
+            let old = TestServer.File(content: GeneratedContent(seed: 49, size: 6 * Self.chunk))
+            let new = TestServer.File(content: GeneratedContent(seed: 50, size: 6 * Self.chunk))
+            let first = SignedURLs(server: server, file: old, usesPerToken: 3, prefix: "old")
+            let second = SignedURLs(server: server, file: new, usesPerToken: 1000, prefix: "new")
+            let issued = Mutex(0)
+            server.setHook { request in
+                if request.host == "127.0.0.1" {
+                    let n = issued.withLock { c -> Int in c += 1; return c }
+                    var plan = ResponsePlan.text(302, "moved\n")
+                    plan.setHeader("Location", n == 1 ? first.issue() : second.issue())
+                    return plan
+                }
+                return request.queryValue("X-Amz-Signature")?.hasPrefix("old") == true ? first.serve(request) : second.serve(request)
+            }
+            let dir = try TemporaryDirectory()
+            let result = await download(server.url("/api/file"), to: dir.file("f.bin"), options: options(connections: 2))
+            guard case .failure(let error) = result else { Issue.record("must not finish with mixed versions"); return }
+            #expect(error.kind == .remoteChanged, "\(error)")
+            #expect(!dir.contents.contains("f.bin"))
+        }
+    }
+
     @Test func locationTrustedSendsHeadersToTheRedirectHost() async throws {
         try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
             let content = GeneratedContent(seed: 48, size: 100_000)
@@ -402,8 +428,11 @@ final class SignedURLs: Sendable {
     private let usesPerToken: Int
     private let state = Mutex<(next: Int, uses: [String: Int])>((1, [:]))
 
-    init(server: TestServer, file: TestServer.File, usesPerToken: Int) {
+    private let prefix: String
+
+    init(server: TestServer, file: TestServer.File, usesPerToken: Int, prefix: String = "tok") {
         self.server = server
+        self.prefix = prefix
         self.file = file
         self.usesPerToken = usesPerToken
     }
@@ -413,7 +442,7 @@ final class SignedURLs: Sendable {
     func issue() -> String {
         let token = state.withLock { s -> String in
             defer { s.next += 1 }
-            let token = "tok\(s.next)"
+            let token = "\(prefix)\(s.next)"
             s.uses[token] = 0
             return token
         }
