@@ -96,10 +96,7 @@ final class DownloadEngine: Sendable {
         let (file, resumed) = try openOutput(destination, journalHeader: journalHeader, size: size)
         var finished = false
         var keepForResume = false
-        let journal = try journalHeader.map { header throws(SpateError) in
-            try Journal(path: Journal.path(for: destination), header: header, records: resumed, data: file,
-                        commitInterval: options.journalCommitInterval)
-        }
+        var journal: Journal?
         defer {
             if !finished {
                 if keepForResume, let journal {
@@ -110,6 +107,12 @@ final class DownloadEngine: Sendable {
                     file.discard()
                 }
             }
+        }
+        // Created after the cleanup above is registered: a journal that cannot be written must
+        // not leave an orphaned partial file behind.
+        journal = try journalHeader.map { header throws(SpateError) in
+            try Journal(path: Journal.path(for: destination), header: header, records: resumed, data: file,
+                        commitInterval: options.journalCommitInterval)
         }
         let writer = FileWriter(file: file, buffers: connections + 4, bufferBytes: options.stagingBufferBytes,
                                 computesCRC: journal != nil)
@@ -145,6 +148,9 @@ final class DownloadEngine: Sendable {
                 tail = ContinuousClock.now - lastByte
             }
 
+            // The journal stops (its last commit needs the data descriptor) before the file is
+            // closed and renamed; it is deleted once the final name exists.
+            journal?.close()
             try file.finish(mode: FileMode.newFileMode, replaceExisting: options.overwrite)
             journal?.remove()
             finished = true

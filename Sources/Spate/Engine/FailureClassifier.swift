@@ -45,7 +45,7 @@ enum FailureClassifier {
         var message = "HTTP \(status)"
         if let reason = reasonPhrase(status) { message += " \(reason)" }
         message += " from \(url.redacted)"
-        let detail = body.summary()
+        let detail = redactURLs(in: body.summary())  // an error body may echo a signed URL
         if !detail.isEmpty { message += ": \(detail)" }
         let retryAfter = RetryAfter.parse(head["retry-after"], now: Int64(time(nil)))
         return FailureVerdict(error: SpateError(.http, message, httpStatus: status),

@@ -109,7 +109,7 @@ final class RangeScheduler: Sendable {
             func spawn(upTo count: Int) {
                 while spawned < min(count, workers) {
                     let index = spawned
-                    group.addTask { try await self.worker(index); return .worker }
+                    guard group.addTaskUnlessCancelled(operation: { try await self.worker(index); return .worker }) else { return }
                     spawned += 1
                 }
             }
@@ -125,8 +125,10 @@ final class RangeScheduler: Sendable {
                     finishedWorkers += 1
                     if finishedWorkers == spawned { group.cancelAll() }  // nothing left to tune
                 case .grow(let count):
+                    // A grow that arrives after the last worker finished has nothing to do.
+                    guard finishedWorkers < spawned else { break }
                     spawn(upTo: count)
-                    group.addTask { await self.tune() }
+                    _ = group.addTaskUnlessCancelled { await self.tune() }
                 case .tuner:
                     break
                 }

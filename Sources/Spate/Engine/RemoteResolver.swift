@@ -65,7 +65,8 @@ final class RemoteResolver: Sendable {
         case .wait(let task, let started):
             let fresh: RemoteFile
             do {
-                fresh = try await task.value
+                // A cancelled download must not wait for a probe that backs off for minutes.
+                fresh = try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
             } catch {
                 state.withLock { if started { $0.inProgress = nil } }
                 throw error

@@ -93,18 +93,18 @@ final class FileWriter: @unchecked Sendable {
     /// nil (write synchronously then).
     func acquire() -> Buffer? {
         lock.withLock {
-            if let free = state.free.popLast() { return free }
-            if all.count < capacity {
-                let size = min(bufferBytes, preferredBufferBytes.load(ordering: .relaxed))
-                let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
-                all.append(memory)
-                return Buffer(memory: memory)
-            }
             let deadline = ConditionLock.deadline(afterMilliseconds: Self.acquireTimeoutMilliseconds)
-            while state.free.isEmpty {
-                if !lock.wait(until: deadline) { break }
+            while true {
+                if let free = state.free.popLast() { return free }
+                if all.count < capacity {
+                    let size = min(bufferBytes, preferredBufferBytes.load(ordering: .relaxed))
+                    let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+                    all.append(memory)
+                    return Buffer(memory: memory)
+                }
+                // Woken by a release or a resize; either may make room.
+                if !lock.wait(until: deadline) { return nil }
             }
-            return state.free.popLast()
         }
     }
 

@@ -53,24 +53,25 @@ final class CurlLoop: Sendable {
             defer { inbox.nextID += 1 }
             return inbox.nextID
         }
-        if let handle, !handle.attach(id) {
-            return TransferOutcome(head: nil, stop: .abandoned, curlCode: 0, curlMessage: "", bodyBytes: 0)
-        }
-        // Cancellation can race with the start: whichever comes second does the work.
+        // Cancellation and abandonment can race with the start. The `.start` command is queued
+        // while the phase lock (and the handle's lock) is held, so a `.cancel` or `.abandon` for
+        // this id is always queued after it and finds the transfer.
         let phase = Mutex<StartPhase>(.notStarted)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<TransferOutcome, any Error>) in
-                let proceed = phase.withLock { p -> Bool in
-                    if p == .cancelled { return false }
+                enum Start { case queued, cancelled, abandoned, loopGone }
+                let start = phase.withLock { p -> Start in
+                    if p == .cancelled { return .cancelled }
                     p = .started
-                    return true
+                    let queue = { () -> Start in self.send(.start(id, spec, sink, continuation)) ? .queued : .loopGone }
+                    guard let handle else { return queue() }
+                    return handle.attach(id, starting: queue) ?? .abandoned
                 }
-                guard proceed else {
-                    continuation.resume(throwing: CancellationError())
-                    return
-                }
-                if !send(.start(id, spec, sink, continuation)) {
-                    continuation.resume(throwing: CancellationError())
+                switch start {
+                case .queued: break
+                case .cancelled, .loopGone: continuation.resume(throwing: CancellationError())
+                case .abandoned:
+                    continuation.resume(returning: TransferOutcome(head: nil, stop: .abandoned, curlCode: 0, curlMessage: "", bodyBytes: 0))
                 }
             }
         } onCancel: {
@@ -405,12 +406,13 @@ final class TransferHandle: Sendable {
 
     init() {}
 
-    /// Records the transfer id; false when the handle was abandoned before the start.
-    fileprivate func attach(_ id: UInt64) -> Bool {
+    /// Records the transfer id and starts it (under this handle's lock, so an abandonment comes
+    /// either before — nil, nothing started — or after the start command).
+    fileprivate func attach<T>(_ id: UInt64, starting start: () -> T) -> T? {
         state.withLock { s in
-            if s.abandoned { return false }
+            if s.abandoned { return nil }
             s.id = id
-            return true
+            return start()
         }
     }
 
