@@ -29,12 +29,15 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
+        .systemLibrary(
+            name: "CISAL", pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"]), .brew(["isa-l"])]),
 
         // Linux calls Swift's Glibc module does not import (sync_file_range, thread names).
         .target(name: "CSpateSystem"),
 
         // The engine library that programs embed.
-        .target(name: "Spate", dependencies: ["CCurl", "CLZ4", "CCrypto", "CZlib", "CSpateSystem"]),
+        .target(name: "Spate", dependencies: ["CCurl", "CLZ4", "CCrypto", "CZlib", "CISAL", "CSpateSystem"]),
 
         // The `spate` command.
         .executableTarget(

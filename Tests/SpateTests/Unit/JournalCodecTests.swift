@@ -117,6 +117,25 @@ struct JournalCodecTests {
 
 @Suite("Range hashes")
 struct RangeHashTests {
+    /// The journal's CRC comes from ISA-L; journals written before (zlib) and resume checks
+    /// depend on the values being zlib's exactly, for every length and split.
+    @Test func isalCRCEqualsZlibCRC() {
+        #expect(Array("123456789".utf8).withUnsafeBytes { CRC32.checksum($0) } == 0xCBF4_3926, "the CRC-32 check value")
+        var rng = SeededGenerator(label: "isal vs zlib")
+        let lengths = [0, 1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 4095, 4096, 4097, 65_536, 65_537, 200_003]
+        for length in lengths + (0..<40).map({ _ in Int.random(in: 1...100_000, using: &rng) }) {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let split = length == 0 ? 0 : Int.random(in: 0...length, using: &rng)
+            bytes.withUnsafeBytes { raw in
+                let reference = CRC32.zlibChecksum(raw)
+                #expect(CRC32.checksum(raw) == reference, "length \(length)")
+                let head = CRC32.checksum(UnsafeRawBufferPointer(rebasing: raw[..<split]))
+                #expect(CRC32.checksum(UnsafeRawBufferPointer(rebasing: raw[split...]), continuing: head) == reference,
+                        "length \(length) continued at \(split)")
+            }
+        }
+    }
+
     @Test func combinedCRCsEqualTheCRCOfTheConcatenation() {
         var rng = SeededGenerator(label: "crc combine")
         for _ in 0..<50 {
