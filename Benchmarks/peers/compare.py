@@ -73,6 +73,32 @@ def run_timed(cmd):
     except ValueError:
         return wall, 0.0, 0, proc.returncode, proc.stderr
 
+PAGE_REPORTING_ORDER = "/sys/module/page_reporting/parameters/page_reporting_order"
+
+def pause_page_reporting():
+    """Raises the free-page-reporting order above the largest buddy order, so the guest stops
+    handing freed pages back to the host.
+
+    Why: on a VM with virtio-balloon free page reporting, the 1 GiB of page cache freed when the
+    previous run's output is deleted is given back to the host a few seconds later; the next
+    tool to write 1 GiB then pays a host fault per page (seconds of system time inside
+    copy_folio_from_iter_atomic). Which run pays depends on timing, which made every tool's
+    results bimodal. Returns the old value for restore_page_reporting."""
+    try:
+        with open(PAGE_REPORTING_ORDER) as f:
+            old = f.read().strip()
+        with open(PAGE_REPORTING_ORDER, "w") as f:
+            f.write("11")
+        print(f"free page reporting paused (page_reporting_order {old} -> 11)", file=sys.stderr)
+        return old
+    except OSError as error:
+        sys.exit(f"--pause-page-reporting: {error}")
+
+def restore_page_reporting(old):
+    with open(PAGE_REPORTING_ORDER, "w") as f:
+        f.write(old)
+    print(f"free page reporting restored (page_reporting_order {old})", file=sys.stderr)
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--spate", required=True)
@@ -85,7 +111,10 @@ def main():
     ap.add_argument("--out-dir", default=None, help="where outputs are written (default: WORK_DIR/out, on disk)")
     ap.add_argument("--work-dir", default="/tmp/spate-peers")
     ap.add_argument("--extra-spate", default="", help="extra arguments for spate")
-    ap.add_argument("--spate-variants", default="", help="NAME=ARGS;NAME=ARGS: extra spate rows")
+    ap.add_argument("--spate-variants", default="", help="NAME=ARGS;NAME=ARGS: extra spate rows (ARGS may start with @PATH: another spate binary)")
+    ap.add_argument("--pause-page-reporting", action="store_true",
+                    help="root, VMs: stop the guest reporting free pages to the host during the run "
+                         "(restored after); see docs/performance.md")
     args = ap.parse_args()
 
     size = parse_size(args.size)
@@ -134,6 +163,7 @@ def main():
         proc.wait()
 
     nginx = None
+    reporting = pause_page_reporting() if args.pause_page_reporting else None
     try:
         c = str(args.connections)
         out = os.path.join(out_dir, "out.bin")
@@ -148,7 +178,10 @@ def main():
         order = [t for t in args.tools.split(",") if t in tools]
         for variant in filter(None, args.spate_variants.split(";")):
             vname, vargs = variant.split("=", 1)
-            tools[vname] = [args.spate, "{url}", "-o", out, "-q", "--force"] + vargs.split()
+            binary, vargs = args.spate, vargs.split()
+            if vargs and vargs[0].startswith("@"):  # NAME=@/other/spate ARGS: A/B two builds
+                binary, vargs = vargs[0][1:], vargs[1:]
+            tools[vname] = [binary, "{url}", "-o", out, "-q", "--force"] + vargs
             order.append(vname)
 
         results = {}
@@ -176,7 +209,8 @@ def main():
         gib = size / (1 << 30)
         print()
         print(f"{datetime.date.today()} · {platform.node()} · {os.cpu_count()} cores · file {args.size} · "
-              f"median of {args.runs}, interleaved · outputs in {out_dir}")
+              f"median of {args.runs}, interleaved · outputs in {out_dir}"
+              f"{' · free page reporting paused' if reporting else ''}")
         print()
         print("| scenario | tool | median time | throughput | CPU s/GiB | peak RSS | spate ÷ tool | all sha256 ok |")
         print("|---|---|---|---|---|---|---|---|")
@@ -197,6 +231,8 @@ def main():
     finally:
         if nginx:
             stop_nginx(nginx)
+        if reporting:
+            restore_page_reporting(reporting)
 
 if __name__ == "__main__":
     main()
