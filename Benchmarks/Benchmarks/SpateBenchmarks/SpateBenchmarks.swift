@@ -3,6 +3,7 @@ import Glibc
 import Spate
 import SpateTestContent
 import SpateTestServer
+import Synchronization
 
 /// Benchmarks with committed thresholds (Thresholds/), so regressions show:
 ///   cd Benchmarks && swift package --allow-writing-to-package-directory benchmark
@@ -52,6 +53,81 @@ let benchmarks: @Sendable () -> Void = {
                 benchmark.stopMeasurement()
                 unlink(path)
             }
+            rmdir(dir)
+            await server.stop()
+        }
+    }
+
+    // MARK: Network shapes
+
+    // The in-process server paces each reply; spate's requests on one connection run one after
+    // another, so this is a per-connection cap like nginx's limit_rate (but without nginx's
+    // unpaced first 2 MiB). 16 connections × 25 MB/s: 256 MiB ideally takes 0.67 s.
+    let shapes: [(String, TestServer.File, @Sendable (TestServer) -> Void)] = [
+        ("25 MB/s per connection, -c 16", TestServer.File(content: content), { server in
+            server.setHook { request in
+                var plan = server.standardPlan(for: request)
+                plan.bytesPerSecond = 25_000_000
+                return plan
+            }
+        }),
+        ("25 MB/s per connection, the first at 1 MB/s (straggler), -c 16", TestServer.File(content: content), { server in
+            let slow = FirstConnection()
+            server.setHook { request in
+                var plan = server.standardPlan(for: request)
+                let isSlow = slow.isFirst(request.connectionID)
+                plan.bytesPerSecond = isSlow ? 1_000_000 : 25_000_000
+                return plan
+            }
+        }),
+        ("a server that ignores Range (one stream)", TestServer.File(content: content, acceptsRanges: false), { _ in }),
+    ]
+    for (name, file, shape) in shapes {
+        Benchmark("Download 256 MiB, \(name)",
+                  configuration: .init(metrics: [.wallClock, .throughput, .cpuTotal, .peakMemoryResident],
+                                       maxIterations: 5)) { benchmark in
+            let server = try await TestServer.start()
+            server.addFile("/bench.bin", file)
+            shape(server)
+            let dir = FileManager_temporaryDirectory()
+            for _ in benchmark.scaledIterations {
+                let path = dir + "/bench.bin"
+                unlink(path)
+                var options = DownloadOptions()
+                options.overwrite = true
+                options.connections = 16
+                let download = try Download(url: server.url("/bench.bin"), to: path, options: options)
+                benchmark.startMeasurement()
+                _ = try await download.run()
+                benchmark.stopMeasurement()
+                unlink(path)
+            }
+            rmdir(dir)
+            await server.stop()
+        }
+    }
+
+    // MARK: Memory against file size
+
+    // Peak resident memory must not grow with the file: the same download at 1 GiB and 8 GiB.
+    // Includes the in-process server (compare.py measures spate alone against nginx).
+    for gib in [1, 8] {
+        let big = GeneratedContent(seed: 43, size: Int64(gib) << 30)
+        Benchmark("Peak memory, \(gib) GiB download, -c 16",
+                  configuration: .init(metrics: [.peakMemoryResident, .wallClock], warmupIterations: 0,
+                                       maxDuration: .seconds(60), maxIterations: 1)) { benchmark in
+            let server = try await TestServer.start()
+            server.addFile("/big.bin", TestServer.File(content: big))
+            let dir = FileManager_temporaryDirectory()
+            let path = dir + "/big.bin"
+            var options = DownloadOptions()
+            options.overwrite = true
+            options.connections = 16
+            let download = try Download(url: server.url("/big.bin"), to: path, options: options)
+            benchmark.startMeasurement()
+            _ = try await download.run()
+            benchmark.stopMeasurement()
+            unlink(path)
             rmdir(dir)
             await server.stop()
         }
@@ -176,4 +252,16 @@ func FileManager_temporaryDirectory() -> String {
     var template = Array("/tmp/spate-bench-XXXXXX".utf8CString)
     _ = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
     return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
+/// Remembers the first connection a server saw (the straggler benchmark slows that one).
+final class FirstConnection: Sendable {
+    private let first = Mutex<Int?>(nil)
+
+    func isFirst(_ id: Int) -> Bool {
+        first.withLock { first in
+            if first == nil { first = id }
+            return first == id
+        }
+    }
 }

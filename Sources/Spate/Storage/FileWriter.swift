@@ -63,6 +63,9 @@ final class FileWriter: @unchecked Sendable {
     /// (set by the scheduler as the connection count changes; guarded by `lock`).
     private var capacity: Int
     private var thread: LoopThread?
+    /// Producers waiting in `acquire`: the writer then returns each buffer as soon as it is
+    /// written instead of after its whole batch (a slow disk must not make them wait longer).
+    private let producersWaiting = Atomic<Int>(0)
 
     /// - Parameter buffers: the pool size (each `bufferBytes`).
     init(file: OutputFile, buffers: Int, bufferBytes: Int = FileWriter.defaultBufferBytes, computesCRC: Bool = false) {
@@ -86,7 +89,8 @@ final class FileWriter: @unchecked Sendable {
     /// futex wake-ups and context switches). A request's last buffer (`flush`), a producer
     /// waiting for a free buffer, and `sleepMilliseconds` bound how long anything waits.
     static let wakeBytes = 256 * 1024
-    /// The longest the writer sleeps while fewer than `wakeBytes` are queued.
+    /// The longest the writer sleeps while fewer than `wakeBytes` are queued. An idle writer
+    /// (stalls, backoff) so wakes 200 times a second and finds nothing: microseconds each.
     static let sleepMilliseconds = 5
 
     /// Sets the pool for `connections` running requests: each holds one buffer, and at least
@@ -115,8 +119,10 @@ final class FileWriter: @unchecked Sendable {
                     return Buffer(memory: memory)
                 }
                 // Every buffer is queued or staged: the writer must not sleep on a short queue.
-                if state.writerAsleep { lock.broadcast() }
+                if state.writerAsleep && !state.jobs.isEmpty { lock.broadcast() }
                 // Woken by a release or a resize; either may make room.
+                producersWaiting.add(1, ordering: .relaxed)
+                defer { producersWaiting.subtract(1, ordering: .relaxed) }
                 if !lock.wait(until: deadline) { return nil }
             }
         }
@@ -204,7 +210,11 @@ final class FileWriter: @unchecked Sendable {
                 // The CRC is taken here, on the writer's core, while the bytes are still in cache.
                 let crc = computesCRC ? CRC32.checksum(bytes) : 0
                 sinceWriteback += Int64(job.buffer.count)
-                written.append(job.buffer)
+                if producersWaiting.load(ordering: .relaxed) > 0 {
+                    release(job.buffer)
+                } else {
+                    written.append(job.buffer)
+                }
                 job.group.finish(HashedRange(range: ByteRange(job.offset, job.offset + Int64(job.buffer.count)), crc: crc),
                                  error: code == 0 ? nil : Syscall.fail("write", path: file.partPath, errno: code))
                 if sinceWriteback >= Self.writebackInterval {

@@ -8,7 +8,12 @@ final class ConditionLock: @unchecked Sendable {
 
     init() {
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+        // Deadlines on the monotonic clock: a wall-clock step must not stretch a timed wait.
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -27,17 +32,17 @@ final class ConditionLock: @unchecked Sendable {
     /// Waits for a signal; call with the lock held (inside `withLock`).
     func wait() { pthread_cond_wait(condition, mutex) }
 
-    /// Waits for a signal or until `deadline` (CLOCK_REALTIME, as pthread condition variables
-    /// use by default); returns false on timeout. Call with the lock held.
+    /// Waits for a signal or until `deadline` (CLOCK_MONOTONIC, see `init`); returns false on
+    /// timeout. Call with the lock held.
     func wait(until deadline: timespec) -> Bool {
         var d = deadline
         return pthread_cond_timedwait(condition, mutex, &d) != ETIMEDOUT
     }
 
-    /// A CLOCK_REALTIME deadline `milliseconds` from now.
+    /// A CLOCK_MONOTONIC deadline `milliseconds` from now.
     static func deadline(afterMilliseconds milliseconds: Int) -> timespec {
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        clock_gettime(CLOCK_MONOTONIC, &now)
         var nanoseconds = Int(now.tv_nsec) + (milliseconds % 1000) * 1_000_000
         var seconds = Int(now.tv_sec) + milliseconds / 1000
         if nanoseconds >= 1_000_000_000 {
