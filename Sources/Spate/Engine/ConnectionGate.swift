@@ -15,6 +15,7 @@ final class ConnectionGate: Sendable {
         /// What the tuner wants; throttling keeps `allowed` below it until requests succeed.
         var target: Int
         var throttledSinceCheck = false
+        var stalledSinceCheck = false
         var successes = 0
         var lastCut: ContinuousClock.Instant?
         var finished = false
@@ -49,6 +50,19 @@ final class ConnectionGate: Sendable {
         state.withLock { s in
             defer { s.throttledSinceCheck = false }
             return s.throttledSinceCheck
+        }
+    }
+
+    /// A transfer was cut by the stall watchdog (the tuner backs off; see `ConnectionTuner`).
+    func noteStall() {
+        state.withLock { $0.stalledSinceCheck = true }
+    }
+
+    /// Whether a transfer stalled since the last call.
+    func takeStalled() -> Bool {
+        state.withLock { s in
+            defer { s.stalledSinceCheck = false }
+            return s.stalledSinceCheck
         }
     }
 

@@ -175,8 +175,9 @@ final class RangeScheduler: Sendable {
                 return (rate, busy)
             }
             let throttled = gate.takeThrottled()
+            let stalled = gate.takeStalled()
             let saturated = (busy ?? 0) >= Self.saturatedCPU
-            let next = tuner.withLock { $0.observe(rate: rate, throttled: throttled, cpuSaturated: saturated) }
+            let next = tuner.withLock { $0.observe(rate: rate, throttled: throttled, stalled: stalled, cpuSaturated: saturated) }
             if let next {
                 gate.setTarget(next)
                 writer.resize(forConnections: next, bufferBytes: Self.stagingBytes(connections: next))
@@ -296,6 +297,7 @@ final class RangeScheduler: Sendable {
                 case .failed(let verdict, let madeProgress, let stalled):
                     if madeProgress { failures = 0 }
                     freshConnection = stalled
+                    if stalled { gate.noteStall() }
                     if let status = verdict.error.httpStatus, status == 429 || status == 503 {
                         if let lowered = gate.throttled(running: receivingCount()) {
                             context.emit(.notice("the server is throttling (HTTP \(status)): using at most \(lowered) connections"))

@@ -8,7 +8,9 @@
 /// nearly linearly (×`linearGain`: every connection is capped) is followed by a bigger one (×4).
 /// It does not step up while the machine's CPUs are saturated. It never exceeds
 /// `maximum` (`-c` and the per-host cap); throttling replies are handled by `ConnectionGate`
-/// and stop the growth.
+/// and stop the growth. A stalled transfer in a window after a step up undoes that step (more
+/// connections than the path or the server can carry show up as stalls first), and any stall
+/// stops the growth until the next re-probe.
 public struct ConnectionTuner: Sendable, Hashable {
     public enum Phase: Sendable, Hashable {
         /// No sample judged yet; the first window (connection set-up, every first reply's
@@ -37,14 +39,26 @@ public struct ConnectionTuner: Sendable, Hashable {
         self.target = min(maximum, max(1, initial))
     }
 
-    /// Feeds one window's aggregate throughput, and whether the machine's CPUs were saturated.
+    /// Feeds one window's aggregate throughput, whether a throttling reply (429/503) or a
+    /// stalled transfer was seen in it, and whether the machine's CPUs were saturated.
     /// Returns the new target when it changes.
-    public mutating func observe(rate: Double, throttled: Bool, cpuSaturated: Bool = false) -> Int? {
+    public mutating func observe(rate: Double, throttled: Bool, stalled: Bool = false,
+                                 cpuSaturated: Bool = false) -> Int? {
         let before = target
         if throttled {
             // The server wants fewer requests: stop growing.
             phase = .settled(rate: rate, windows: 0)
             return nil
+        }
+        if stalled {
+            // Back off: a stall right after a step up undoes it; otherwise stop growing.
+            if case .probing(let from, let baseline, _) = phase {
+                target = from
+                phase = .settled(rate: baseline, windows: 0)
+            } else {
+                phase = .settled(rate: rate, windows: 0)
+            }
+            return target != before ? target : nil
         }
         switch phase {
         case .starting(let skipped):

@@ -57,6 +57,25 @@ struct ConnectionTunerTests {
         #expect(tuner.observe(rate: 300, throttled: false) == nil, "settled: no step right away")
     }
 
+    @Test func aStallAfterAStepUpUndoesIt() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 8)
+        _ = tuner.observe(rate: 200, throttled: false)  // skipped
+        #expect(tuner.observe(rate: 200, throttled: false) == 16)
+        #expect(tuner.observe(rate: 300, throttled: false, stalled: true) == 8, "stalls after the step: back")
+        for _ in 0..<(ConnectionTuner.reprobeAfter - 1) {
+            #expect(tuner.observe(rate: 200, throttled: false) == nil, "settled until the next re-probe")
+        }
+        #expect(tuner.observe(rate: 200, throttled: false) == 16)
+    }
+
+    @Test func aStallWhileSettledOrStartingStopsTheGrowth() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 8)
+        _ = tuner.observe(rate: 200, throttled: false)  // skipped
+        #expect(tuner.observe(rate: 200, throttled: false, stalled: true) == nil)
+        #expect(tuner.target == 8)
+        #expect(tuner.observe(rate: 400, throttled: false) == nil, "settled: no step right away")
+    }
+
     @Test func reprobesNowAndThen() {
         var tuner = ConnectionTuner(maximum: 64, initial: 8)
         _ = tuner.observe(rate: 100, throttled: false)  // first window: skipped

@@ -1,0 +1,35 @@
+@testable import Spate
+import Testing
+
+@Suite("Connection gate")
+struct ConnectionGateTests {
+    @Test func throttlingCutsAQuarterOncePerCooldownAndSuccessesRecover() {
+        let gate = ConnectionGate(maximum: 16)
+        let t0 = ContinuousClock.now
+        #expect(gate.throttled(running: 16, now: t0) == 12, "a quarter fewer")
+        #expect(gate.throttled(running: 16, now: t0 + .milliseconds(100)) == nil, "one burst counts once")
+        #expect(gate.throttled(running: 5, now: t0 + ConnectionGate.cooldown) == 5, "no more than were running")
+        #expect(gate.takeThrottled())
+        #expect(!gate.takeThrottled(), "taken once")
+        for _ in 0..<ConnectionGate.recoverAfter { gate.succeeded() }
+        #expect(gate.allowed == 6)
+    }
+
+    @Test func stallsAreReportedToTheTunerOnce() {
+        let gate = ConnectionGate(maximum: 16)
+        #expect(!gate.takeStalled())
+        gate.noteStall()
+        gate.noteStall()
+        #expect(gate.takeStalled())
+        #expect(!gate.takeStalled())
+        #expect(gate.allowed == 16, "a stall alone does not cut the allowance")
+    }
+
+    @Test func aLowerTargetLowersTheAllowanceAtOnce() {
+        let gate = ConnectionGate(maximum: 64, initial: 16)
+        gate.setTarget(8)
+        #expect(gate.allowed == 8)
+        gate.setTarget(128)
+        #expect(gate.allowed == 64, "never above the maximum")
+    }
+}
