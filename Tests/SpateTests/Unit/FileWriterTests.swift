@@ -1,0 +1,72 @@
+import Glibc
+@testable import Spate
+import SpateTestContent
+import Testing
+
+/// The writer thread and its staging, on a real file: a pool far smaller than the work, so
+/// producers wait for buffers, the writer batches, and every byte must still land at its offset
+/// with the CRC the journal would record.
+@Suite("File writer")
+struct FileWriterTests {
+    @Test func producersSharingATinyPoolWriteEveryByteAtItsOffset() async throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("out.bin")
+        let size: Int64 = 3 << 20
+        let content = GeneratedContent(seed: 7, size: size)
+        let file = try OutputFile(creatingFor: path, replacePartial: true)
+        // 2 producers, 3 buffers of 4 KiB: producers often find the pool empty and wait.
+        let writer = FileWriter(file: file, buffers: 3, bufferBytes: 4096, computesCRC: true)
+        let halves = [ByteRange(0, size / 2), ByteRange(size / 2, size)]
+        let results = await withTaskGroup(of: (ByteRange, SpateError?, HashedRange?).self) { group in
+            for (index, half) in halves.enumerated() {
+                group.addTask {
+                    var rng = SeededGenerator(label: "file writer producer \(index)")
+                    for _ in 0..<(index * 7) { _ = rng.next() }  // the producers' piece sizes differ
+                    var output = StagedOutput(writer: writer)
+                    var offset = half.start
+                    while offset < half.end {
+                        // Pieces from 1 byte to ~3 buffers: some fill a buffer exactly, some span several.
+                        let n = min(half.end - offset, Int64.random(in: 1...12_288, using: &rng))
+                        let bytes = content.bytes(offset, offset + n)
+                        if let error = bytes.withUnsafeBytes({ output.write($0, at: offset) }) {
+                            return (half, error, nil)
+                        }
+                        offset += n
+                    }
+                    let error = await output.flush()
+                    return (half, error, output.group.hashedRange(from: half.start))
+                }
+            }
+            var all: [(ByteRange, SpateError?, HashedRange?)] = []
+            for await result in group { all.append(result) }
+            return all
+        }
+        writer.stop()
+        for (half, error, hashed) in results {
+            #expect(error == nil)
+            #expect(hashed?.range == half, "the writes of \(half) are contiguous and complete")
+            let expected = content.bytes(half.start, half.end).withUnsafeBytes { CRC32.checksum($0) }
+            #expect(hashed?.crc == expected, "the journal's CRC of \(half)")
+        }
+        file.close()
+        #expect(content.differences(inFileAt: OutputFile.partPath(for: path)) == nil)
+    }
+
+    @Test func aRequestEndingOnAFullBufferIsFlushed() async throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("out.bin")
+        let content = GeneratedContent(seed: 8, size: 8192)
+        let file = try OutputFile(creatingFor: path, replacePartial: true)
+        let writer = FileWriter(file: file, buffers: 4, bufferBytes: 4096)
+        var output = StagedOutput(writer: writer)
+        // Exactly two full buffers: nothing is left staged, so flush has no urgent submit to
+        // make and must still see both writes done.
+        let error = content.bytes(0, 8192).withUnsafeBytes { output.write($0, at: 0) }
+        #expect(error == nil)
+        #expect(await output.flush() == nil)
+        #expect(output.group.hashedRange(from: 0)?.range == ByteRange(0, 8192))
+        writer.stop()
+        file.close()
+        #expect(content.differences(inFileAt: OutputFile.partPath(for: path)) == nil)
+    }
+}
