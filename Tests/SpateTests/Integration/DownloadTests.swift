@@ -38,6 +38,11 @@ struct DownloadTests {
             let out = dir.file("f.bin")
             var options = testOptions(connections: connections, chunk: 256 * 1024)
             options.selfTuning = false  // exactly -c N
+            // Exactly one request per chunk: idle connections would otherwise steal from or
+            // hedge the last requests, adding requests whenever timing allows (32 connections,
+            // 33 chunks). Stealing and hedging have their own tests.
+            options.workStealing = false
+            options.tailHedging = false
             let result = try await download(server.url("/f.bin"), to: out, options: options).get()
             #expect(compareFile(out, with: content) == nil)
             #expect(result.connections == connections)
