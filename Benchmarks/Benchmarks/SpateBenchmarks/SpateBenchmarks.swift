@@ -59,23 +59,7 @@ let benchmarks: @Sendable () -> Void = {
         Benchmark("Download 256 MiB from the loopback test server, \(name)",
                   configuration: .init(metrics: [.wallClock, .throughput, .cpuTotal, .peakMemoryResident, .mallocCountTotal],
                                        maxIterations: 5)) { benchmark in
-            let server = try await TestServer.start()
-            server.addFile("/bench.bin", TestServer.File(content: content))
-            let dir = FileManager_temporaryDirectory()
-            for _ in benchmark.scaledIterations {
-                let path = dir + "/bench.bin"
-                unlink(path)
-                var options = DownloadOptions()
-                options.overwrite = true
-                configure(&options)
-                let download = try Download(url: server.url("/bench.bin"), to: path, options: options)
-                benchmark.startMeasurement()
-                _ = try await download.run()
-                benchmark.stopMeasurement()
-                unlink(path)
-            }
-            rmdir(dir)
-            await server.stop()
+            try await measureDownloads(benchmark, of: TestServer.File(content: content), configure: configure)
         }
     }
 
@@ -107,24 +91,7 @@ let benchmarks: @Sendable () -> Void = {
         Benchmark("Download 256 MiB, \(name)",
                   configuration: .init(metrics: [.wallClock, .throughput, .cpuTotal, .peakMemoryResident],
                                        maxIterations: 5)) { benchmark in
-            let server = try await TestServer.start()
-            server.addFile("/bench.bin", file)
-            shape(server)
-            let dir = FileManager_temporaryDirectory()
-            for _ in benchmark.scaledIterations {
-                let path = dir + "/bench.bin"
-                unlink(path)
-                var options = DownloadOptions()
-                options.overwrite = true
-                options.connections = 16
-                let download = try Download(url: server.url("/bench.bin"), to: path, options: options)
-                benchmark.startMeasurement()
-                _ = try await download.run()
-                benchmark.stopMeasurement()
-                unlink(path)
-            }
-            rmdir(dir)
-            await server.stop()
+            try await measureDownloads(benchmark, of: file, shape: shape) { $0.connections = 16 }
         }
     }
 
@@ -137,20 +104,7 @@ let benchmarks: @Sendable () -> Void = {
         Benchmark("Peak memory, \(gib) GiB download, -c 16",
                   configuration: .init(metrics: [.peakMemoryResident], warmupIterations: 0,
                                        maxDuration: .seconds(60), maxIterations: 1)) { benchmark in
-            let server = try await TestServer.start()
-            server.addFile("/big.bin", TestServer.File(content: big))
-            let dir = FileManager_temporaryDirectory()
-            let path = dir + "/big.bin"
-            var options = DownloadOptions()
-            options.overwrite = true
-            options.connections = 16
-            let download = try Download(url: server.url("/big.bin"), to: path, options: options)
-            benchmark.startMeasurement()
-            _ = try await download.run()
-            benchmark.stopMeasurement()
-            unlink(path)
-            rmdir(dir)
-            await server.stop()
+            try await measureDownloads(benchmark, of: TestServer.File(content: big)) { $0.connections = 16 }
         }
     }
 
@@ -268,6 +222,32 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(crc)
         }
     }
+}
+
+/// Serves `file` from an in-process test server (`shape` may install a reply hook) and measures
+/// one download of it per iteration, with `configure`d options; set-up and clean-up are not
+/// measured.
+func measureDownloads(_ benchmark: Benchmark, of file: TestServer.File,
+                      shape: (TestServer) -> Void = { _ in },
+                      configure: (inout DownloadOptions) -> Void) async throws {
+    let server = try await TestServer.start()
+    server.addFile("/bench.bin", file)
+    shape(server)
+    let dir = FileManager_temporaryDirectory()
+    let path = dir + "/bench.bin"
+    for _ in benchmark.scaledIterations {
+        unlink(path)
+        var options = DownloadOptions()
+        options.overwrite = true
+        configure(&options)
+        let download = try Download(url: server.url("/bench.bin"), to: path, options: options)
+        benchmark.startMeasurement()
+        _ = try await download.run()
+        benchmark.stopMeasurement()
+        unlink(path)
+    }
+    rmdir(dir)
+    await server.stop()
 }
 
 func FileManager_temporaryDirectory() -> String {

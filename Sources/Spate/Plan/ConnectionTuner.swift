@@ -45,14 +45,10 @@ public struct ConnectionTuner: Sendable, Hashable {
     public mutating func observe(rate: Double, throttled: Bool, stalled: Bool = false,
                                  cpuSaturated: Bool = false) -> Int? {
         let before = target
-        if throttled {
-            // The server wants fewer requests: stop growing.
-            phase = .settled(rate: rate, windows: 0)
-            return nil
-        }
-        if stalled {
-            // Back off: a stall right after a step up undoes it; otherwise stop growing.
-            if case .probing(let from, let baseline, _) = phase {
+        if throttled || stalled {
+            // Back off: stop growing (the server wants fewer requests, or the path stalls);
+            // a stall right after a step up also undoes that step.
+            if stalled, case .probing(let from, let baseline, _) = phase {
                 target = from
                 phase = .settled(rate: baseline, windows: 0)
             } else {

@@ -128,19 +128,17 @@ final class FileWriter: @unchecked Sendable {
         }
     }
 
-    /// Queues `buffer` to be written at `offset`; `group` learns when it is done.
-    /// - Parameter urgent: someone waits for this write (a request's last buffer): wake the
-    ///   writer now rather than when `wakeBytes` are queued.
+    /// Queues `buffer` to be written at `offset`; `group` learns when it is done. A sleeping
+    /// writer is woken once `wakeBytes` are queued; call `wake` when someone waits for it.
     /// - Returns: a free buffer for the caller's next bytes when one is ready (nil: `acquire`),
     ///   so the loop thread takes the lock once per buffer, not twice.
     @discardableResult
-    func submit(_ buffer: Buffer, at offset: Int64, group: WriteGroup, urgent: Bool = false,
-                wantsNext: Bool = false) -> Buffer? {
+    func submit(_ buffer: Buffer, at offset: Int64, group: WriteGroup, wantsNext: Bool = false) -> Buffer? {
         group.add()
         return lock.withLock {
             state.jobs.append(Job(buffer: buffer, offset: offset, group: group))
             state.queuedBytes += buffer.count
-            if state.writerAsleep && (urgent || state.queuedBytes >= Self.wakeBytes) { lock.broadcast() }
+            if state.writerAsleep && state.queuedBytes >= Self.wakeBytes { lock.broadcast() }
             return wantsNext ? state.free.popLast() : nil
         }
     }
@@ -343,11 +341,10 @@ struct StagedOutput {
     /// Returns the first write error.
     mutating func flush() async -> SpateError? {
         if let staged = buffer {
-            if staged.count > 0 { writer.submit(staged, at: bufferOffset, group: group, urgent: true) } else { writer.release(staged) }
+            if staged.count > 0 { writer.submit(staged, at: bufferOffset, group: group) } else { writer.release(staged) }
             buffer = nil
-        } else {
-            writer.wake()  // the last buffer went in full, without an urgent wake-up
         }
+        writer.wake()  // the request waits for its last writes: do not leave them for the timer
         return await group.wait()
     }
 }

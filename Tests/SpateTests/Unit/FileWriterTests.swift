@@ -59,8 +59,8 @@ struct FileWriterTests {
         let file = try OutputFile(creatingFor: path, replacePartial: true)
         let writer = FileWriter(file: file, buffers: 4, bufferBytes: 4096)
         var output = StagedOutput(writer: writer)
-        // Exactly two full buffers: nothing is left staged, so flush has no urgent submit to
-        // make and must still see both writes done.
+        // Exactly two full buffers: nothing is left staged, so flush has no buffer to submit and
+        // must still see both writes done.
         let error = content.bytes(0, 8192).withUnsafeBytes { output.write($0, at: 0) }
         #expect(error == nil)
         #expect(await output.flush() == nil)
