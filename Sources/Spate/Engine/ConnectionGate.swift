@@ -95,18 +95,36 @@ final class ConnectionGate: Sendable {
         }
     }
 
+    /// What a throttling reply means for the request that got it.
+    enum ThrottleDecision: Equatable {
+        /// The allowance was lowered to this. The reply reported too many connections, not a
+        /// failing request: it does not count against the request's retries.
+        case lowered(Int)
+        /// The allowance was lowered less than `cooldown` ago, so this reply most likely
+        /// belongs to the burst that caused the cut: it does not count either, and the request
+        /// waits out the rest (`remaining`) before asking again, so the cut can take effect.
+        case settling(remaining: Duration)
+        /// The allowance is already as low as it can go (the requests still running, or 1):
+        /// the server refuses even this many, and the reply counts as a failed attempt.
+        case persisting
+    }
+
     /// A 429 or 503 while `running` other requests were still running: lower the allowance.
-    /// Returns the new value when it changed.
-    func throttled(running: Int, now: ContinuousClock.Instant = .now) -> Int? {
+    ///
+    /// Why the decision: a worker still inside the allowance used to count every such reply
+    /// against its retries while the allowance came down one cut per cooldown, so with
+    /// `Retry-After: 0` it could spend all its retries in a burst and fail the download while
+    /// the gate was still converging on the count the server accepts.
+    func throttled(running: Int, now: ContinuousClock.Instant = .now) -> ThrottleDecision {
         state.withLock { s in
             s.successes = 0
             s.throttledSinceCheck = true
-            if let last = s.lastCut, now - last < Self.cooldown { return nil }
+            if let last = s.lastCut, now - last < Self.cooldown { return .settling(remaining: Self.cooldown - (now - last)) }
             let lowered = max(1, min(s.allowed - max(1, s.allowed / 4), running))
-            guard lowered != s.allowed else { return nil }
+            guard lowered != s.allowed else { return .persisting }
             s.allowed = lowered
             s.lastCut = now
-            return lowered
+            return .lowered(lowered)
         }
     }
 

@@ -74,9 +74,10 @@ final class EngineContext: Sendable {
     }
 
     /// Waits before a retry, or throws the verdict's error when retrying cannot help or the
-    /// budget is spent.
-    func backOff(_ verdict: FailureVerdict, failures: Int) async throws {
-        guard verdict.retryable, failures <= options.retry.maxRetries else {
+    /// budget is spent. An attempt that is not `counted` (a throttling reply while the
+    /// connection count is still coming down) waits at least `floor` and spends no budget.
+    func backOff(_ verdict: FailureVerdict, failures: Int, counted: Bool = true, atLeast floor: Duration = .zero) async throws {
+        guard verdict.retryable, !counted || failures <= options.retry.maxRetries else {
             if verdict.retryable && options.retry.maxRetries > 0 {
                 throw SpateError(verdict.error.kind, "\(verdict.error.message) (gave up after \(options.retry.maxRetries) retries)",
                                  httpStatus: verdict.error.httpStatus)
@@ -87,7 +88,7 @@ final class EngineContext: Sendable {
             s.retries += 1
             return s.random.nextUnitInterval()
         }
-        let delay = options.retry.delay(attempt: failures, retryAfter: verdict.retryAfter, random: random)
+        let delay = max(floor, options.retry.delay(attempt: failures, retryAfter: verdict.retryAfter, random: random))
         emit(.retrying(reason: verdict.error.message, attempt: failures, delay: delay))
         try await Task.sleep(for: delay)
     }

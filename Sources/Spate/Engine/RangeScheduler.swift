@@ -299,7 +299,8 @@ final class RangeScheduler: Sendable {
                     freshConnection = stalled
                     if stalled { gate.noteStall() }
                     if let status = verdict.error.httpStatus, status == 429 || status == 503 {
-                        if let lowered = gate.throttled(running: receivingCount()) {
+                        let decision = gate.throttled(running: receivingCount())
+                        if case .lowered(let lowered) = decision {
                             context.emit(.notice("the server is throttling (HTTP \(status)): using at most \(lowered) connections"))
                         }
                         if index >= gate.allowed {
@@ -307,6 +308,16 @@ final class RangeScheduler: Sendable {
                             // its retries intact, instead of asking again.
                             failures = 0
                             continue
+                        }
+                        switch decision {
+                        case .lowered:
+                            try await context.backOff(verdict, failures: max(failures, 1), counted: false, atLeast: ConnectionGate.cooldown)
+                            continue
+                        case .settling(let remaining):
+                            try await context.backOff(verdict, failures: max(failures, 1), counted: false, atLeast: remaining)
+                            continue
+                        case .persisting:
+                            break
                         }
                     }
                     failures += 1

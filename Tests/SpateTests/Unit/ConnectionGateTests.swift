@@ -6,13 +6,23 @@ struct ConnectionGateTests {
     @Test func throttlingCutsAQuarterOncePerCooldownAndSuccessesRecover() {
         let gate = ConnectionGate(maximum: 16)
         let t0 = ContinuousClock.now
-        #expect(gate.throttled(running: 16, now: t0) == 12, "a quarter fewer")
-        #expect(gate.throttled(running: 16, now: t0 + .milliseconds(100)) == nil, "one burst counts once")
-        #expect(gate.throttled(running: 5, now: t0 + ConnectionGate.cooldown) == 5, "no more than were running")
+        #expect(gate.throttled(running: 16, now: t0) == .lowered(12), "a quarter fewer")
+        #expect(gate.throttled(running: 16, now: t0 + .milliseconds(100)) == .settling(remaining: .milliseconds(150)),
+                "one burst counts once; the rest of the cooldown is waited out")
+        #expect(gate.throttled(running: 5, now: t0 + ConnectionGate.cooldown) == .lowered(5), "no more than were running")
         #expect(gate.takeThrottled())
         #expect(!gate.takeThrottled(), "taken once")
         for _ in 0..<ConnectionGate.recoverAfter { gate.succeeded() }
         #expect(gate.allowed == 6)
+    }
+
+    @Test func throttlingAtTheFloorPersists() {
+        let gate = ConnectionGate(maximum: 4)
+        let t0 = ContinuousClock.now
+        #expect(gate.throttled(running: 0, now: t0) == .lowered(1), "nothing was receiving: down to one")
+        #expect(gate.throttled(running: 0, now: t0 + ConnectionGate.cooldown) == .persisting,
+                "one connection still refused: the reply counts against the retries")
+        #expect(gate.allowed == 1)
     }
 
     @Test func stallsAreReportedToTheTunerOnce() {
