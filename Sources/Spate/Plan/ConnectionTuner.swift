@@ -28,11 +28,6 @@ public struct ConnectionTuner: Sendable, Hashable {
     public private(set) var phase: Phase = .starting(skipped: false)
     /// A step must raise the throughput by this factor to count.
     public static let gain = 1.15
-    /// A step that raised the throughput by this factor (but less than `gain`) is kept, with no
-    /// further step. Why two thresholds: growing on while gains are small would add connections
-    /// for noise, but undoing a step that paid 10 % leaves that much on the table — the
-    /// default must stay within 10 % of the best hand-picked count.
-    public static let keepGain = 1.08
     /// A doubling that raised the throughput this much means every connection is capped.
     public static let linearGain = 1.7
     /// Samples between re-probes once settled.
@@ -79,9 +74,6 @@ public struct ConnectionTuner: Sendable, Hashable {
                 } else {
                     step(from: rate, factor: rate >= baseline * Self.linearGain ? 4 : 2)
                 }
-            } else if rate >= baseline * Self.keepGain {
-                // Paid, but too little to go on: keep it and stop here.
-                phase = .settled(rate: rate, windows: 0)
             } else {
                 // The step did not pay: back to what achieved the same throughput.
                 target = from
