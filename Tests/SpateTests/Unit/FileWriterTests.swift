@@ -8,6 +8,27 @@ import Testing
 /// with the CRC the journal would record.
 @Suite("File writer")
 struct FileWriterTests {
+    /// Sinks hold one buffer each; when more requests are in flight than the pool was sized
+    /// for (the connection count fell), a sink must get a buffer at once rather than wait for
+    /// one that nothing will give back (the loop thread waited 500 ms per buffer: a crawl).
+    @Test func moreHoldersThanThePoolStillGetBuffersAtOnce() throws {
+        let dir = try TemporaryDirectory()
+        let file = try OutputFile(creatingFor: dir.file("out.bin"), replacePartial: true)
+        let writer = FileWriter(file: file, buffers: 2, bufferBytes: 64 * 1024)
+        defer { writer.stop() }
+        writer.resize(forConnections: 1, bufferBytes: 64 * 1024)  // as when the tuner lowers the count: room for 9
+        var held: [FileWriter.Buffer] = []
+        for _ in 0..<12 {
+            guard let buffer = writer.acquire() else {
+                Issue.record("no buffer after \(held.count): the caller would have waited and written synchronously")
+                break
+            }
+            held.append(buffer)  // partly filled, kept by its sink
+        }
+        #expect(held.count == 12)
+        for buffer in held { writer.release(buffer) }
+    }
+
     @Test func producersSharingATinyPoolWriteEveryByteAtItsOffset() async throws {
         let dir = try TemporaryDirectory()
         let path = dir.file("out.bin")
