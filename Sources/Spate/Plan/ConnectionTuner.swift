@@ -19,7 +19,8 @@ public struct ConnectionTuner: Sendable, Hashable {
         /// Raised from `from` connections, which achieved `baseline` bytes/s; the first sample
         /// after a change is skipped (new connections are still starting).
         case probing(from: Int, baseline: Double, skipped: Bool)
-        /// Holding; `windows` samples since the last change.
+        /// Holding; `windows` samples since the last change, whose mean throughput (with the
+        /// sample that settled it) is `rate`.
         case settled(rate: Double, windows: Int)
     }
 
@@ -30,6 +31,8 @@ public struct ConnectionTuner: Sendable, Hashable {
     public static let gain = 1.15
     /// A doubling that raised the throughput this much means every connection is capped.
     public static let linearGain = 1.7
+    /// A settled window below this share of the typical rate is a stall, not a sample.
+    public static let idleShare = 0.1
     /// Samples between re-probes once settled.
     public static let reprobeAfter = 20
 
@@ -79,11 +82,22 @@ public struct ConnectionTuner: Sendable, Hashable {
                 target = from
                 phase = .settled(rate: max(rate, baseline), windows: 0)
             }
-        case .settled(let settledRate, let windows):
+        case .settled(let typical, let windows):
+            if rate < typical * Self.idleShare {
+                // Next to nothing moved: the disk or the whole path stalled (measured here:
+                // 2 s without a byte while the file system discarded a deleted 8 GiB file).
+                // No evidence about the count either way, so neither the mean nor the time to
+                // the next re-probe advances; a probe made now would be judged against a stall.
+                break
+            }
             if windows + 1 >= Self.reprobeAfter && target < maximum && !cpuSaturated {
-                step(from: rate)
+                // Judged against what this count usually achieves, not against this one window:
+                // a window that dipped (a writeback stall, a slow disk flush) made any probe look
+                // like a gain, and long downloads crept up to counts that did not help.
+                step(from: max(rate, typical))
             } else {
-                phase = .settled(rate: settledRate, windows: windows + 1)
+                // The mean of the windows since settling (`typical` counts as the first).
+                phase = .settled(rate: typical + (rate - typical) / Double(windows + 2), windows: windows + 1)
             }
         }
         return target != before ? target : nil

@@ -20,6 +20,32 @@ struct ConnectionTunerTests {
         #expect(tuner.target == 32)
     }
 
+    @Test func aReprobeIsJudgedAgainstTheTypicalRateNotADip() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 16)
+        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // skipped
+        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // saturated: settled at 16
+        for _ in 0..<(ConnectionTuner.reprobeAfter - 1) { _ = tuner.observe(rate: 1000, throttled: false) }
+        #expect(tuner.observe(rate: 300, throttled: false) == 32, "re-probe, in a window that dipped")
+        _ = tuner.observe(rate: 1000, throttled: false)  // skipped
+        #expect(tuner.observe(rate: 1050, throttled: false) == 16,
+                "32 connections do no better than 16 usually did: back, however low the last window was")
+    }
+
+    @Test func aStallIsNotASampleAndDelaysTheReprobe() {
+        var tuner = ConnectionTuner(maximum: 64, initial: 16)
+        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // skipped
+        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // settled at 16
+        for _ in 0..<(2 * ConnectionTuner.reprobeAfter) {
+            #expect(tuner.observe(rate: 0, throttled: false) == nil, "nothing moved: no re-probe")
+        }
+        for _ in 0..<(ConnectionTuner.reprobeAfter - 1) {
+            #expect(tuner.observe(rate: 1000, throttled: false) == nil)
+        }
+        #expect(tuner.observe(rate: 1000, throttled: false) == 32, "re-probe after as many real samples as usual")
+        _ = tuner.observe(rate: 1000, throttled: false)  // skipped
+        #expect(tuner.observe(rate: 1100, throttled: false) == 16, "judged against 1000, not a mean dragged down by the stall")
+    }
+
     @Test func staysLowWhenMoreConnectionsDoNotHelp() {
         var tuner = ConnectionTuner(maximum: 32, initial: 8)
         for _ in 0..<8 { _ = tuner.observe(rate: 1000, throttled: false) }
