@@ -99,11 +99,13 @@ final class FileWriter: @unchecked Sendable {
     /// (at least 8 buffers) more can be in the writer's queue. A few fast connections need
     /// depth (measured: 4 connections with 8 buffers ran at half speed, with 12 at full speed);
     /// 1 MiB of depth cost 0.6 MiB more peak RSS at 16 connections for no measurable speed
-    /// (7 runs, 1 GiB uncapped). Buffers above the new count are freed as they come back.
+    /// (7 runs, 1 GiB uncapped). Idle buffers above the new count are freed now, the others as
+    /// they come back.
     func resize(forConnections connections: Int, bufferBytes preferred: Int) {
         lock.withLock {
             capacity = connections + max(8, (512 << 10) / max(1, preferred))
             preferredBufferBytes.store(preferred, ordering: .relaxed)
+            trimLocked()
             lock.broadcast()
         }
     }
@@ -160,6 +162,9 @@ final class FileWriter: @unchecked Sendable {
         }
     }
 
+    /// How many buffers exist now (free, staged in sinks, or at the writer).
+    var allocatedBuffers: Int { lock.withLock { all.count } }
+
     /// Returns a buffer to the pool; one larger than the preferred size is freed instead.
     func release(_ buffer: Buffer) {
         lock.withLock {
@@ -169,14 +174,25 @@ final class FileWriter: @unchecked Sendable {
     }
 
     private func releaseLocked(_ buffer: Buffer) {
-        if buffer.memory.count > preferredBufferBytes.load(ordering: .relaxed)
-            || all.count > capacity && producersWaiting.load(ordering: .relaxed) == 0,
-           let i = all.firstIndex(where: { $0.baseAddress == buffer.memory.baseAddress }) {
-            all.remove(at: i)
-            buffer.memory.deallocate()
+        if buffer.memory.count > preferredBufferBytes.load(ordering: .relaxed) {
+            deallocateLocked(buffer.memory)
         } else {
             state.free.append(Buffer(memory: buffer.memory))
         }
+        trimLocked()
+    }
+
+    /// Frees idle buffers beyond the capacity (the connection count fell), unless a producer
+    /// is waiting for one.
+    private func trimLocked() {
+        while all.count > capacity, producersWaiting.load(ordering: .relaxed) == 0, let spare = state.free.popLast() {
+            deallocateLocked(spare.memory)
+        }
+    }
+
+    private func deallocateLocked(_ memory: UnsafeMutableRawBufferPointer) {
+        if let i = all.firstIndex(where: { $0.baseAddress == memory.baseAddress }) { all.remove(at: i) }
+        memory.deallocate()
     }
 
     /// Waits for the queue to drain and stops the thread.

@@ -27,6 +27,7 @@ struct FileWriterTests {
         }
         #expect(held.count == 12)
         for buffer in held { writer.release(buffer) }
+        #expect(writer.allocatedBuffers == 9, "back within the capacity once the sinks let go")
     }
 
     @Test func producersSharingATinyPoolWriteEveryByteAtItsOffset() async throws {
