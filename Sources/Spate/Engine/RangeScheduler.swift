@@ -78,8 +78,6 @@ final class RangeScheduler: Sendable {
     let peakConnections: Atomic<Int>
     /// How often the tuner samples the aggregate throughput.
     static let tuningWindow: Duration = .milliseconds(100)
-    /// The machine counts as CPU-bound above this busy share (all cores).
-    static let saturatedCPU = 0.7
 
     /// Staging buffers share about 1 MiB: 64 KiB each up to 16 connections, 16 KiB from 64.
     static func stagingBytes(connections: Int) -> Int {
@@ -176,8 +174,7 @@ final class RangeScheduler: Sendable {
             }
             let throttled = gate.takeThrottled()
             let stalled = gate.takeStalled()
-            let saturated = (busy ?? 0) >= Self.saturatedCPU
-            let next = tuner.withLock { $0.observe(rate: rate, throttled: throttled, stalled: stalled, cpuSaturated: saturated) }
+            let next = tuner.withLock { $0.observe(rate: rate, throttled: throttled, stalled: stalled, cpuBusy: busy) }
             if let next {
                 gate.setTarget(next)
                 writer.resize(forConnections: next, bufferBytes: Self.stagingBytes(connections: next))

@@ -33,6 +33,15 @@ public struct ConnectionTuner: Sendable, Hashable {
     public static let linearGain = 1.7
     /// A settled window below this share of the typical rate is a stall, not a sample.
     public static let idleShare = 0.1
+    /// The machine counts as CPU-bound above this busy share (all cores): no step up, even
+    /// after a step that paid.
+    public static let saturatedCPU = 0.7
+    /// The first step and the re-probes (no evidence yet that more connections help) need the
+    /// machine less busy than this. Why: with 16 connections, per-connection caps kept this
+    /// machine 20–35 % busy and CPU-bound loopback 52–75 % (1/100 s ticks over a 100 ms window
+    /// are noisy); a step taken from there passed the 15 % test on window noise in 2 of 3
+    /// 8 GiB downloads, and the extra connections cost memory and CPU for nothing.
+    public static let probeCPU = 0.5
     /// Samples between re-probes once settled.
     public static let reprobeAfter = 20
 
@@ -43,10 +52,14 @@ public struct ConnectionTuner: Sendable, Hashable {
     }
 
     /// Feeds one window's aggregate throughput, whether a throttling reply (429/503) or a
-    /// stalled transfer was seen in it, and whether the machine's CPUs were saturated.
-    /// Returns the new target when it changes.
+    /// stalled transfer was seen in it, and how busy the machine's CPUs were (the busy share of
+    /// all cores, 0...1; nil when unknown). Returns the new target when it changes.
     public mutating func observe(rate: Double, throttled: Bool, stalled: Bool = false,
-                                 cpuSaturated: Bool = false) -> Int? {
+                                 cpuBusy: Double? = nil) -> Int? {
+        let busy = cpuBusy ?? 0
+        let cpuSaturated = busy >= Self.saturatedCPU
+        // A step without evidence that connections are the limit needs more room.
+        let roomToProbe = busy < Self.probeCPU
         let before = target
         if throttled || stalled {
             // Back off: stop growing (the server wants fewer requests, or the path stalls);
@@ -63,7 +76,7 @@ public struct ConnectionTuner: Sendable, Hashable {
         case .starting(let skipped):
             if !skipped {
                 phase = .starting(skipped: true)
-            } else if cpuSaturated {
+            } else if !roomToProbe {
                 phase = .settled(rate: rate, windows: 0)
             } else {
                 step(from: rate)
@@ -90,7 +103,7 @@ public struct ConnectionTuner: Sendable, Hashable {
                 // the next re-probe advances; a probe made now would be judged against a stall.
                 break
             }
-            if windows + 1 >= Self.reprobeAfter && target < maximum && !cpuSaturated {
+            if windows + 1 >= Self.reprobeAfter && target < maximum && roomToProbe {
                 // Judged against what this count usually achieves, not against this one window:
                 // a window that dipped (a writeback stall, a slow disk flush) made any probe look
                 // like a gain, and long downloads crept up to counts that did not help.

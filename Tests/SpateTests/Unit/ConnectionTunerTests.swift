@@ -22,8 +22,8 @@ struct ConnectionTunerTests {
 
     @Test func aReprobeIsJudgedAgainstTheTypicalRateNotADip() {
         var tuner = ConnectionTuner(maximum: 64, initial: 16)
-        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // skipped
-        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // saturated: settled at 16
+        _ = tuner.observe(rate: 1000, throttled: false, cpuBusy: 0.9)  // skipped
+        _ = tuner.observe(rate: 1000, throttled: false, cpuBusy: 0.9)  // saturated: settled at 16
         for _ in 0..<(ConnectionTuner.reprobeAfter - 1) { _ = tuner.observe(rate: 1000, throttled: false) }
         #expect(tuner.observe(rate: 300, throttled: false) == 32, "re-probe, in a window that dipped")
         _ = tuner.observe(rate: 1000, throttled: false)  // skipped
@@ -33,8 +33,8 @@ struct ConnectionTunerTests {
 
     @Test func aStallIsNotASampleAndDelaysTheReprobe() {
         var tuner = ConnectionTuner(maximum: 64, initial: 16)
-        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // skipped
-        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // settled at 16
+        _ = tuner.observe(rate: 1000, throttled: false, cpuBusy: 0.9)  // skipped
+        _ = tuner.observe(rate: 1000, throttled: false, cpuBusy: 0.9)  // settled at 16
         for _ in 0..<(2 * ConnectionTuner.reprobeAfter) {
             #expect(tuner.observe(rate: 0, throttled: false) == nil, "nothing moved: no re-probe")
         }
@@ -62,9 +62,25 @@ struct ConnectionTunerTests {
 
     @Test func saturatedCPUsStopTheProbing() {
         var tuner = ConnectionTuner(maximum: 64, initial: 16)
-        _ = tuner.observe(rate: 1000, throttled: false, cpuSaturated: true)  // skipped
-        #expect(tuner.observe(rate: 1000, throttled: false, cpuSaturated: true) == nil)
+        _ = tuner.observe(rate: 1000, throttled: false, cpuBusy: 0.9)  // skipped
+        #expect(tuner.observe(rate: 1000, throttled: false, cpuBusy: 0.9) == nil)
         #expect(tuner.target == 16)
+    }
+
+    @Test func aStepWithoutEvidenceNeedsMoreRoomThanOneThatPaid() {
+        // Half busy at 16: no first step (connections are probably not the limit)...
+        var halfBusy = ConnectionTuner(maximum: 64, initial: 16)
+        _ = halfBusy.observe(rate: 1000, throttled: false, cpuBusy: 0.6)  // skipped
+        #expect(halfBusy.observe(rate: 1000, throttled: false, cpuBusy: 0.6) == nil)
+        for _ in 0..<(2 * ConnectionTuner.reprobeAfter) {
+            #expect(halfBusy.observe(rate: 1000, throttled: false, cpuBusy: 0.6) == nil, "nor re-probes")
+        }
+        // ...but a step that doubled the rate is followed at the same load.
+        var capped = ConnectionTuner(maximum: 64, initial: 16)
+        _ = capped.observe(rate: 400, throttled: false, cpuBusy: 0.4)  // skipped
+        #expect(capped.observe(rate: 400, throttled: false, cpuBusy: 0.3) == 32)
+        _ = capped.observe(rate: 800, throttled: false, cpuBusy: 0.6)  // skipped
+        #expect(capped.observe(rate: 800, throttled: false, cpuBusy: 0.6) == 64, "linear: ×4, busy below saturation")
     }
 
     @Test func neverExceedsTheMaximum() {
