@@ -18,6 +18,8 @@ final class ConnectionGate: Sendable {
         var stalledSinceCheck = false
         var successes = 0
         var lastCut: ContinuousClock.Instant?
+        /// How many times the allowance was cut (a request remembers the count it was sent at).
+        var cuts = 0
         var finished = false
         var waiters: [Int: (index: Int, continuation: CheckedContinuation<Bool, Never>)] = [:]
         var nextWaiter = 0
@@ -68,6 +70,9 @@ final class ConnectionGate: Sendable {
 
     var allowed: Int { state.withLock { $0.allowed } }
 
+    /// The number of cuts so far: what a request was sent at (see `throttled`).
+    var cuts: Int { state.withLock { $0.cuts } }
+
     /// Waits until worker `index` may run; false once the download no longer needs workers.
     func admit(_ index: Int) async -> Bool {
         let ready: Bool? = state.withLock { s in
@@ -100,30 +105,38 @@ final class ConnectionGate: Sendable {
         /// The allowance was lowered to this. The reply reported too many connections, not a
         /// failing request: it does not count against the request's retries.
         case lowered(Int)
-        /// The allowance was lowered less than `cooldown` ago, so this reply most likely
-        /// belongs to the burst that caused the cut: it does not count either, and the request
-        /// waits out the rest (`remaining`) before asking again, so the cut can take effect.
+        /// The request was sent before the latest cut, or the reply came less than `cooldown`
+        /// after it: it answers a higher count than the one now allowed, so it does not count
+        /// either, and the request waits out the rest of the cooldown (`remaining`, maybe zero)
+        /// before asking again, so the cut can take effect.
         case settling(remaining: Duration)
-        /// The allowance is already as low as it can go (the requests still running, or 1):
-        /// the server refuses even this many, and the reply counts as a failed attempt.
+        /// Sent at the current allowance, which is already as low as it can go (the requests
+        /// still running, or 1): the server refuses even this many, and the reply counts as a
+        /// failed attempt.
         case persisting
     }
 
-    /// A 429 or 503 while `running` other requests were still running: lower the allowance.
+    /// A 429 or 503, to a request sent when the gate had made `sentAtCuts` cuts, while
+    /// `running` other requests were still running: lower the allowance.
     ///
     /// Why the decision: a worker still inside the allowance used to count every such reply
     /// against its retries while the allowance came down one cut per cooldown, so with
     /// `Retry-After: 0` it could spend all its retries in a burst and fail the download while
-    /// the gate was still converging on the count the server accepts.
-    func throttled(running: Int, now: ContinuousClock.Instant = .now) -> ThrottleDecision {
+    /// the gate was still converging on the count the server accepts. Only a refusal of a
+    /// request sent at the lowest allowance counts.
+    func throttled(running: Int, sentAtCuts: Int, now: ContinuousClock.Instant = .now) -> ThrottleDecision {
         state.withLock { s in
             s.successes = 0
             s.throttledSinceCheck = true
-            if let last = s.lastCut, now - last < Self.cooldown { return .settling(remaining: Self.cooldown - (now - last)) }
+            let sinceCut = s.lastCut.map { now - $0 }
+            if let sinceCut, sinceCut < Self.cooldown { return .settling(remaining: Self.cooldown - sinceCut) }
             let lowered = max(1, min(s.allowed - max(1, s.allowed / 4), running))
-            guard lowered != s.allowed else { return .persisting }
+            guard lowered != s.allowed else {
+                return sentAtCuts < s.cuts ? .settling(remaining: .zero) : .persisting
+            }
             s.allowed = lowered
             s.lastCut = now
+            s.cuts += 1
             return .lowered(lowered)
         }
     }

@@ -282,6 +282,7 @@ final class RangeScheduler: Sendable {
             case .wait:
                 await signal.wait(timeout: Self.idleRecheck)
             case .fetch(let job):
+                let sentAtCuts = gate.cuts
                 let result = try await fetch(job, fresh: freshConnection || job.isHedge)
                 freshConnection = false
                 switch result {
@@ -296,7 +297,7 @@ final class RangeScheduler: Sendable {
                     freshConnection = stalled
                     if stalled { gate.noteStall() }
                     if let status = verdict.error.httpStatus, status == 429 || status == 503 {
-                        let decision = gate.throttled(running: receivingCount())
+                        let decision = gate.throttled(running: receivingCount(), sentAtCuts: sentAtCuts)
                         if case .lowered(let lowered) = decision {
                             context.emit(.notice("the server is throttling (HTTP \(status)): using at most \(lowered) connections"))
                         }

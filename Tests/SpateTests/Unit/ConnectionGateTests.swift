@@ -6,22 +6,26 @@ struct ConnectionGateTests {
     @Test func throttlingCutsAQuarterOncePerCooldownAndSuccessesRecover() {
         let gate = ConnectionGate(maximum: 16)
         let t0 = ContinuousClock.now
-        #expect(gate.throttled(running: 16, now: t0) == .lowered(12), "a quarter fewer")
-        #expect(gate.throttled(running: 16, now: t0 + .milliseconds(100)) == .settling(remaining: .milliseconds(150)),
+        #expect(gate.throttled(running: 16, sentAtCuts: 0, now: t0) == .lowered(12), "a quarter fewer")
+        #expect(gate.throttled(running: 16, sentAtCuts: 0, now: t0 + .milliseconds(100)) == .settling(remaining: .milliseconds(150)),
                 "one burst counts once; the rest of the cooldown is waited out")
-        #expect(gate.throttled(running: 5, now: t0 + ConnectionGate.cooldown) == .lowered(5), "no more than were running")
+        #expect(gate.throttled(running: 5, sentAtCuts: 1, now: t0 + ConnectionGate.cooldown) == .lowered(5), "no more than were running")
+        #expect(gate.cuts == 2)
         #expect(gate.takeThrottled())
         #expect(!gate.takeThrottled(), "taken once")
         for _ in 0..<ConnectionGate.recoverAfter { gate.succeeded() }
         #expect(gate.allowed == 6)
     }
 
-    @Test func throttlingAtTheFloorPersists() {
+    @Test func throttlingAtTheFloorPersistsOnlyForRequestsSentThere() {
         let gate = ConnectionGate(maximum: 4)
         let t0 = ContinuousClock.now
-        #expect(gate.throttled(running: 0, now: t0) == .lowered(1), "nothing was receiving: down to one")
-        #expect(gate.throttled(running: 0, now: t0 + ConnectionGate.cooldown) == .persisting,
-                "one connection still refused: the reply counts against the retries")
+        #expect(gate.throttled(running: 0, sentAtCuts: 0, now: t0) == .lowered(1), "nothing was receiving: down to one")
+        let later = t0 + ConnectionGate.cooldown
+        #expect(gate.throttled(running: 0, sentAtCuts: 0, now: later) == .settling(remaining: .zero),
+                "sent when 4 were allowed (a slow reply of the first burst): does not count")
+        #expect(gate.throttled(running: 0, sentAtCuts: 1, now: later) == .persisting,
+                "sent with one connection allowed and still refused: counts against the retries")
         #expect(gate.allowed == 1)
     }
 
