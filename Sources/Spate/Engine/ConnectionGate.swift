@@ -114,6 +114,16 @@ final class ConnectionGate: Sendable {
         /// still running, or 1): the server refuses even this many, and the reply counts as a
         /// failed attempt.
         case persisting
+
+        /// How long a request waits before asking again without spending a retry; nil when the
+        /// reply counts as a failed attempt.
+        var uncountedWait: Duration? {
+            switch self {
+            case .lowered: ConnectionGate.cooldown
+            case .settling(let remaining): remaining
+            case .persisting: nil
+            }
+        }
     }
 
     /// A 429 or 503, to a request sent when the gate had made `sentAtCuts` cuts, while

@@ -307,15 +307,9 @@ final class RangeScheduler: Sendable {
                             failures = 0
                             continue
                         }
-                        switch decision {
-                        case .lowered:
-                            try await context.backOff(verdict, failures: max(failures, 1), counted: false, atLeast: ConnectionGate.cooldown)
+                        if let wait = decision.uncountedWait {
+                            try await context.backOff(verdict, failures: max(failures, 1), counted: false, atLeast: wait)
                             continue
-                        case .settling(let remaining):
-                            try await context.backOff(verdict, failures: max(failures, 1), counted: false, atLeast: remaining)
-                            continue
-                        case .persisting:
-                            break
                         }
                     }
                     failures += 1

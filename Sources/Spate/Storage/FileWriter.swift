@@ -182,6 +182,13 @@ final class FileWriter: @unchecked Sendable {
         trimLocked()
     }
 
+    /// The writer returns written buffers to the pool and wakes whoever waits for one.
+    private func giveBackLocked(_ buffers: some Collection<Buffer>) {
+        state.atWriter -= buffers.count
+        for buffer in buffers { releaseLocked(buffer) }
+        lock.broadcast()
+    }
+
     /// Frees idle buffers beyond the capacity (the connection count fell), unless a producer
     /// is waiting for one.
     private func trimLocked() {
@@ -214,10 +221,8 @@ final class FileWriter: @unchecked Sendable {
         while true {
             let exit: Bool = lock.withLock {
                 if !written.isEmpty {
-                    state.atWriter -= written.count
-                    for buffer in written { releaseLocked(buffer) }
+                    giveBackLocked(written)
                     written.removeAll(keepingCapacity: true)
-                    lock.broadcast()
                 }
                 while state.jobs.isEmpty {
                     if state.stopping { return true }
@@ -237,11 +242,7 @@ final class FileWriter: @unchecked Sendable {
                 let crc = computesCRC ? CRC32.checksum(bytes) : 0
                 sinceWriteback += Int64(job.buffer.count)
                 if producersWaiting.load(ordering: .relaxed) > 0 {
-                    lock.withLock {
-                        state.atWriter -= 1
-                        releaseLocked(job.buffer)
-                        lock.broadcast()
-                    }
+                    lock.withLock { giveBackLocked(CollectionOfOne(job.buffer)) }
                 } else {
                     written.append(job.buffer)
                 }
