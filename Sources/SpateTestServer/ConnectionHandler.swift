@@ -59,10 +59,23 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// Whether this connection was counted open (the server object existed when it opened).
+    private var counted = false
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let server = core.server.withLock({ $0 }) {
+            server.connectionOpened(host: localHost)
+            counted = true
+        }
+        context.fireChannelActive()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         active = false
         stream = nil
         endReply()
+        if counted { core.server.withLock { $0 }?.connectionClosed(host: localHost) }
+        counted = false
         context.fireChannelInactive()
     }
 
@@ -82,10 +95,11 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         requestsOnConnection += 1
         let n = requestsOnConnection
-        let info = server.record { index, concurrent in
-            RequestInfo(index: index, connectionRequestIndex: n, connectionID: connectionID, host: localHost,
+        let info = server.record(host: localHost) { counts in
+            RequestInfo(index: counts.index, connectionRequestIndex: n, connectionID: connectionID, host: localHost,
                         method: request.method.rawValue, uri: request.uri,
-                        headers: request.headers.map { ($0.name, $0.value) }, concurrentRequests: concurrent)
+                        headers: request.headers.map { ($0.name, $0.value) }, concurrentRequests: counts.concurrent,
+                        concurrentRequestsOnHost: counts.concurrentOnHost, openConnectionsOnHost: counts.openOnHost)
         }
         replyInProgress = true
         servedIndex = info.index
@@ -183,7 +197,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         guard replyInProgress else { return }
         replyInProgress = false
         let served = servedStart.map { TestServer.ServedBytes(requestIndex: servedIndex, start: $0, count: servedCount) }
-        core.server.withLock { $0 }?.replyEnded(served)
+        core.server.withLock { $0 }?.replyEnded(host: localHost, served)
     }
 
     private func finishResponse(context: ChannelHandlerContext, closing: Bool) {

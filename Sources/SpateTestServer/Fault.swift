@@ -124,6 +124,7 @@ extension RequestInfo {
         self.init(index: other.index, connectionRequestIndex: other.connectionRequestIndex,
                   connectionID: other.connectionID, host: other.host, method: other.method, uri: other.uri,
                   headers: other.headers.filter { $0.name.lowercased() != name.lowercased() },
-                  concurrentRequests: other.concurrentRequests, arrival: other.arrival)
+                  concurrentRequests: other.concurrentRequests, concurrentRequestsOnHost: other.concurrentRequestsOnHost,
+                  openConnectionsOnHost: other.openConnectionsOnHost, arrival: other.arrival)
     }
 }

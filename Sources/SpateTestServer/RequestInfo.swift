@@ -14,11 +14,17 @@ public struct RequestInfo: Sendable {
     public let headers: [(name: String, value: String)]
     /// Replies in progress on the whole server when this request arrived (including this one).
     public let concurrentRequests: Int
+    /// Replies in progress on this request's host (local address) when it arrived, including
+    /// this one.
+    public let concurrentRequestsOnHost: Int
+    /// Connections open to this request's host when it arrived, including its own.
+    public let openConnectionsOnHost: Int
     /// When the request arrived (monotonic).
     public let arrival: ContinuousClock.Instant
 
     public init(index: Int, connectionRequestIndex: Int, connectionID: Int, host: String, method: String, uri: String,
                 headers: [(name: String, value: String)], concurrentRequests: Int = 1,
+                concurrentRequestsOnHost: Int = 1, openConnectionsOnHost: Int = 1,
                 arrival: ContinuousClock.Instant = .now) {
         self.index = index
         self.connectionRequestIndex = connectionRequestIndex
@@ -28,6 +34,8 @@ public struct RequestInfo: Sendable {
         self.uri = uri
         self.headers = headers
         self.concurrentRequests = concurrentRequests
+        self.concurrentRequestsOnHost = concurrentRequestsOnHost
+        self.openConnectionsOnHost = openConnectionsOnHost
         self.arrival = arrival
     }
 

@@ -53,6 +53,10 @@ public final class TestServer: Sendable {
         var requestCount = 0
         var activeReplies = 0
         var served: [ServedBytes] = []
+        /// Per local host: replies in progress, connections open, and the most ever open.
+        var activeByHost: [String: Int] = [:]
+        var open: [String: Int] = [:]
+        var peakOpen: [String: Int] = [:]
     }
 
     /// Content bytes one reply actually handed to the socket.
@@ -158,24 +162,55 @@ public final class TestServer: Sendable {
 
     // MARK: - Request handling (called on event loops)
 
-    /// Records a request; `make` gets its index and the number of replies in progress.
-    func record(_ make: (Int, Int) -> RequestInfo) -> RequestInfo {
+    /// Counts received on one host, for `record`'s `make`.
+    struct Counts {
+        let index: Int
+        let concurrent: Int
+        let concurrentOnHost: Int
+        let openOnHost: Int
+    }
+
+    /// Records a request to `host`; `make` gets its index and the replies and connections in
+    /// progress.
+    func record(host: String, _ make: (Counts) -> RequestInfo) -> RequestInfo {
         state.withLock { s in
             s.requestCount += 1
             s.activeReplies += 1
-            let info = make(s.requestCount, s.activeReplies)
+            s.activeByHost[host, default: 0] += 1
+            let info = make(Counts(index: s.requestCount, concurrent: s.activeReplies,
+                                   concurrentOnHost: s.activeByHost[host]!, openOnHost: s.open[host] ?? 0))
             if s.requests.count < Self.maxRecordedRequests { s.requests.append(info) }
             return info
         }
     }
 
-    /// A reply ended (completely or not), having sent `served` content bytes.
-    func replyEnded(_ served: ServedBytes?) {
+    /// A reply on `host` ended (completely or not), having sent `served` content bytes.
+    func replyEnded(host: String, _ served: ServedBytes?) {
         state.withLock { s in
             s.activeReplies -= 1
+            s.activeByHost[host, default: 1] -= 1
             if let served, served.count > 0, s.served.count < Self.maxRecordedRequests { s.served.append(served) }
         }
     }
+
+    /// A client connected to `host`.
+    func connectionOpened(host: String) {
+        state.withLock { s in
+            s.open[host, default: 0] += 1
+            s.peakOpen[host] = max(s.peakOpen[host] ?? 0, s.open[host]!)
+        }
+    }
+
+    /// A connection to `host` closed (either side).
+    func connectionClosed(host: String) {
+        state.withLock { $0.open[host, default: 1] -= 1 }
+    }
+
+    /// Connections open to `host` now.
+    public func openConnections(host: String) -> Int { state.withLock { $0.open[host] ?? 0 } }
+
+    /// The most connections that were open to `host` at once.
+    public func peakOpenConnections(host: String) -> Int { state.withLock { $0.peakOpen[host] ?? 0 } }
 
     /// Content bytes sent so far, reply by reply (for measuring what a client fetched twice).
     public var servedBytes: [ServedBytes] { state.withLock { $0.served } }

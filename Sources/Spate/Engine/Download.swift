@@ -19,21 +19,28 @@ import Synchronization
 /// - Cancelling the task that awaits `run()` stops the download: every request is removed, the
 ///   partial file is deleted, and `run()` throws `SpateError` of kind `.cancelled`.
 /// - The output appears under `destination` only when it is complete and verified.
+/// - With a `session`, the download shares that session's connection budgets, transfer loop
+///   and threads with the session's other downloads; without one it runs in a session of its
+///   own (`options.connections` at most, to any host).
 public final class Download: Sendable {
     public let url: RemoteURL
     public let destination: String
     public let options: DownloadOptions
+    /// The session it runs in; nil: its own.
+    public let session: DownloadSession?
     public let events: AsyncStream<DownloadEvent>
     private let continuation: AsyncStream<DownloadEvent>.Continuation
     private let started = Atomic<Bool>(false)
 
     /// Checks the URL and options (no network traffic yet).
-    public init(url: String, to destination: String, options: DownloadOptions = DownloadOptions()) throws(SpateError) {
+    public init(url: String, to destination: String, options: DownloadOptions = DownloadOptions(),
+                session: DownloadSession? = nil) throws(SpateError) {
         try options.validate()
         self.url = try RemoteURL(url)
         guard !destination.isEmpty else { throw .usage("the output path is empty") }
         self.destination = destination
         self.options = options
+        self.session = session
         (events, continuation) = AsyncStream.makeStream(of: DownloadEvent.self, bufferingPolicy: .bufferingNewest(256))
     }
 
@@ -47,10 +54,19 @@ public final class Download: Sendable {
         }
         let continuation = self.continuation
         defer { continuation.finish() }
-        let engine = DownloadEngine(url: url, destination: destination, options: options) { event in
+        let session: DownloadSession
+        if let shared = self.session {
+            session = shared
+        } else {
+            session = try DownloadSession(
+                limits: .init(maxConnections: options.connections, maxConnectionsPerHost: options.connections),
+                clock: SystemClock(), stagingBufferBytes: options.stagingBufferBytes)
+        }
+        defer { if self.session == nil { session.shutdown() } }
+        let engine = DownloadEngine(url: url, destination: destination, options: options, session: session) { event in
             continuation.yield(event)
         }
-        let reporter = Task { await Download.reportProgress(engine: engine, interval: options.progressInterval) }
+        let reporter = Task { await Download.reportProgress(engine: engine, interval: options.progressInterval, clock: session.clock) }
         defer { reporter.cancel() }
         do {
             let result = try await engine.run()
@@ -67,15 +83,14 @@ public final class Download: Sendable {
     }
 
     /// Emits `.progress` every `interval` until cancelled, with an exponentially smoothed rate.
-    private static func reportProgress(engine: DownloadEngine, interval: Duration) async {
-        let clock = ContinuousClock()
+    private static func reportProgress(engine: DownloadEngine, interval: Duration, clock: any EngineClock) async {
         let start = clock.now
         var lastTime = start
         var lastBytes: Int64 = 0
         var rate = 0.0
         var total: Int64?
         while !Task.isCancelled {
-            do { try await Task.sleep(for: interval) } catch { return }
+            do { try await clock.sleep(for: interval) } catch { return }
             let now = clock.now
             let written = engine.counters.bytesWritten.load(ordering: .relaxed)
             let already = engine.counters.bytesAlreadyDone.load(ordering: .relaxed)

@@ -1,29 +1,43 @@
 import Glibc
 
-/// One download from probe to final rename: probe → plan → fetch (a task group of range
-/// workers) → verify → finish. Everything it starts ends inside `run()`.
+/// One download from probe to final name, inside a session: probe → plan → open the
+/// resources → fetch (range workers, or one stream) → complete (digest, fsync, rename).
+/// Everything it starts ends inside `run()`; `DownloadResources` closes what it opened, in
+/// order, on every path.
 final class DownloadEngine: Sendable {
     let destination: String
-    let context: EngineContext
-    let resolver: RemoteResolver
+    let url: RemoteURL
+    let options: DownloadOptions
+    let counters = DownloadCounters()
+    let emit: @Sendable (DownloadEvent) -> Void
+    private let session: DownloadSession
+    private let requests: RequestBuilder
+    private let transport: DownloadTransport
+    private let resolver: RemoteResolver
+    /// The root of this download's seeded randomness (retry jitter).
+    private let seed: UInt64
 
-    var options: DownloadOptions { context.options }
-    var counters: DownloadCounters { context.counters }
     /// The remote size once the probe knows it (for progress reports).
-    var knownSize: Int64? { context.snapshot.knownSize }
-
-    init(url: RemoteURL, destination: String, options: DownloadOptions,
-         emit: @escaping @Sendable (DownloadEvent) -> Void) {
-        self.destination = destination
-        self.context = EngineContext(url: url, options: options, emit: emit)
-        self.resolver = RemoteResolver(context: context)
+    var knownSize: Int64? {
+        let size = counters.knownSize.load(ordering: .relaxed)
+        return size >= 0 ? size : nil
     }
 
-    func emit(_ event: DownloadEvent) { context.emit(event) }
+    init(url: RemoteURL, destination: String, options: DownloadOptions, session: DownloadSession,
+         emit: @escaping @Sendable (DownloadEvent) -> Void) {
+        self.url = url
+        self.destination = destination
+        self.options = options
+        self.emit = emit
+        self.session = session
+        self.seed = options.randomSeed ?? UInt64.random(in: .min ... .max)
+        requests = RequestBuilder(url: url, options: options)
+        transport = DownloadTransport(session: session, counters: counters, emit: emit)
+        resolver = RemoteResolver(requests: requests, transport: transport, seed: SplitMix64.mix(seed &+ 1))
+    }
 
     func run() async throws -> DownloadResult {
-        defer { context.loop.shutdown() }
-        let started = ContinuousClock.now
+        let started = session.clock.now
         if options.nameFromServer {
             guard FilePaths.isDirectory(destination), FilePaths.directoryIsWritable(for: destination + "/x") else {
                 throw SpateError.localIO("cannot write to directory \(destination)")
@@ -37,11 +51,10 @@ final class DownloadEngine: Sendable {
         while true {
             do {
                 let (bytes, connections, tail) = try await attempt(remote, path: path)
-                let stats = context.snapshot
                 return DownloadResult(
-                    path: path, bytes: bytes, elapsed: ContinuousClock.now - started,
+                    path: path, bytes: bytes, elapsed: session.clock.now - started,
                     verifiedChecksum: options.checksum, verificationTail: tail, connections: connections,
-                    requests: stats.requests, retries: stats.retries)
+                    requests: counters.requests.load(ordering: .relaxed), retries: counters.retries.load(ordering: .relaxed))
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
                 && restarts < DownloadOptions.maximumRestarts {
                 restarts += 1
@@ -57,7 +70,7 @@ final class DownloadEngine: Sendable {
     private func outputPath(for remote: RemoteFile) throws -> String {
         guard options.nameFromServer else { return destination }
         let proposed = ContentDisposition.fileName(from: remote.contentDisposition)
-        let name = proposed.map { FilePaths.sanitizedFileName($0) } ?? FilePaths.defaultFileName(for: context.url)
+        let name = proposed.map { FilePaths.sanitizedFileName($0) } ?? FilePaths.defaultFileName(for: url)
         let path = (destination.hasSuffix("/") ? destination : destination + "/") + name
         // CVE-2020-8177: a name chosen by the server never replaces a file, even with --force.
         if FilePaths.exists(path) {
@@ -66,10 +79,19 @@ final class DownloadEngine: Sendable {
         return path
     }
 
-    /// One pass over the file as `remote` describes it, into `path`. Returns the size and
-    /// connections used.
-    private func attempt(_ remote: RemoteFile, path destination: String) async throws -> (Int64, Int, Duration?) {
-        // With --range, output offset 0 is remote offset `remoteOffset`.
+    /// What one pass over the file fetches.
+    private struct Plan {
+        /// Output bytes (the selected part with `--range`), when known.
+        var size: Int64?
+        /// Output offset 0 is this remote offset.
+        var remoteOffset: Int64 = 0
+        var segmented: Bool
+        var sizer: RequestSizer
+        /// Connections worth opening.
+        var connections: Int
+    }
+
+    private func plan(_ remote: RemoteFile) throws -> Plan {
         var size = remote.size
         var remoteOffset: Int64 = 0
         if let partial = options.byteRange {
@@ -80,86 +102,63 @@ final class DownloadEngine: Sendable {
             size = selected.count
             remoteOffset = selected.start
         }
-        context.setKnownSize(size)
         let segmented = remote.acceptsRanges && (size ?? 0) > 0
         let sizer = RequestSizer(fileSize: size ?? 0, connections: options.connections, fixedBytes: options.chunkBytes)
-        let connections = segmented ? sizer.usefulConnections(fileSize: size!) : 1
+        return Plan(size: size, remoteOffset: remoteOffset, segmented: segmented, sizer: sizer,
+                    connections: segmented ? sizer.usefulConnections(fileSize: size!) : 1)
+    }
+
+    /// One pass over the file as `remote` describes it, into `path`. Returns the size, the
+    /// most connections used, and how long the digest took after the last byte.
+    private func attempt(_ remote: RemoteFile, path: String) async throws -> (Int64, Int, Duration?) {
+        let plan = try plan(remote)
+        counters.knownSize.store(plan.size ?? -1, ordering: .relaxed)
         emit(.started(DownloadPlan(
-            url: remote.url.redacted, totalBytes: size, acceptsRanges: remote.acceptsRanges,
-            connections: connections, requestBytes: segmented ? sizer.baseBytes : nil)))
-        if !remote.acceptsRanges && (size ?? 1) > 0 {
+            url: remote.url.redacted, totalBytes: plan.size, acceptsRanges: remote.acceptsRanges,
+            connections: plan.connections, requestBytes: plan.segmented ? plan.sizer.baseBytes : nil)))
+        if !remote.acceptsRanges && (plan.size ?? 1) > 0 {
             emit(.notice("the server does not support byte ranges: downloading with one connection"))
         }
-
-        let journalHeader = options.journal && segmented
-            ? ResumePlanner.header(url: context.url, remote: remote, range: options.byteRange, size: size ?? 0) : nil
-        let (file, resumed) = try openOutput(destination, journalHeader: journalHeader, size: size)
-        var finished = false
-        var keepForResume = false
-        var journal: Journal?
-        defer {
-            if !finished {
-                if keepForResume, let journal {
-                    journal.close()
-                    file.close()
-                } else {
-                    journal?.remove()
-                    file.discard()
-                }
-            }
-        }
-        // Created after the cleanup above is registered: a journal that cannot be written must
-        // not leave an orphaned partial file behind.
-        journal = try journalHeader.map { header throws(SpateError) in
-            try Journal(path: Journal.path(for: destination), header: header, records: resumed, data: file,
-                        commitInterval: options.journalCommitInterval)
-        }
-        let writer = FileWriter(file: file, buffers: connections + 4, bufferBytes: options.stagingBufferBytes,
-                                computesCRC: journal != nil)
-        defer { writer.stop() }  // runs before the defer above: every write lands before the journal's last commit
-        let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
-        defer { hasher?.stop() }
-
+        let header = options.journal && plan.segmented
+            ? ResumePlanner.header(url: url, remote: remote, range: options.byteRange, size: plan.size ?? 0) : nil
+        let identity = ObjectIdentifier(self)
+        let (resources, alreadyDone) = try DownloadResources.open(path: path, header: header, size: plan.size, options: options,
+                                                                  session: session, identity: identity, emit: emit)
+        counters.bytesAlreadyDone.store(alreadyDone, ordering: .relaxed)
         do {
-            let totalBytes: Int64
-            var used = connections
-            if segmented {
-                try file.preallocate(size!)
-                let scheduler = RangeScheduler(context: context, resolver: resolver, size: size!, remoteOffset: remoteOffset,
-                                               alreadyDone: HashedRangeList(records: resumed).covered, writer: writer,
-                                               hasher: hasher, journal: journal, sizer: sizer, workers: connections)
-                journal?.reportInFlightProgress { [scheduler] in scheduler.inFlightWritten() }
-                try await scheduler.run()
-                used = scheduler.peakConnections.load(ordering: .relaxed)
-                totalBytes = size!
-            } else if size == 0 {
-                totalBytes = 0
+            let total: Int64
+            var used = plan.connections
+            if plan.segmented, let size = plan.size {
+                try resources.file.preallocate(size)
+                let settings = RangeSchedule.Settings(
+                    workStealing: options.workStealing, tailHedging: options.tailHedging, sizer: plan.sizer, retry: options.retry,
+                    maximumWorkers: plan.connections, selfTuning: options.selfTuning, initialWorkers: options.initialConnections)
+                let schedule = RangeSchedule(size: size, alreadyDone: HashedRangeList(records: resources.resumed).covered,
+                                             settings: settings, seed: SplitMix64.mix(seed &+ 2))
+                let workers = RangeWorkers(schedule: schedule, parts: RangeWorkers.Parts(
+                    requests: requests, transport: transport, resolver: resolver, output: resources.output,
+                    journal: resources.journal, hasher: resources.hasher, remoteOffset: plan.remoteOffset, identity: identity))
+                try await workers.run()
+                used = workers.peakWorkers
+                total = size
+            } else if plan.size == 0 {
+                total = 0
             } else {
-                if let size { try file.preallocate(size) }
-                totalBytes = try await StreamFetcher(context: context, remote: remote, writer: writer).run()
-                hasher?.advance(to: totalBytes)
+                if let size = plan.size { try resources.file.preallocate(size) }
+                session.setConnections(1, for: identity)
+                total = try await StreamFetcher(requests: requests, transport: transport, remote: remote, output: resources.output,
+                                                seed: SplitMix64.mix(seed &+ 3)).run()
+                resources.hasher?.advance(to: total)
             }
-            writer.stop()
-            if !segmented && size != 0 { try file.truncate(to: totalBytes) }
-            var tail: Duration?
-            if let hasher {
-                let lastByte = ContinuousClock.now
-                try await verify(hasher, size: totalBytes)
-                tail = ContinuousClock.now - lastByte
-            }
-
-            // The journal stops (its last commit needs the data descriptor) before the file is
-            // closed and renamed; it is deleted once the final name exists.
-            journal?.close()
-            try file.finish(mode: FileMode.newFileMode, replaceExisting: options.overwrite)
-            journal?.remove()
-            finished = true
-            return (totalBytes, used, tail)
+            if options.checksum != nil { emit(.verifying) }
+            let tail = try await resources.complete(size: total, truncate: !plan.segmented && plan.size != 0,
+                                                    checksum: options.checksum, overwrite: options.overwrite, clock: session.clock)
+            return (total, used, tail)
         } catch let error as SpateError {
-            keepForResume = Self.resumable(error)
+            resources.close(keepForResume: Self.resumable(error))
             throw error
         } catch {
-            keepForResume = true  // cancellation
+            resources.close(keepForResume: true)  // cancellation
             throw error
         }
     }
@@ -170,52 +169,6 @@ final class DownloadEngine: Sendable {
         switch error.kind {
         case .checksumMismatch, .remoteChanged: false
         default: true
-        }
-    }
-
-    /// Creates the partial file, or opens it to resume, following `ResumePlanner`.
-    /// Returns the file and the verified records already on disk.
-    private func openOutput(_ destination: String, journalHeader: JournalCodec.Header?, size: Int64?) throws(SpateError) -> (OutputFile, [HashedRange]) {
-        let partPath = OutputFile.partPath(for: destination)
-        let journalPath = Journal.path(for: destination)
-        guard options.journal else {
-            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
-        }
-        var found = ResumePlanner.Found(partExists: FilePaths.exists(partPath), journal: nil, journalError: nil)
-        do { found.journal = try Journal.load(path: journalPath) } catch { found.journalError = error }
-        let decision = ResumePlanner.decide(found: found, expected: journalHeader, partPath: partPath, journalPath: journalPath,
-                                            overwrite: options.overwrite, restartOnChange: options.restartOnChange)
-        switch decision {
-        case .refuse(let error):
-            throw error
-        case .fresh:
-            if found.journal != nil || found.journalError != nil || options.overwrite { try OutputFile.removeLeftovers(for: destination) }
-            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
-        case .restart(let why):
-            emit(.notice(why))
-            try OutputFile.removeLeftovers(for: destination)
-            return (try OutputFile(creatingFor: destination, replacePartial: true), [])
-        case .resume(let records):
-            let file = try OutputFile(resumingFor: destination, size: size ?? 0)
-            let verified = options.verifyResume ? file.verify(records) : records
-            let done = HashedRangeList(records: verified).covered.count
-            counters.bytesAlreadyDone.store(done, ordering: .relaxed)
-            var text = "resuming: \(ByteSize.format(done)) of \(ByteSize.format(size ?? 0)) already on disk"
-            if verified.count < records.count {
-                text += "; \(records.count - verified.count) recorded range(s) failed verification and will be fetched again"
-            }
-            emit(.notice(text))
-            return (file, verified)
-        }
-    }
-
-    private func verify(_ hasher: WatermarkHasher, size: Int64) async throws {
-        guard let expected = options.checksum else { return }
-        emit(.verifying)
-        let actual = try await hasher.finish(size: size)
-        guard actual == expected.digest else {
-            throw SpateError(.checksumMismatch,
-                             "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))")
         }
     }
 

@@ -5,8 +5,8 @@ public struct DownloadOptions: Sendable {
     /// Let the connection count follow the throughput (`ConnectionTuner`), from
     /// `initialConnections` up to `connections`. Off: always `connections`.
     public var selfTuning = true
-    /// Where self-tuning starts: half the default maximum, because every step up costs a
-    /// sampling window at the lower rate (on a 1 GiB download at 25 MB/s per connection, a
+    /// Where self-tuning starts: a quarter of the default maximum, because every step up costs
+    /// a sampling window at the lower rate (on a 1 GiB download at 25 MB/s per connection, a
     /// start at 8 measured slower than a start at 16).
     public var initialConnections = 16
     /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).
@@ -55,27 +55,22 @@ public struct DownloadOptions: Sendable {
     public var insecure = false
     /// How often `.progress` events are emitted.
     public var progressInterval: Duration = .milliseconds(250)
-    /// libcurl's receive buffer per connection; nil chooses `effectiveReceiveBufferBytes`.
+    /// libcurl's receive buffer per connection; nil lets the session choose (a 2 MiB budget
+    /// shared by its connections: `DownloadSession.receiveBufferBytes`).
     public var receiveBufferBytes: Int?
-    /// Bytes gathered per `pwrite` (the writer thread's staging buffers).
+    /// Bytes gathered per `pwrite` at most (the writer thread's staging buffers; used by the
+    /// download's own session, when it has one).
     public var stagingBufferBytes = 64 * 1024
     /// libcurl's trace of connections and headers on stderr, secrets redacted (`--verbose`).
     public var verbose = false
+    /// The seed of the download's randomness (retry jitter); nil draws one. Tests and soaks set
+    /// it so a run can be replayed.
+    public var randomSeed: UInt64?
 
     /// The default maximum (and per-host cap): self-tuning decides how many are used, and grows
     /// past 16 only while each step raises the throughput by 15 % (per-connection limits).
     public static let defaultConnections = 64
 
-    /// Receive buffers share a 1 MiB budget: 256 KiB each up to 4 connections, then smaller
-    /// (64 KiB from 16 on).
-    ///
-    /// Why: the buffer sets the size of each `recv`, so bigger means fewer syscalls, but memory
-    /// must not grow with the connection count. (libcurl hands the body to the write callback
-    /// in 16 KiB pieces whatever this size is; `FileWriter` regroups them.)
-    public var effectiveReceiveBufferBytes: Int {
-        if let receiveBufferBytes { return receiveBufferBytes }
-        return min(256 * 1024, max(64 * 1024, 1024 * 1024 / max(1, connections)))
-    }
     public static let maximumConnections = 128
 
     public init() {}

@@ -15,14 +15,21 @@ final class RemoteResolver: Sendable {
         var inProgress: Task<RemoteFile, any Error>?
     }
 
-    let context: EngineContext
+    let requests: RequestBuilder
+    let transport: DownloadTransport
     private let state = Mutex(State())
+    /// Jitter for the probe's retry waits (seeded: `DownloadOptions.randomSeed`).
+    private let random: Mutex<SplitMix64>
     static let maxRedirects = 10
     static let maxRefreshes = 16
 
-    init(context: EngineContext) {
-        self.context = context
+    init(requests: RequestBuilder, transport: DownloadTransport, seed: UInt64) {
+        self.requests = requests
+        self.transport = transport
+        self.random = Mutex(SplitMix64(seed: seed))
     }
+
+    private var url: RemoteURL { requests.url }
 
     /// The file as last resolved.
     var current: RemoteFile { state.withLock { $0.current! } }
@@ -43,15 +50,13 @@ final class RemoteResolver: Sendable {
             guard let current = s.current else { return .none }
             if current.url != stale { return .current(current) }  // someone already refreshed
             if let task = s.inProgress { return .wait(task, started: false) }
-            guard current.url != context.url, s.refreshes < Self.maxRefreshes else { return .none }
+            guard current.url != url, s.refreshes < Self.maxRefreshes else { return .none }
             s.refreshes += 1
             // The check against the old file happens inside the task, before anyone can use the
             // new URL: a changed file must never become `current` (its ranges would mix).
             let task = Task { [self] () async throws -> RemoteFile in
                 let fresh = try await self.probe()
-                if let change = Self.difference(current, fresh) {
-                    throw SpateError(.remoteChanged, "remote file changed during the download: \(change)")
-                }
+                if let change = Self.difference(current, fresh) { throw SpateError.remoteChanged(change) }
                 return fresh
             }
             s.inProgress = task
@@ -77,7 +82,7 @@ final class RemoteResolver: Sendable {
             }
             // Only the worker that asked, and only the first time: 16 workers see one expiry.
             if started && state.withLock({ $0.refreshes }) == 1 {
-                context.emit(.notice("the download URL expired; resolved it again from \(context.url.redacted) (and will each time it does)"))
+                transport.emit(.notice("the download URL expired; resolved it again from \(url.redacted) (and will each time it does)"))
             }
             return fresh
         }
@@ -100,24 +105,25 @@ final class RemoteResolver: Sendable {
     // MARK: - The probe
 
     /// One GET with `Range: bytes=0-0` (not HEAD: presigned GET URLs often reject HEAD), through
-    /// the same loop, following redirects by hand so credentials stay with their origin.
+    /// the session's loop with a connection slot for each hop's host, following redirects by
+    /// hand so credentials stay with their origin. Failures go through `FailurePolicy` like any
+    /// request's.
     private func probe() async throws -> RemoteFile {
-        var target = context.url
+        var target = url
         var redirects = 0
-        var failures = 0
+        var budget = RetryBudget(policy: requests.options.retry)
         while true {
             try Task.checkCancellation()
-            var headers = context.userHeaders(for: target)
-            headers.append("Range: bytes=0-0")
-            headers.append("Accept-Encoding: identity")
-            let sink = ProbeSink()
-            let outcome = try await context.perform(
-                TransferSpec(url: target.string, headers: headers, tuning: context.tuning, secretPath: target.isRedirectTarget),
-                sink: sink)
-
-            guard let head = outcome.head else {
-                failures += 1
-                try await context.backOff(FailureClassifier.transportFailure(outcome, url: target), failures: failures)
+            let hop = target
+            let (outcome, sink) = try await transport.withSlot(for: hop.origin) { slot in
+                let sink = ProbeSink()
+                let spec = requests.probe(hop, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes), slot: slot)
+                return (try await transport.perform(spec, sink: sink), sink)
+            }
+            let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,
+                                  wallSeconds: transport.clock.wallSeconds)
+            guard let head = outcome.head, end == .enough || end == .completed else {
+                try await failed(end, budget: &budget)
                 continue
             }
             switch head.status {
@@ -149,18 +155,35 @@ final class RemoteResolver: Sendable {
                     return remoteFile(target, head: head, size: 0, acceptsRanges: true)
                 }
                 throw SpateError(.http, "the server refused bytes=0-0 (416) for \(target.redacted)", httpStatus: 416)
-            case 202:
-                // "Accepted, not ready yet" (Box while a new upload is processed): wait, ask again.
-                failures += 1
-                let wait = RetryAfter.parse(head["retry-after"], now: Int64(time(nil)))
-                try await context.backOff(FailureVerdict(
-                    error: SpateError(.http, "the file at \(target.redacted) is not ready yet (202 Accepted)", httpStatus: 202),
-                    retryable: true, retryAfter: wait), failures: failures)
             default:
-                failures += 1
-                let verdict = FailureClassifier.statusFailure(head: head, body: sink.errorBody, url: target)
-                try await context.backOff(verdict, failures: failures)
+                // 202 "accepted, not ready yet" (Box while a new upload is processed) and other
+                // statuses below 300 that a probe cannot use.
+                let reply = StatusReply(status: head.status, retryAfter: RetryAfter.parse(head["retry-after"], now: transport.clock.wallSeconds),
+                                        message: head.status == 202
+                                            ? "the file at \(target.redacted) is not ready yet (202 Accepted)"
+                                            : "unexpected status \(head.status) from \(target.redacted)")
+                try await failed(.status(reply), budget: &budget)
             }
+        }
+    }
+
+    /// A probe that failed: wait and ask again, or throw. The probe's statuses are the
+    /// original URL's own answers, so 401/403/404/410 stop at once (there is nothing to
+    /// resolve again) and a throttling host counts like any retryable status.
+    private func failed(_ end: TransferEnd, budget: inout RetryBudget) async throws {
+        var end = end
+        if case .status(let reply) = end, reply.status < 300 && reply.status != 202 {
+            end = .invalidReply(InvalidReply(.unexpectedStatus, reply.message))
+        }
+        let draw = random.withLock { $0.nextUnitInterval() }
+        switch FailurePolicy.alone(FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: draw),
+                                   budget: &budget, random: draw) {
+        case .retry(let after, _):
+            try await transport.retryWait(after, after: end.error, attempt: budget.failures)
+        case .stop(let error):
+            throw error
+        case .throttled, .reResolve:
+            preconditionFailure("FailurePolicy.alone decides retry or stop")
         }
     }
 

@@ -29,17 +29,3 @@ public struct RetryPolicy: Sendable, Hashable {
         return capped * (0.5 + 0.5 * min(max(random, 0), 1))
     }
 }
-
-/// What to make of one failed transfer: the error to report and whether trying again can help.
-struct FailureVerdict: Sendable {
-    var error: SpateError
-    var retryable: Bool
-    /// The server's requested wait, if it sent Retry-After.
-    var retryAfter: Duration?
-}
-
-/// HTTP statuses worth retrying: the server may answer differently later.
-enum RetryableStatus {
-    static let statuses: Set<Int> = [408, 425, 429, 500, 502, 503, 504]
-    static func contains(_ status: Int) -> Bool { statuses.contains(status) }
-}

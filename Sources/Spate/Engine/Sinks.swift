@@ -1,6 +1,6 @@
 import Synchronization
 
-/// Counters shared by every transfer of one download, read by the progress reporter.
+/// Counters of one download, read by the progress reporter and the result.
 final class DownloadCounters: Sendable {
     /// Bytes written to the output in this run (excluding bytes already present on resume).
     let bytesWritten = Atomic<Int64>(0)
@@ -8,22 +8,31 @@ final class DownloadCounters: Sendable {
     let activeTransfers = Atomic<Int>(0)
     /// Bytes known to be done before this run started (resume).
     let bytesAlreadyDone = Atomic<Int64>(0)
+    /// Requests sent, probes included.
+    let requests = Atomic<Int>(0)
+    /// Waits before asking again (counted or not).
+    let retries = Atomic<Int>(0)
+    /// The size to report once the probe knows it (-1: unknown).
+    let knownSize = Atomic<Int64>(-1)
 }
 
 /// The probe's sink: keeps the head and, for errors, the start of the body; writes nothing.
 final class ProbeSink: ResponseSink, @unchecked Sendable {
+    /// Set for error statuses (400 and up, but 416, which an empty file answers); redirects
+    /// and successes are the probe's to read.
+    private(set) var errorStatus: Int?
     private(set) var errorBody = ErrorBody()
-    private var keepBody = false
 
     func accept(_ head: ResponseHead) -> TransferStop? {
         // The probe's own body is at most one byte (Range: bytes=0-0); when the server ignores
         // Range the body is the whole file, which the probe does not want.
-        keepBody = head.status >= 400
-        return keepBody ? nil : .enough
+        guard head.status >= 400 && head.status != 416 else { return .enough }
+        errorStatus = head.status
+        return nil
     }
 
     func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop? {
-        guard keepBody else { return .enough }
+        guard errorStatus != nil else { return .enough }
         return errorBody.append(bytes) ? nil : .enough
     }
 }
@@ -45,6 +54,9 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private var output: StagedOutput
     private let remote: RemoteFile
     private let counters: DownloadCounters
+    /// The connection slot of the request: marked once data flows (the host accepted it).
+    private let slot: BudgetSlot?
+    private var receiving = false
     /// The next offset to write: `requested.start ..< position` is accepted (queued or written;
     /// all written after `flush()`).
     private(set) var position: Int64
@@ -56,15 +68,17 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private(set) var errorStatus: Int?
     private(set) var errorBody = ErrorBody()
 
-    init(requested: ByteRange, remoteOffset: Int64 = 0, writer: FileWriter, remote: RemoteFile, counters: DownloadCounters) {
+    init(requested: ByteRange, remoteOffset: Int64 = 0, output: StagedOutput, remote: RemoteFile, counters: DownloadCounters,
+         slot: BudgetSlot? = nil) {
         self.requested = requested
         self.remoteOffset = remoteOffset
         self.position = requested.start
         self.publishedPosition = Atomic(requested.start)
         self.limit = Atomic(requested.end)
-        self.output = StagedOutput(writer: writer)
+        self.output = output
         self.remote = remote
         self.counters = counters
+        self.slot = slot
     }
 
     func accept(_ head: ResponseHead) -> TransferStop? {
@@ -72,52 +86,48 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         case 206:
             return check206(head)
         case 200:
-            if let change = remote.validatorMismatch(in: head) {
-                return .failed(SpateError(.remoteChanged, "remote file changed during the download: \(change)"))
-            }
-            return .failed(.invalidResponse("the server ignored the Range header (200 instead of 206 for \(remoteRange.httpRangeValue))"))
+            if let change = remote.validatorMismatch(in: head) { return .remoteChanged(change) }
+            return .invalid(InvalidReply(.ignoredRange, "the server ignored the Range header (200 instead of 206 for \(remoteRange.httpRangeValue))"))
         case 416:
             if let length = head["content-range"].flatMap(ContentRange.init(parsing:))?.completeLength,
                length != remote.size {
-                return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(remote.size.map(String.init) ?? "unknown")"))
+                return .remoteChanged("its size is now \(length) bytes, was \(remote.size.map(String.init) ?? "unknown")")
             }
-            return .failed(.invalidResponse("the server refused \(remoteRange.httpRangeValue) (416 Range Not Satisfiable)"))
+            return .invalid(InvalidReply(.unexpectedStatus, "the server refused \(remoteRange.httpRangeValue) (416 Range Not Satisfiable)"))
         default:
             if head.status >= 300 {
                 errorStatus = head.status
                 return nil  // keep the start of the body for the error message
             }
-            return .failed(.invalidResponse("unexpected status \(head.status) for a range request"))
+            return .invalid(InvalidReply(.unexpectedStatus, "unexpected status \(head.status) for a range request"))
         }
     }
 
     private func check206(_ head: ResponseHead) -> TransferStop? {
         if let encoding = head["content-encoding"], encoding.lowercased() != "identity" {
-            return .failed(.invalidResponse("the server sent a byte range with Content-Encoding: \(encoding); ranges must be of the identity encoding"))
+            return .invalid(InvalidReply(.encoded, "the server sent a byte range with Content-Encoding: \(encoding); ranges must be of the identity encoding"))
         }
         if let type = head["content-type"], type.lowercased().hasPrefix("multipart/byteranges") {
-            return .failed(.invalidResponse("the server sent multipart/byteranges for a single range"))
+            return .invalid(InvalidReply(.multipart, "the server sent multipart/byteranges for a single range"))
         }
         guard let text = head["content-range"] else {
-            return .failed(.invalidResponse("206 reply without Content-Range"))
+            return .invalid(InvalidReply(.wrongRange, "206 reply without Content-Range"))
         }
         guard let contentRange = ContentRange(parsing: text), let got = contentRange.range else {
-            return .failed(.invalidResponse("malformed Content-Range: \(text.prefix(100))"))
+            return .invalid(InvalidReply(.wrongRange, "malformed Content-Range: \(text.prefix(100))"))
         }
         if let length = contentRange.completeLength, let size = remote.size, length != size {
-            return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(size)"))
+            return .remoteChanged("its size is now \(length) bytes, was \(size)")
         }
         guard got == remoteRange else {
-            return .failed(.invalidResponse("asked for \(remoteRange.httpRangeValue), the server sent bytes \(got.start)-\(got.end - 1)"))
+            return .invalid(InvalidReply(.wrongRange, "asked for \(remoteRange.httpRangeValue), the server sent bytes \(got.start)-\(got.end - 1)"))
         }
         if let lengthText = head["content-length"] {
             guard let length = ContentRange.parseDecimal(lengthText), length == requested.count else {
-                return .failed(.invalidResponse("Content-Length \(lengthText.prefix(30)) does not match Content-Range \(text.prefix(60))"))
+                return .invalid(InvalidReply(.wrongLength, "Content-Length \(lengthText.prefix(30)) does not match Content-Range \(text.prefix(60))"))
             }
         }
-        if let change = remote.validatorMismatch(in: head) {
-            return .failed(SpateError(.remoteChanged, "remote file changed during the download: \(change)"))
-        }
+        if let change = remote.validatorMismatch(in: head) { return .remoteChanged(change) }
         return nil
     }
 
@@ -127,14 +137,18 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
             return errorBody.append(bytes) ? nil : .enough
         }
         if position + Int64(bytes.count) > requested.end {
-            return .failed(.invalidResponse("the server sent more bytes than the \(requested.count) of \(remoteRange.httpRangeValue)"))
+            return .invalid(InvalidReply(.tooManyBytes, "the server sent more bytes than the \(requested.count) of \(remoteRange.httpRangeValue)"))
+        }
+        if !receiving {
+            receiving = true
+            slot?.markReceiving()
         }
         // Stop at the limit (another request took the rest); never write past it.
         let stopAt = limit.load(ordering: .relaxed)
         let n = Int(max(0, min(Int64(bytes.count), stopAt - position)))
         if n > 0 {
             if let error = output.write(UnsafeRawBufferPointer(rebasing: bytes[0..<n]), at: position) {
-                return .failed(error)
+                return .localFailure(error)
             }
             position += Int64(n)
             publishedPosition.store(position, ordering: .relaxed)
@@ -155,6 +169,16 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     var written: HashedRange? {
         output.group.hashedRange(from: requested.start)
     }
+
+    /// How the transfer ended (after it returned): a reply that ended without an error before
+    /// its last byte is a short reply.
+    func end(of outcome: TransferOutcome, url: RemoteURL, wallSeconds: Int64) -> TransferEnd {
+        let end = outcome.end(errorStatus: errorStatus, errorBody: errorBody, url: url, wallSeconds: wallSeconds)
+        if end == .completed && position < requested.end {
+            return .invalidReply(InvalidReply(.shortReply, "the reply for \(remoteRange.httpRangeValue) ended after \(position - requested.start) of \(requested.count) bytes"))
+        }
+        return end
+    }
 }
 
 /// Writes a whole-file reply (status 200) from offset 0, for servers without range support.
@@ -169,8 +193,8 @@ final class StreamSink: ResponseSink, @unchecked Sendable {
     /// The length the server announced, if any.
     private(set) var announcedLength: Int64?
 
-    init(writer: FileWriter, remote: RemoteFile, counters: DownloadCounters) {
-        self.output = StagedOutput(writer: writer)
+    init(output: StagedOutput, remote: RemoteFile, counters: DownloadCounters) {
+        self.output = output
         self.remote = remote
         self.counters = counters
     }
@@ -181,20 +205,18 @@ final class StreamSink: ResponseSink, @unchecked Sendable {
                 errorStatus = head.status
                 return nil
             }
-            return .failed(.invalidResponse("unexpected status \(head.status) for a whole-file request"))
+            return .invalid(InvalidReply(.unexpectedStatus, "unexpected status \(head.status) for a whole-file request"))
         }
         if let encoding = head["content-encoding"], encoding.lowercased() != "identity" {
-            return .failed(.invalidResponse("the server sent Content-Encoding: \(encoding) despite Accept-Encoding: identity"))
+            return .invalid(InvalidReply(.encoded, "the server sent Content-Encoding: \(encoding) despite Accept-Encoding: identity"))
         }
-        if let change = remote.validatorMismatch(in: head) {
-            return .failed(SpateError(.remoteChanged, "remote file changed during the download: \(change)"))
-        }
+        if let change = remote.validatorMismatch(in: head) { return .remoteChanged(change) }
         if let text = head["content-length"], head["transfer-encoding"] == nil {
             guard let length = ContentRange.parseDecimal(text) else {
-                return .failed(.invalidResponse("malformed Content-Length: \(text.prefix(30))"))
+                return .invalid(InvalidReply(.wrongLength, "malformed Content-Length: \(text.prefix(30))"))
             }
             if let size = remote.size, size != length {
-                return .failed(SpateError(.remoteChanged, "remote file changed during the download: its size is now \(length) bytes, was \(size)"))
+                return .remoteChanged("its size is now \(length) bytes, was \(size)")
             }
             announcedLength = length
         }
@@ -207,10 +229,10 @@ final class StreamSink: ResponseSink, @unchecked Sendable {
             return errorBody.append(bytes) ? nil : .enough
         }
         if let limit = announcedLength ?? remote.size, position + Int64(bytes.count) > limit {
-            return .failed(.invalidResponse("the server sent more than the announced \(limit) bytes"))
+            return .invalid(InvalidReply(.tooManyBytes, "the server sent more than the announced \(limit) bytes"))
         }
         if let error = output.write(bytes, at: position) {
-            return .failed(error)
+            return .localFailure(error)
         }
         position += Int64(bytes.count)
         counters.bytesWritten.add(Int64(bytes.count), ordering: .relaxed)
@@ -220,5 +242,15 @@ final class StreamSink: ResponseSink, @unchecked Sendable {
     /// After the transfer: waits until every accepted byte is written; returns a write error.
     func flush() async -> SpateError? {
         await output.flush()
+    }
+
+    /// How the transfer ended (after it returned): one that stopped short of the announced
+    /// length is a short reply.
+    func end(of outcome: TransferOutcome, url: RemoteURL, wallSeconds: Int64) -> TransferEnd {
+        let end = outcome.end(errorStatus: errorStatus, errorBody: errorBody, url: url, wallSeconds: wallSeconds)
+        if end == .completed, let expected = announcedLength ?? remote.size, position != expected {
+            return .invalidReply(InvalidReply(.shortReply, "the reply ended after \(position) of \(expected) bytes"))
+        }
+        return end
     }
 }

@@ -1,38 +1,58 @@
 /// Downloads the whole body in one request, for servers without range support or when the
 /// length is unknown. A failure part-way starts over from byte 0: such a server cannot resume.
 struct StreamFetcher {
-    let context: EngineContext
+    let requests: RequestBuilder
+    let transport: DownloadTransport
     let remote: RemoteFile
-    let writer: FileWriter
+    let output: StagedOutputFactory
+    let seed: UInt64
 
     /// Returns the number of bytes written.
     func run() async throws -> Int64 {
-        var failures = 0
+        var budget = RetryBudget(policy: requests.options.retry)
+        var random = SplitMix64(seed: seed)
+        let counters = transport.counters
         while true {
             try Task.checkCancellation()
-            let sink = StreamSink(writer: writer, remote: remote, counters: context.counters)
-            let before = context.counters.bytesWritten.load(ordering: .relaxed)
-            let outcome: TransferOutcome
-            do {
-                outcome = try await context.perform(context.streamSpec(remote: remote), sink: sink)
-            } catch {
-                _ = await sink.flush()
-                throw error
+            let before = counters.bytesWritten.load(ordering: .relaxed)
+            let sink = StreamSink(output: output.make(), remote: remote, counters: counters)
+            let outcome: TransferOutcome = try await transport.withSlot(for: remote.url.origin) { slot in
+                let spec = requests.stream(remote, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes),
+                                           slot: slot)
+                do {
+                    return try await transport.perform(spec, sink: sink)
+                } catch {
+                    _ = await sink.flush()
+                    throw error
+                }
             }
-            if let writeError = await sink.flush() { throw writeError }
-            let expected = sink.announcedLength ?? remote.size
-            if outcome.completedNormally && sink.errorStatus == nil && (expected == nil || sink.position == expected) {
-                return sink.position
-            }
+            let writeError = await sink.flush()
+            let end = writeError.map(TransferEnd.localFailure)
+                ?? sink.end(of: outcome, url: remote.url, wallSeconds: transport.clock.wallSeconds)
+            if end == .completed { return sink.position }
             // Progress shown must not count bytes that will be written again.
-            context.counters.bytesWritten.store(before, ordering: .relaxed)
-            failures += 1
-            var verdict = FailureClassifier.streamFailure(outcome, sink: sink, url: remote.url)
-            if sink.position > 0 {
-                verdict.error = SpateError(verdict.error.kind, verdict.error.message + "; the server cannot resume, starting over",
-                                           httpStatus: verdict.error.httpStatus)
+            counters.bytesWritten.store(before, ordering: .relaxed)
+            let draw = random.nextUnitInterval()
+            let decision = FailurePolicy.alone(FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: draw),
+                                               budget: &budget, random: draw)
+            switch decision {
+            case .retry(let after, _):
+                var reason = end.error.message
+                if sink.position > 0 { reason += "; the server cannot resume, starting over" }
+                try await transport.retryWait(after, after: SpateError(end.error.kind, reason), attempt: budget.failures)
+            case .stop(let error):
+                throw error
+            case .throttled, .reResolve:
+                preconditionFailure("FailurePolicy.alone decides retry or stop")
             }
-            try await context.backOff(verdict, failures: failures)
         }
     }
+}
+
+/// Makes the staged outputs (writer, file, write group) of one download's requests.
+struct StagedOutputFactory: Sendable {
+    let writer: FileWriter
+    let target: WriteTarget
+
+    func make() -> StagedOutput { StagedOutput(writer: writer, target: target) }
 }

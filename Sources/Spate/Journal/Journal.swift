@@ -3,43 +3,59 @@ import Synchronization
 
 /// The resume journal of one download: `FINAL.part.journal`, beside the partial file.
 ///
-/// Group commit, on its own thread: completed ranges collect in memory; every
-/// `commitInterval` (or sooner when many wait) the data file is fdatasync'd and only then is
-/// one LZ4 frame with their records appended — the journal never claims bytes that are not on
-/// disk. When the journal grows past a bound it is compacted: a snapshot of every record goes to
-/// a temporary file, which is fsync'd and renamed over the journal, so a 100 GiB download keeps
-/// a journal of kilobytes.
+/// Group commit: completed ranges collect in memory; when the download hands over its running
+/// requests' progress (every `commitInterval`), when `commitInterval` has passed with records
+/// waiting, or when many records wait, the session's `JournalCommitter` thread fdatasyncs the
+/// data file and only then appends one LZ4 frame with the records — the journal never claims
+/// bytes that are not on disk. When the journal grows past a bound it is compacted: a snapshot of every record goes
+/// to a temporary file, which is fsync'd and renamed over the journal, so a 100 GiB download
+/// keeps a journal of kilobytes.
+///
+/// The download reports how far its running requests got with `noteInFlight`, which returns
+/// the journal's `JournalStatus`: a failing commit reaches the download as a value it acts on
+/// (a notice, then an error), never as silence.
 final class Journal: @unchecked Sendable {
     let path: String
     let header: JournalCodec.Header
+    let commitInterval: Duration
     private let dataFD: Int32
     private let dataPath: String
-    private var fd: Int32  // touched by the journal thread only (and by init/close)
-    private var journalBytes: Int64 = 0
-    private var all = HashedRangeList()
+
+    /// Guards what the download hands over: records, in-flight progress, status, and when the
+    /// next commit is due.
     private let lock = ConditionLock()
-    private var pending: [HashedRange] = []  // guarded by `lock`
-    /// How far each in-flight request got, by its start offset; replaced at every commit.
-    private var progress: [Int64: HashedRange] = [:]  // journal thread only
-    /// Reports the written prefixes of the requests in flight (called at each commit).
-    private var inFlightProgress: @Sendable () -> [HashedRange] = { [] }  // guarded by `lock`
-    private let commitInterval: Duration
-    private var stopping = false  // guarded by `lock`
-    private var commitRequested = false  // guarded by `lock`
-    private var failure: SpateError?  // guarded by `lock`
-    private var thread: LoopThread?
+    private var pending: [HashedRange] = []
+    private var inFlight: [HashedRange] = []
+    /// Progress was handed over, or many records wait: commit at once.
+    private var news = false
+    private var nextDue: ContinuousClock.Instant
+    private var status = JournalStatus()
+    private var closed = false
+    /// Set by `JournalCommitter.register`: asked to commit early when many records wait.
+    private weak var committer: JournalCommitter?
+
+    /// Serialises commits (the committer thread's, and the last one in `close`); guards the
+    /// file state below.
+    private let commitLock = ConditionLock()
+    private var fd: Int32
+    private var journalBytes: Int64 = 0
+    private var snapshotBytes: Int64 = 0
+    private var all = HashedRangeList()
+    /// How far each in-flight request got, by its start offset, as last committed.
+    private var progress: [Int64: HashedRange] = [:]
+    /// Records of commits that failed: the next frame carries them again.
+    private var unwritten: [HashedRange] = []
 
     static let commitEarlyAfterRecords = 4096
     /// Compact when the journal exceeds this and twice its last snapshot.
     static let compactAfterBytes: Int64 = 256 * 1024
     /// A journal bigger than this is refused when loading (it cannot be one of ours).
     static let maxLoadBytes = 256 << 20
-    private var snapshotBytes: Int64 = 0
 
     static func path(for finalPath: String) -> String { OutputFile.partPath(for: finalPath) + ".journal" }
 
     /// Writes a new journal atomically (temporary file, fsync, rename) holding `records`, which
-    /// must already be on disk in the data file, and starts the commit thread.
+    /// must already be on disk in the data file. Commits start once a committer registers it.
     init(path: String, header: JournalCodec.Header, records: [HashedRange], data: OutputFile,
          commitInterval: Duration = .seconds(1)) throws(SpateError) {
         self.path = path
@@ -49,73 +65,102 @@ final class Journal: @unchecked Sendable {
         self.dataPath = data.partPath
         self.all = HashedRangeList(records: records)
         self.fd = -1
+        self.nextDue = .now + commitInterval
         fd = try writeSnapshot()
-        thread = LoopThread(name: "spate-journal") { [self] in self.run() }
+    }
+
+    func attach(to committer: JournalCommitter) {
+        lock.withLock { self.committer = committer }
     }
 
     /// Records bytes that are written (not yet durable): they are claimed at the next commit.
     func record(_ range: HashedRange) {
-        lock.withLock {
+        let early = lock.withLock { () -> Committer? in
             pending.append(range)
-            if pending.count >= Self.commitEarlyAfterRecords {
-                commitRequested = true
-                lock.broadcast()
+            guard pending.count == Self.commitEarlyAfterRecords else { return nil }
+            news = true
+            return committer
+        }
+        early?.commitSoon()
+    }
+
+    private typealias Committer = JournalCommitter
+
+    /// Hands over the written prefixes of the requests in flight (committed at once, with the
+    /// records waiting) and returns the journal's status.
+    func noteInFlight(_ ranges: [HashedRange]) -> JournalStatus {
+        let (current, committer) = lock.withLock { () -> (JournalStatus, Committer?) in
+            inFlight = ranges
+            news = true
+            return (self.status, self.committer)
+        }
+        committer?.commitSoon()
+        return current
+    }
+
+    /// Whether the committer should commit now.
+    func wantsCommit(now: ContinuousClock.Instant) -> Bool {
+        lock.withLock { news || (!pending.isEmpty && now >= nextDue) }
+    }
+
+    /// When records waiting become due; nil when none wait.
+    var commitDue: ContinuousClock.Instant? {
+        lock.withLock { pending.isEmpty ? nil : nextDue }
+    }
+
+    /// One commit of what was handed over since the last (called by the committer thread).
+    func commitNow() {
+        commitLock.withLock {
+            let (batch, inFlight, closed) = lock.withLock { () -> ([HashedRange], [HashedRange], Bool) in
+                defer {
+                    pending.removeAll(keepingCapacity: true)
+                    news = false
+                    nextDue = .now + commitInterval
+                }
+                return (pending, self.inFlight, self.closed)
+            }
+            guard !closed, fd >= 0 else { return }
+            guard !batch.isEmpty || inFlight.contains(where: { progress[$0.range.start] != $0 }) else { return }
+            let result = Result { () throws(SpateError) in try commit(batch, inFlight: inFlight) }
+            lock.withLock {
+                switch result {
+                case .success: status.succeeded()
+                case .failure(let error): status.failed(error)
+                }
             }
         }
     }
 
-    /// Sets where the written prefixes of in-flight requests come from.
-    func reportInFlightProgress(_ provider: @escaping @Sendable () -> [HashedRange]) {
-        lock.withLock { inFlightProgress = provider }
-    }
-
-    /// The first commit failure, if any (the download continues; resume then loses progress).
-    var commitFailure: SpateError? { lock.withLock { failure } }
-
-    /// Commits what is pending and stops the thread; the journal stays for a later resume.
+    /// Commits what is pending and closes the file; the journal stays for a later resume.
+    /// The caller unregisters it from the committer first.
     func close() {
-        lock.withLock {
-            stopping = true
-            lock.broadcast()
-        }
-        thread?.join()
-        thread = nil
-        if fd >= 0 {
-            _ = Glibc.close(fd)
-            fd = -1
+        commitNow()
+        commitLock.withLock {
+            lock.withLock { closed = true }
+            if fd >= 0 {
+                _ = Glibc.close(fd)
+                fd = -1
+            }
         }
     }
 
-    /// Stops and deletes the journal (after a verified finish, or when its data is worthless).
+    /// Closes and deletes the journal (after a verified finish, or when its data is worthless).
     func remove() {
-        lock.withLock { pending.removeAll() }
-        close()
+        lock.withLock {
+            pending.removeAll()
+            inFlight.removeAll()
+            closed = true
+        }
+        commitLock.withLock {
+            if fd >= 0 {
+                _ = Glibc.close(fd)
+                fd = -1
+            }
+        }
         _ = unlink(path)
     }
 
-    // MARK: - The commit thread
-
-    private func run() {
-        while true {
-            let (batch, exit): ([HashedRange], Bool) = lock.withLock {
-                if !stopping && !commitRequested {
-                    _ = lock.wait(until: ConditionLock.deadline(afterMilliseconds: commitInterval.milliseconds))
-                }
-                commitRequested = false
-                let batch = pending
-                pending.removeAll(keepingCapacity: true)
-                return (batch, stopping)
-            }
-            // Requests in flight report how far they got: their prefixes are claimed too.
-            let inFlight = lock.withLock { inFlightProgress }()
-            if !batch.isEmpty || inFlight.contains(where: { progress[$0.range.start] != $0 }) {
-                do { try commit(batch, inFlight: inFlight) } catch {
-                    lock.withLock { if failure == nil { failure = error } }
-                }
-            }
-            if exit { return }
-        }
-    }
+    // MARK: - Committing (under `commitLock`)
 
     private func commit(_ batch: [HashedRange], inFlight: [HashedRange]) throws(SpateError) {
         // Data first: the journal must never claim bytes a crash could lose.
@@ -129,11 +174,13 @@ final class Journal: @unchecked Sendable {
             progress[r.range.start] = r
             changed.append(r)
         }
-        let frame = JournalCodec.encodeFrame(.append, batch + changed)
+        unwritten += batch + changed
+        let frame = JournalCodec.encodeFrame(.append, unwritten)
         let code = frame.withUnsafeBytes { Syscall.pwriteAll(fd, $0, at: journalBytes) }
         if code != 0 { throw Syscall.fail("write", path: path, errno: code) }
-        journalBytes += Int64(frame.count)
         if Syscall.retryingEINTR({ fdatasync(fd) }) != 0 { throw Syscall.fail("fdatasync", path: path) }
+        journalBytes += Int64(frame.count)
+        unwritten.removeAll(keepingCapacity: true)
         if journalBytes > Self.compactAfterBytes && journalBytes > 2 * snapshotBytes {
             let old = fd
             fd = try writeSnapshot()

@@ -188,13 +188,8 @@ public struct RangeLedger: Sendable {
     /// Pending bytes that no request holds yet.
     public var unassignedBytes: Int64 { pending.count }
 
-    /// Throws away done bytes (they failed verification on disk): they become pending again.
-    public mutating func invalidate(_ range: ByteRange) {
-        let clipped = ByteRange(min(range.start, size), min(range.end, size))
-        for r in inFlight.values { precondition(!r.overlaps(clipped), "invalidate of in-flight bytes") }
-        done.remove(clipped)
-        pending.insert(clipped)
-    }
+    /// Whether a hedge runs for the primary assignment `id`.
+    public func isHedged(_ id: AssignmentID) -> Bool { hedges.values.contains { $0.of == id } }
 
     /// Checks the covering invariant; returns a description of the first violation.
     public func invariantViolation() -> String? {

@@ -3,7 +3,8 @@ import Glibc
 import Synchronization
 
 /// Moves `pwrite` off the transfer loop: the loop copies received bytes into staging buffers
-/// and hands full buffers to this writer's own thread.
+/// and hands full buffers to this writer's own thread. One writer serves every download of a
+/// session (each buffer says which file it goes to: `WriteTarget`).
 ///
 /// Why: libcurl hands the body over in pieces of at most 16 KiB (CURL_MAX_WRITE_SIZE), so writing
 /// from the callback costs one syscall per 16 KiB and runs the page-cache copy on the loop
@@ -31,6 +32,7 @@ final class FileWriter: @unchecked Sendable {
     private struct Job {
         var buffer: Buffer
         var offset: Int64
+        var target: WriteTarget
         var group: WriteGroup
     }
 
@@ -44,11 +46,10 @@ final class FileWriter: @unchecked Sendable {
         /// The writer is waiting for work.
         var writerAsleep = false
         var stopping = false
+        /// Files being written (`attach`); with none the writer sleeps until one comes.
+        var attached = 0
     }
 
-    let file: OutputFile
-    /// Whether each write's CRC-32 is computed (for the resume journal).
-    let computesCRC: Bool
     static let defaultBufferBytes = 64 * 1024
     /// The largest buffer size (`DownloadOptions.stagingBufferBytes`).
     let bufferBytes: Int
@@ -70,9 +71,7 @@ final class FileWriter: @unchecked Sendable {
     private let producersWaiting = Atomic<Int>(0)
 
     /// - Parameter buffers: the pool size (each `bufferBytes`).
-    init(file: OutputFile, buffers: Int, bufferBytes: Int = FileWriter.defaultBufferBytes, computesCRC: Bool = false) {
-        self.file = file
-        self.computesCRC = computesCRC
+    init(buffers: Int, bufferBytes: Int = FileWriter.defaultBufferBytes) {
         self.bufferBytes = bufferBytes
         self.preferredBufferBytes = Atomic(bufferBytes)
         capacity = max(1, buffers)
@@ -92,8 +91,27 @@ final class FileWriter: @unchecked Sendable {
     /// waiting for a free buffer, and `sleepMilliseconds` bound how long anything waits.
     static let wakeBytes = 256 * 1024
     /// The longest the writer sleeps while fewer than `wakeBytes` are queued. An idle writer
-    /// (stalls, backoff) so wakes 200 times a second and finds nothing: microseconds each.
+    /// (stalls, backoff) so wakes 200 times a second and finds nothing: microseconds each. With
+    /// no download attached (an idle session) it sleeps until one attaches.
     static let sleepMilliseconds = 5
+
+    /// A download starts writing (the idle writer then polls its queue; see `sleepMilliseconds`).
+    func attach() {
+        lock.withLock {
+            state.attached += 1
+            lock.broadcast()
+        }
+    }
+
+    /// A download stopped writing (its requests have all flushed).
+    func detach() {
+        lock.withLock { state.attached -= 1 }
+    }
+
+    /// Staging buffers share about 1 MiB: 64 KiB each up to 16 connections, 16 KiB from 64.
+    static func stagingBytes(connections: Int) -> Int {
+        min(64 * 1024, max(16 * 1024, 1024 * 1024 / max(1, connections)))
+    }
 
     /// Sets the pool for `connections` running requests: each holds one buffer, and 512 KiB
     /// (at least 8 buffers) more can be in the writer's queue. A few fast connections need
@@ -144,10 +162,11 @@ final class FileWriter: @unchecked Sendable {
     /// - Returns: a free buffer for the caller's next bytes when one is ready (nil: `acquire`),
     ///   so the loop thread takes the lock once per buffer, not twice.
     @discardableResult
-    func submit(_ buffer: Buffer, at offset: Int64, group: WriteGroup, wantsNext: Bool = false) -> Buffer? {
+    func submit(_ buffer: Buffer, at offset: Int64, to target: WriteTarget, group: WriteGroup, wantsNext: Bool = false) -> Buffer? {
         group.add()
         return lock.withLock {
-            state.jobs.append(Job(buffer: buffer, offset: offset, group: group))
+            target.outstanding += 1
+            state.jobs.append(Job(buffer: buffer, offset: offset, target: target, group: group))
             state.atWriter += 1
             state.queuedBytes += buffer.count
             if state.writerAsleep && state.queuedBytes >= Self.wakeBytes { lock.broadcast() }
@@ -182,11 +201,26 @@ final class FileWriter: @unchecked Sendable {
         trimLocked()
     }
 
-    /// The writer returns written buffers to the pool and wakes whoever waits for one.
-    private func giveBackLocked(_ buffers: some Collection<Buffer>) {
-        state.atWriter -= buffers.count
-        for buffer in buffers { releaseLocked(buffer) }
+    /// The writer returns written buffers to the pool and wakes whoever waits for one (or for
+    /// a file's writes to drain).
+    private func giveBackLocked(_ written: some Collection<(buffer: Buffer, target: WriteTarget)>) {
+        state.atWriter -= written.count
+        for (buffer, target) in written {
+            target.outstanding -= 1
+            releaseLocked(buffer)
+        }
         lock.broadcast()
+    }
+
+    /// Waits until every write queued for `target` is done (before its file is closed: a write
+    /// landing after the close could hit another file that reused the descriptor).
+    func drain(_ target: WriteTarget) {
+        lock.withLock {
+            while target.outstanding > 0 {
+                if state.writerAsleep && !state.jobs.isEmpty { lock.broadcast() }
+                _ = lock.wait(until: ConditionLock.deadline(afterMilliseconds: Self.sleepMilliseconds))
+            }
+        }
     }
 
     /// Frees idle buffers beyond the capacity (the connection count fell), unless a producer
@@ -215,9 +249,8 @@ final class FileWriter: @unchecked Sendable {
     /// Takes everything queued under one lock, writes it, and returns the buffers under one
     /// lock: lock traffic per batch, not per buffer (the loop thread shares this lock).
     private func run() {
-        var sinceWriteback: Int64 = 0
         var batch: [Job] = []
-        var written: [Buffer] = []
+        var written: [(buffer: Buffer, target: WriteTarget)] = []
         while true {
             let exit: Bool = lock.withLock {
                 if !written.isEmpty {
@@ -228,7 +261,11 @@ final class FileWriter: @unchecked Sendable {
                     if state.stopping { return true }
                     state.writerAsleep = true
                     state.queuedBytes = 0
-                    _ = lock.wait(until: ConditionLock.deadline(afterMilliseconds: Self.sleepMilliseconds))
+                    if state.attached == 0 {
+                        lock.wait()  // no download is writing: nothing can be queued short
+                    } else {
+                        _ = lock.wait(until: ConditionLock.deadline(afterMilliseconds: Self.sleepMilliseconds))
+                    }
                     state.writerAsleep = false
                 }
                 swap(&batch, &state.jobs)
@@ -237,20 +274,21 @@ final class FileWriter: @unchecked Sendable {
             if exit { return }
             for job in batch {
                 let bytes = UnsafeRawBufferPointer(rebasing: job.buffer.memory[0..<job.buffer.count])
-                let code = file.write(bytes, at: job.offset)
+                let target = job.target
+                let code = target.file.write(bytes, at: job.offset)
                 // The CRC is taken here, on the writer's core, while the bytes are still in cache.
-                let crc = computesCRC ? CRC32.checksum(bytes) : 0
-                sinceWriteback += Int64(job.buffer.count)
+                let crc = target.computesCRC ? CRC32.checksum(bytes) : 0
+                target.sinceWriteback += Int64(job.buffer.count)
                 if producersWaiting.load(ordering: .relaxed) > 0 {
-                    lock.withLock { giveBackLocked(CollectionOfOne(job.buffer)) }
+                    lock.withLock { giveBackLocked(CollectionOfOne((job.buffer, target))) }
                 } else {
-                    written.append(job.buffer)
+                    written.append((job.buffer, target))
                 }
                 job.group.finish(HashedRange(range: ByteRange(job.offset, job.offset + Int64(job.buffer.count)), crc: crc),
-                                 error: code == 0 ? nil : Syscall.fail("write", path: file.partPath, errno: code))
-                if sinceWriteback >= Self.writebackInterval {
-                    sinceWriteback = 0
-                    _ = spate_start_writeback(file.fd, 0, 0)
+                                 error: code == 0 ? nil : Syscall.fail("write", path: target.file.partPath, errno: code))
+                if target.sinceWriteback >= Self.writebackInterval {
+                    target.sinceWriteback = 0
+                    _ = spate_start_writeback(target.file.fd, 0, 0)
                 }
             }
             batch.removeAll(keepingCapacity: true)
@@ -323,16 +361,34 @@ final class WriteGroup: @unchecked Sendable {
     }
 }
 
+/// The file one download writes, as the shared writer sees it.
+final class WriteTarget: @unchecked Sendable {
+    let file: OutputFile
+    /// Whether each write's CRC-32 is computed (for the resume journal).
+    let computesCRC: Bool
+    /// Bytes written since the last early writeback (touched by the writer thread only).
+    var sinceWriteback: Int64 = 0
+    /// Buffers queued or being written for this file (guarded by the writer's lock).
+    var outstanding = 0
+
+    init(file: OutputFile, computesCRC: Bool) {
+        self.file = file
+        self.computesCRC = computesCRC
+    }
+}
+
 /// One sink's staging: copies body bytes into writer buffers and submits each full buffer.
 /// Used on the loop thread while the transfer runs, then by the requesting task to flush.
 struct StagedOutput {
     let writer: FileWriter
+    let target: WriteTarget
     let group: WriteGroup
     private var buffer: FileWriter.Buffer?
     private var bufferOffset: Int64 = 0
 
-    init(writer: FileWriter, group: WriteGroup = WriteGroup()) {
+    init(writer: FileWriter, target: WriteTarget, group: WriteGroup = WriteGroup()) {
         self.writer = writer
+        self.target = target
         self.group = group
     }
 
@@ -349,10 +405,10 @@ struct StagedOutput {
                 // No free buffer for a long time: write the rest synchronously.
                 let rest = UnsafeRawBufferPointer(rebasing: bytes[done...])
                 let at = offset + Int64(done)
-                let code = writer.file.write(rest, at: at)
-                if code != 0 { return Syscall.fail("write", path: writer.file.partPath, errno: code) }
+                let code = target.file.write(rest, at: at)
+                if code != 0 { return Syscall.fail("write", path: target.file.partPath, errno: code) }
                 group.wroteDirectly(HashedRange(range: ByteRange(at, at + Int64(rest.count)),
-                                                crc: writer.computesCRC ? CRC32.checksum(rest) : 0))
+                                                crc: target.computesCRC ? CRC32.checksum(rest) : 0))
                 return nil
             }
             let n = min(staged.space, bytes.count - done)
@@ -361,7 +417,7 @@ struct StagedOutput {
             done += n
             if staged.space == 0 {
                 let more = done < bytes.count
-                buffer = writer.submit(staged, at: bufferOffset, group: group, wantsNext: more)
+                buffer = writer.submit(staged, at: bufferOffset, to: target, group: group, wantsNext: more)
                 bufferOffset = offset + Int64(done)
             } else {
                 buffer = staged
@@ -374,7 +430,7 @@ struct StagedOutput {
     /// Returns the first write error.
     mutating func flush() async -> SpateError? {
         if let staged = buffer {
-            if staged.count > 0 { writer.submit(staged, at: bufferOffset, group: group) } else { writer.release(staged) }
+            if staged.count > 0 { writer.submit(staged, at: bufferOffset, to: target, group: group) } else { writer.release(staged) }
             buffer = nil
         }
         writer.wake()  // the request waits for its last writes: do not leave them for the timer

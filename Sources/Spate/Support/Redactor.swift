@@ -11,6 +11,14 @@ public enum Redactor {
         "x-api-key", "api-key", "x-auth-token", "x-amz-security-token",
     ]
 
+    /// Free text (libcurl's messages, error bodies) with every word that looks like a URL
+    /// passed through `url(_:)`.
+    static func urls(in text: String) -> String {
+        text.split(separator: " ", omittingEmptySubsequences: false).map { word in
+            word.contains("://") ? url(String(word)) : String(word)
+        }.joined(separator: " ")
+    }
+
     /// A URL with `user:password@` removed and every query value replaced by `***`.
     public static func url(_ text: String) -> String {
         var s = Substring(text)

@@ -77,4 +77,8 @@ extension SpateError {
     static func usage(_ message: String) -> SpateError { SpateError(.usage, message) }
     static func localIO(_ message: String) -> SpateError { SpateError(.localIO, message) }
     static func invalidResponse(_ message: String) -> SpateError { SpateError(.invalidResponse, message) }
+    /// The remote file is another version now; `detail` says what changed.
+    static func remoteChanged(_ detail: String) -> SpateError {
+        SpateError(.remoteChanged, "remote file changed during the download: \(detail)")
+    }
 }

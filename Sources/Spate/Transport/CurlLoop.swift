@@ -2,8 +2,8 @@ import CCurl
 import Glibc
 import Synchronization
 
-/// One libcurl multi handle driven by one dedicated thread; every HTTP request of a download
-/// goes through it.
+/// One libcurl multi handle driven by one dedicated thread; every HTTP request of a session (all
+/// its downloads, every host) goes through it.
 ///
 /// Threading: the loop thread owns the `CURLM` and every easy handle. Other threads only append
 /// commands to a locked inbox and call `curl_multi_wakeup`, the one multi call that is safe from
@@ -30,14 +30,22 @@ final class CurlLoop: Sendable {
     private nonisolated(unsafe) let multi: UnsafeMutableRawPointer
     private let inbox = Mutex(Inbox())
     private nonisolated(unsafe) var thread: LoopThread?
+    /// The stall watchdog's time source (read on the loop thread).
+    let clock: any EngineClock
 
-    /// - Parameter maxConnectionsPerHost: the hard cap on simultaneous connections to one host.
-    init(maxConnectionsPerHost: Int) {
+    /// - Parameters:
+    ///   - maxConnections: the most connections open at once, busy or idle.
+    ///   - maxPerHost: the most connections open at once to one host. The session's budgets
+    ///     keep requests within both; these caps make libcurl hold the line on open sockets
+    ///     too (it closes an idle connection before it opens one beyond them).
+    init(maxConnections: Int, maxPerHost: Int, clock: any EngineClock) {
         CurlGlobal.ensureInitialised()
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
         self.multi = multi
-        _ = spate_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxConnectionsPerHost)
-        _ = spate_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnectionsPerHost * 2)
+        self.clock = clock
+        _ = spate_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxPerHost)
+        _ = spate_multi_setopt_long(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, maxConnections)
+        _ = spate_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, maxConnections)
         thread = LoopThread(name: "spate-curl") { [self] in self.runLoop() }
     }
 
@@ -139,7 +147,7 @@ final class CurlLoop: Sendable {
                 switch command {
                 case .start(let id, let spec, let sink, let continuation):
                     let easy = idleHandles.popLast() ?? EasyHandle()
-                    let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation)
+                    let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation, clock: clock)
                     if let failure = transfer.configure() {
                         transfer.headerList.free()
                         continuation.resume(returning: failure)
@@ -197,17 +205,17 @@ private final class Transfer {
     var head: ResponseHead?
     var stop: TransferStop?
     var bodyBytes: Int64 = 0
-    /// Stall watchdog state: bytes seen when the current window started.
-    var windowStart = ContinuousClock.now
-    var windowBytes: Int64 = 0
+    let clock: any EngineClock
+    var watchdog: StallWatchdog?
 
     init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
-         continuation: CheckedContinuation<TransferOutcome, any Error>) {
+         continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock) {
         self.id = id
         self.easy = easy
         self.spec = spec
         self.sink = sink
         self.continuation = continuation
+        self.clock = clock
     }
 
     /// Applies the spec to the easy handle; returns an outcome when libcurl refuses an option.
@@ -235,14 +243,15 @@ private final class Transfer {
             easy.set(CURLOPT_SSL_VERIFYPEER, !tuning.insecure),
             easy.set(CURLOPT_SSL_VERIFYHOST, tuning.insecure ? 0 : 2),
         ]
-        if tuning.lowSpeedBytesPerSecond > 0 {
+        if let limit = tuning.stallLimit, limit.bytesPerSecond > 0 {
             // The stall watchdog runs in the progress callback (see `checkStall`).
             codes.append(easy.set(CURLOPT_NOPROGRESS, false))
             codes.append(spate_easy_setopt_xferinfo_function(easy.raw, transferProgressCallback))
             codes.append(easy.set(CURLOPT_XFERINFODATA, pointer: me))
-            windowStart = .now
+            watchdog = StallWatchdog(limit: limit, now: clock.now)
         }
         if spec.freshConnection { codes.append(easy.set(CURLOPT_FRESH_CONNECT, true)) }
+        if spec.forbidReuse { codes.append(easy.set(CURLOPT_FORBID_REUSE, true)) }
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))
         }
@@ -283,39 +292,26 @@ private final class Transfer {
             }
             return true
         case .tooLarge:
-            stop = .failed(.invalidResponse("response headers are larger than \(ResponseHeadBuilder.maxHeaderBytes / 1024) KiB"))
+            stop = .invalid(InvalidReply(.malformedHead, "response headers are larger than \(ResponseHeadBuilder.maxHeaderBytes / 1024) KiB"))
             return false
         case .malformed:
-            stop = .failed(.invalidResponse("malformed response header line"))
+            stop = .invalid(InvalidReply(.malformedHead, "malformed response header line"))
             return false
         }
     }
 
-    /// The stall watchdog: libcurl calls the progress callback at least once a second, even
-    /// when nothing arrives. A transfer that receives fewer than `lowSpeedBytesPerSecond ×
-    /// lowSpeedWindow` bytes within one window is a stall and is aborted.
-    ///
-    /// Why not CURLOPT_LOW_SPEED_*: libcurl compares against a speed averaged over about five
-    /// seconds, so a burst followed by silence is detected seconds late (6 s for a 1 s window,
-    /// measured here).
+    /// The stall watchdog (`StallWatchdog`): libcurl calls the progress callback at least once a
+    /// second, even when nothing arrives. Returns false to abort a stalled transfer.
     func checkStall() -> Bool {
-        let tuning = spec.tuning
-        let now = ContinuousClock.now
-        guard now - windowStart >= tuning.lowSpeedWindow else { return true }
-        let needed = Int64(Double(tuning.lowSpeedBytesPerSecond) * tuning.lowSpeedWindow.secondsDouble)
-        if bodyBytes - windowBytes < needed {
-            stop = .failed(SpateError(.network, "stalled: less than \(tuning.lowSpeedBytesPerSecond) bytes/s for \(DecimalFormat.fixed(tuning.lowSpeedWindow.secondsDouble, decimals: 1)) s"))
-            return false
-        }
-        windowStart = now
-        windowBytes = bodyBytes
-        return true
+        guard watchdog?.isStalled(bodyBytes: bodyBytes, now: clock.now) == true, let limit = watchdog?.limit else { return true }
+        stop = .stalled(limit)
+        return false
     }
 
     @inline(__always)
     func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard head != nil else {
-            stop = .failed(.invalidResponse("response body before a complete header"))
+            stop = .invalid(InvalidReply(.malformedHead, "response body before a complete header"))
             return false
         }
         bodyBytes += Int64(bytes.count)
@@ -368,7 +364,7 @@ enum VerboseTrace {
         if line.lowercased().hasPrefix("location:") {
             return "Location: " + Redactor.originOnly(String(line.dropFirst(9)).trimmingSpaces())
         }
-        return FailureClassifier.redactURLs(in: Redactor.header(line))
+        return Redactor.urls(in: Redactor.header(line))
     }
 
     static func write(_ text: String) {

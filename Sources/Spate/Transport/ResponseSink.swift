@@ -10,14 +10,21 @@ protocol ResponseSink: AnyObject, Sendable {
     func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop?
 }
 
-/// Why a sink ended a transfer early.
+/// Why a sink (or the stall watchdog) ended a transfer early. `TransferOutcome.end` turns it
+/// into the transfer's typed end.
 enum TransferStop: Sendable, Equatable {
-    /// The sink has everything it wants (a probe's head, a range cut short by a split).
+    /// The sink has everything it wants (a probe's head, a range cut short by a steal).
     case enough
-    /// The response is unusable; the error says why.
-    case failed(SpateError)
     /// Another request made this one unnecessary (`CurlLoop.abandon`).
     case abandoned
+    /// The stall watchdog: less than the limit's speed over its window.
+    case stalled(StallWatchdog.Limit)
+    /// The reply breaks the rules of the request.
+    case invalid(InvalidReply)
+    /// The reply describes another version of the file.
+    case remoteChanged(String)
+    /// Writing the bytes failed locally.
+    case localFailure(SpateError)
 }
 
 /// What a finished transfer reports back to the task that started it.

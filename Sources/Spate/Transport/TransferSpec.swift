@@ -8,6 +8,9 @@ struct TransferSpec: Sendable {
     var freshConnection = false
     /// The URL's path may be a credential (a redirect target): `--verbose` does not print it.
     var secretPath = false
+    /// Close the connection after this request instead of keeping it for the next one (the
+    /// host throttles: it must see connections go, not idle).
+    var forbidReuse = false
 }
 
 /// Per-request settings that come from the download's options.
@@ -15,10 +18,8 @@ struct TransferTuning: Sendable {
     /// libcurl's receive buffer: one `recv` and one `pwrite` per buffer, so bigger is cheaper.
     var bufferBytes: Int = 512 * 1024
     var connectTimeout: Duration = .seconds(15)
-    /// The stall watchdog: abort when fewer than `lowSpeedBytesPerSecond` arrive for
-    /// `lowSpeedWindow`. Zero disables it.
-    var lowSpeedBytesPerSecond: Int = 1024
-    var lowSpeedWindow: Duration = .seconds(10)
+    /// The stall watchdog's limit; nil turns it off.
+    var stallLimit: StallWatchdog.Limit? = StallWatchdog.Limit(bytesPerSecond: 1024, window: .seconds(10))
     var caCertificatePath: String?
     var insecure: Bool = false
     var userAgent: String = "spate/\(SpateVersion.string)"

@@ -12,9 +12,7 @@ struct FileWriterTests {
     /// for (the connection count fell), a sink must get a buffer at once rather than wait for
     /// one that nothing will give back (the loop thread waited 500 ms per buffer: a crawl).
     @Test func moreHoldersThanThePoolStillGetBuffersAtOnce() throws {
-        let dir = try TemporaryDirectory()
-        let file = try OutputFile(creatingFor: dir.file("out.bin"), replacePartial: true)
-        let writer = FileWriter(file: file, buffers: 2, bufferBytes: 64 * 1024)
+        let writer = FileWriter(buffers: 2, bufferBytes: 64 * 1024)
         defer { writer.stop() }
         writer.resize(forConnections: 1, bufferBytes: 64 * 1024)  // as when the tuner lowers the count: room for 9
         var held: [FileWriter.Buffer] = []
@@ -37,14 +35,16 @@ struct FileWriterTests {
         let content = GeneratedContent(seed: 7, size: size)
         let file = try OutputFile(creatingFor: path, replacePartial: true)
         // 2 producers, 3 buffers of 4 KiB: producers often find the pool empty and wait.
-        let writer = FileWriter(file: file, buffers: 3, bufferBytes: 4096, computesCRC: true)
+        let writer = FileWriter(buffers: 3, bufferBytes: 4096)
+        let target = WriteTarget(file: file, computesCRC: true)
+        writer.attach()
         let halves = [ByteRange(0, size / 2), ByteRange(size / 2, size)]
         let results = await withTaskGroup(of: (ByteRange, SpateError?, HashedRange?).self) { group in
             for (index, half) in halves.enumerated() {
                 group.addTask {
                     var rng = SeededGenerator(label: "file writer producer \(index)")
                     for _ in 0..<(index * 7) { _ = rng.next() }  // the producers' piece sizes differ
-                    var output = StagedOutput(writer: writer)
+                    var output = StagedOutput(writer: writer, target: target)
                     var offset = half.start
                     while offset < half.end {
                         // Pieces from 1 byte to ~3 buffers: some fill a buffer exactly, some span several.
@@ -79,8 +79,9 @@ struct FileWriterTests {
         let path = dir.file("out.bin")
         let content = GeneratedContent(seed: 8, size: 8192)
         let file = try OutputFile(creatingFor: path, replacePartial: true)
-        let writer = FileWriter(file: file, buffers: 4, bufferBytes: 4096)
-        var output = StagedOutput(writer: writer)
+        let writer = FileWriter(buffers: 4, bufferBytes: 4096)
+        let target = WriteTarget(file: file, computesCRC: false)
+        var output = StagedOutput(writer: writer, target: target)
         // Exactly two full buffers: nothing is left staged, so flush has no buffer to submit and
         // must still see both writes done.
         let error = content.bytes(0, 8192).withUnsafeBytes { output.write($0, at: 0) }
@@ -90,5 +91,32 @@ struct FileWriterTests {
         writer.stop()
         file.close()
         #expect(content.differences(inFileAt: OutputFile.partPath(for: path)) == nil)
+    }
+
+    /// One writer serves several files (a session's downloads): each buffer lands in its own
+    /// file, and draining one file waits for exactly its writes.
+    @Test func oneWriterServesSeveralFiles() async throws {
+        let dir = try TemporaryDirectory()
+        let writer = FileWriter(buffers: 2, bufferBytes: 4096)
+        writer.attach()
+        let contents = (0..<3).map { GeneratedContent(seed: UInt64(20 + $0), size: 100_000 + Int64($0) * 7) }
+        var files: [OutputFile] = []
+        for (i, content) in contents.enumerated() {
+            let file = try OutputFile(creatingFor: dir.file("f\(i).bin"), replacePartial: true)
+            files.append(file)
+            let target = WriteTarget(file: file, computesCRC: false)
+            var output = StagedOutput(writer: writer, target: target)
+            let error = content.bytes(0, content.size).withUnsafeBytes { output.write($0, at: 0) }
+            #expect(error == nil)
+            #expect(await output.flush() == nil)
+            writer.drain(target)
+            #expect(target.outstanding == 0)
+        }
+        writer.detach()
+        writer.stop()
+        for (i, content) in contents.enumerated() {
+            files[i].close()
+            #expect(content.differences(inFileAt: OutputFile.partPath(for: dir.file("f\(i).bin"))) == nil)
+        }
     }
 }

@@ -202,19 +202,4 @@ struct RetryPolicyTests {
         #expect(p.delay(attempt: 2, retryAfter: .seconds(5), random: 0.3) == .seconds(1), "Retry-After is capped")
         #expect(p.delay(attempt: 2, retryAfter: .milliseconds(300), random: 0.3) == .milliseconds(300))
     }
-
-    @Test func statusesAreClassified() throws {
-        let url = try RemoteURL("http://h/x")
-        for status in [429, 503, 500, 502, 504] {
-            #expect(FailureClassifier.statusFailure(head: ResponseHead(status: status), body: ErrorBody(), url: url).retryable)
-        }
-        for status in [400, 401, 403, 404, 410] {
-            let v = FailureClassifier.statusFailure(head: ResponseHead(status: status), body: ErrorBody(), url: url)
-            #expect(!v.retryable)
-            #expect(v.error.kind == .http && v.error.httpStatus == status)
-        }
-        let withWait = FailureClassifier.statusFailure(
-            head: ResponseHead(status: 503, fields: [("retry-after", "7")]), body: ErrorBody(), url: url)
-        #expect(withWait.retryAfter == .seconds(7))
-    }
 }

@@ -1,0 +1,148 @@
+/// Everything one download holds open on this machine — the partial file, its resume journal,
+/// the running digest, and its place in the session's writer — opened in one place and closed
+/// in one place, in one order: queued writes drained → digest stopped → journal committed (kept
+/// for a resume, or deleted) → file published, kept or deleted. On success (`complete`) and on
+/// every failure (`close`).
+final class DownloadResources: @unchecked Sendable {
+    let file: OutputFile
+    let journal: Journal?
+    let hasher: WatermarkHasher?
+    /// The records already on disk, verified (a resume), or none.
+    let resumed: [HashedRange]
+    private let target: WriteTarget
+    private let session: DownloadSession
+    private let identity: ObjectIdentifier
+    private var isClosed = false
+
+    /// Staged outputs for this download's requests.
+    var output: StagedOutputFactory { StagedOutputFactory(writer: session.writer, target: target) }
+
+    private init(file: OutputFile, journal: Journal?, hasher: WatermarkHasher?, resumed: [HashedRange],
+                 session: DownloadSession, identity: ObjectIdentifier) {
+        self.file = file
+        self.journal = journal
+        self.hasher = hasher
+        self.resumed = resumed
+        self.session = session
+        self.identity = identity
+        self.target = WriteTarget(file: file, computesCRC: journal != nil)
+        session.writer.attach()
+        if let journal { session.committer.register(journal) }
+    }
+
+    /// Opens the partial file (new, or to resume as `ResumePlanner` decides), then the journal
+    /// and the digest.
+    ///
+    /// - Parameters:
+    ///   - header: the journal header this download would write; nil when it keeps no journal.
+    ///   - identity: the download, for the session's accounting.
+    static func open(path: String, header: JournalCodec.Header?, size: Int64?, options: DownloadOptions,
+                     session: DownloadSession, identity: ObjectIdentifier,
+                     emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> (DownloadResources, alreadyDone: Int64) {
+        let (file, records) = try openFile(path, header: header, size: size, options: options, emit: emit)
+        let journal: Journal?
+        do {
+            journal = try header.map { header throws(SpateError) in
+                try Journal(path: Journal.path(for: path), header: header, records: records, data: file,
+                            commitInterval: options.journalCommitInterval)
+            }
+        } catch {
+            // A journal that cannot be written must not leave an orphaned partial file behind.
+            file.discard()
+            throw error
+        }
+        let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
+        let resources = DownloadResources(file: file, journal: journal, hasher: hasher, resumed: records,
+                                          session: session, identity: identity)
+        return (resources, HashedRangeList(records: records).covered.count)
+    }
+
+    /// The download is complete: every byte is written. Drains the writes, checks the digest,
+    /// makes the file durable and gives it its final name, then deletes the journal.
+    /// Returns how long the digest took after the last byte.
+    ///
+    /// Throws a checksum mismatch or a local I/O error; the caller then calls `close`.
+    func complete(size: Int64, truncate: Bool, checksum: Checksum?, overwrite: Bool,
+                  clock: any EngineClock) async throws -> Duration? {
+        session.writer.drain(target)
+        if truncate { try file.truncate(to: size) }
+        var tail: Duration?
+        if let hasher, let expected = checksum {
+            let lastByte = clock.now
+            let actual = try await hasher.finish(size: size)
+            tail = clock.now - lastByte
+            guard actual == expected.digest else {
+                throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))")
+            }
+        }
+        hasher?.stop()
+        // The journal's last commit needs the data descriptor: it stops before the file is
+        // closed and renamed, and is deleted once the final name exists.
+        if let journal {
+            session.committer.unregister(journal)
+            journal.close()
+        }
+        try file.finish(mode: FileMode.newFileMode, replaceExisting: overwrite)
+        journal?.remove()
+        release()
+        return tail
+    }
+
+    /// The download failed or was cancelled. Keeps the partial file and journal for a resume
+    /// when `keepForResume`, else deletes both. Idempotent.
+    func close(keepForResume: Bool) {
+        guard !isClosed else { return }
+        session.writer.drain(target)
+        hasher?.stop()
+        if let journal { session.committer.unregister(journal) }
+        if keepForResume, let journal {
+            journal.close()
+            file.close()
+        } else {
+            journal?.remove()
+            file.discard()
+        }
+        release()
+    }
+
+    private func release() {
+        isClosed = true
+        session.writer.detach()
+        session.setConnections(nil, for: identity)
+    }
+
+    /// Creates the partial file, or opens it to resume, following `ResumePlanner`. Returns the
+    /// file and the verified records already on disk.
+    private static func openFile(_ destination: String, header: JournalCodec.Header?, size: Int64?, options: DownloadOptions,
+                                 emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> (OutputFile, [HashedRange]) {
+        let partPath = OutputFile.partPath(for: destination)
+        let journalPath = Journal.path(for: destination)
+        guard options.journal else {
+            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
+        }
+        var found = ResumePlanner.Found(partExists: FilePaths.exists(partPath), journal: nil, journalError: nil)
+        do { found.journal = try Journal.load(path: journalPath) } catch { found.journalError = error }
+        switch ResumePlanner.decide(found: found, expected: header, partPath: partPath, journalPath: journalPath,
+                                    overwrite: options.overwrite, restartOnChange: options.restartOnChange) {
+        case .refuse(let error):
+            throw error
+        case .fresh:
+            if found.journal != nil || found.journalError != nil || options.overwrite { try OutputFile.removeLeftovers(for: destination) }
+            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
+        case .restart(let why):
+            emit(.notice(why))
+            try OutputFile.removeLeftovers(for: destination)
+            return (try OutputFile(creatingFor: destination, replacePartial: true), [])
+        case .resume(let records):
+            let file = try OutputFile(resumingFor: destination, size: size ?? 0)
+            let verified = options.verifyResume ? file.verify(records) : records
+            let done = HashedRangeList(records: verified).covered.count
+            var text = "resuming: \(ByteSize.format(done)) of \(ByteSize.format(size ?? 0)) already on disk"
+            if verified.count < records.count {
+                text += "; \(records.count - verified.count) recorded range(s) failed verification and will be fetched again"
+            }
+            emit(.notice(text))
+            return (file, verified)
+        }
+    }
+}

@@ -1,0 +1,39 @@
+/// How the parts of one download send requests through its session: a connection slot for the
+/// host the request goes to first (waiting while the budgets are full), then the transfer on
+/// the session's loop, then the slot back — on every path.
+struct DownloadTransport: Sendable {
+    let session: DownloadSession
+    let counters: DownloadCounters
+    let emit: @Sendable (DownloadEvent) -> Void
+
+    var clock: any EngineClock { session.clock }
+
+    /// Runs `body` holding a connection slot for `origin`; the slot goes back when it returns
+    /// or throws.
+    func withSlot<T: Sendable>(for origin: RemoteURL.Origin, _ body: (BudgetSlot) async throws -> T) async throws -> T {
+        let slot = try await session.budgets.acquire(origin)
+        do {
+            let result = try await body(slot)
+            session.budgets.release(slot)
+            return result
+        } catch {
+            session.budgets.release(slot)
+            throw error
+        }
+    }
+
+    /// One transfer on the session's loop (the caller holds a slot).
+    func perform(_ spec: TransferSpec, sink: any ResponseSink, handle: TransferHandle? = nil) async throws -> TransferOutcome {
+        counters.requests.add(1, ordering: .relaxed)
+        counters.activeTransfers.add(1, ordering: .relaxed)
+        defer { counters.activeTransfers.subtract(1, ordering: .relaxed) }
+        return try await session.loop.perform(spec, sink: sink, handle: handle)
+    }
+
+    /// Waits `delay` before asking again, telling the user why.
+    func retryWait(_ delay: Duration, after error: SpateError, attempt: Int) async throws {
+        counters.retries.add(1, ordering: .relaxed)
+        emit(.retrying(reason: error.message, attempt: attempt, delay: delay))
+        try await clock.sleep(for: delay)
+    }
+}

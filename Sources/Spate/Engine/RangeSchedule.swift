@@ -1,0 +1,277 @@
+/// The decisions of one segmented download, as a value: which bytes a worker fetches next,
+/// when an idle worker steals or hedges, what the end of a request means (done, retry after a
+/// wait, throttled, resolve the URL again, stop), and how many workers may run.
+///
+/// No I/O, no clock reads, no locks: every event is a `mutating func` that takes `now` and
+/// returns what to do, so the rules are tested by feeding events and reading actions
+/// (`RangeScheduleTests`). `RangeWorkers` holds it behind one lock, computes an action, releases
+/// the lock and performs the action (async-http-client's state-machine pattern).
+///
+/// Events, in the order a worker sees them:
+/// 1. `nextWork` — fetch an assignment (maybe a steal, which shortens a running request, or a
+///    hedge), wait until a time, or stop (everything is done);
+/// 2. `requestStarted` — the transfer got a connection slot and starts now;
+/// 3. `requestEnded` — what the transfer wrote, and how it ended (`TransferEnd`);
+/// 4. after `.throttled`, `throttleJudged` with the host budget's decision.
+/// The ticker adds `tick` (throughput samples for the tuner).
+struct RangeSchedule: Sendable {
+    struct Settings: Sendable {
+        var workStealing = true
+        var tailHedging = true
+        var sizer: RequestSizer
+        var retry: RetryPolicy
+        /// The most workers (connections) this download may use.
+        var maximumWorkers: Int
+        /// Whether the tuner sets the worker count (else it is `maximumWorkers`).
+        var selfTuning: Bool
+        var initialWorkers: Int
+    }
+
+    /// What a worker does next.
+    enum Work: Sendable, Equatable {
+        case fetch(Job)
+        /// Nothing to fetch now: wait for a change (a request ended) or until this time (slow
+        /// requests become hedge candidates as they age).
+        case wait(until: ContinuousClock.Instant)
+        /// Every byte is done.
+        case done
+    }
+
+    struct Job: Sendable, Equatable {
+        let assignment: RangeLedger.Assignment
+        let isHedge: Bool
+        /// Open a new connection (a hedge, or a retry after a stall).
+        let freshConnection: Bool
+        /// A steal: the victim must stop at this offset before the thief starts.
+        let shorten: Shorten?
+    }
+
+    struct Shorten: Sendable, Equatable {
+        let victim: RangeLedger.AssignmentID
+        let end: Int64
+    }
+
+    /// What a request's end asks for.
+    struct Ended: Sendable, Equatable {
+        /// Requests whose bytes are now done by someone else: stop them.
+        var abandon: [RangeLedger.AssignmentID]
+        /// The end of the done prefix (for the running digest).
+        var watermark: Int64
+        /// Whether the request's bytes are done (by it or by its hedge partner).
+        var complete: Bool
+        var next: Next
+    }
+
+    enum Next: Sendable, Equatable {
+        /// Ask for the next work.
+        case proceed
+        /// Retry after this wait (the assignment's rest went back to pending); `attempt` is the
+        /// count of failures in a row (0 for a wait that does not count).
+        case wait(Duration, attempt: Int)
+        /// 429/503: ask the host's budget, then `throttleJudged`.
+        case throttled(StatusReply)
+        /// The URL may have expired: resolve it again, or stop with this reply's error.
+        case reResolve(StatusReply)
+        case stop(SpateError)
+    }
+
+    /// Neither side of a steal is smaller than this: a steal costs the victim its connection.
+    static let minimumStealBytes: Int64 = 256 * 1024
+    static let stealAlignment: Int64 = 64 * 1024
+    /// A request is judged for hedging only after running this long.
+    static let hedgeMinimumAge: Duration = .milliseconds(300)
+    /// Idle workers look again at least this often (slow transfers become hedge candidates).
+    static let idleRecheck: Duration = .milliseconds(100)
+    /// How often the tuner samples the throughput.
+    static let tuningWindow: Duration = .milliseconds(100)
+    static let recentSpeedsKept = 16
+
+    private struct Running: Sendable {
+        let start: Int64
+        let worker: Int
+        let isHedge: Bool
+        /// When the transfer started (nil while it waits for a connection slot).
+        var started: ContinuousClock.Instant?
+    }
+
+    private struct Worker: Sendable {
+        var budget: RetryBudget
+        var freshConnection = false
+        /// The last measured speed (bytes/s), for the request size.
+        var speed: Double?
+    }
+
+    let settings: Settings
+    private(set) var ledger: RangeLedger
+    private var running: [RangeLedger.AssignmentID: Running] = [:]
+    private var workers: [Int: Worker] = [:]
+    /// Speeds (bytes/s) of recently completed requests: what a healthy connection achieves.
+    private var recentSpeeds: [Double] = []
+    private var random: SplitMix64
+    private var sampler: ThroughputSampler?
+    private var throttledSinceSample = false
+    private var stalledSinceSample = false
+    /// How many workers may run now (the tuner's target, or the fixed count).
+    private(set) var allowedWorkers: Int
+    /// The most workers allowed at once so far.
+    private(set) var peakWorkers: Int
+
+    init(size: Int64, alreadyDone: RangeSet = RangeSet(), settings: Settings, seed: UInt64) {
+        self.settings = settings
+        self.ledger = RangeLedger(size: size, alreadyDone: alreadyDone)
+        self.random = SplitMix64(seed: seed)
+        if settings.selfTuning && settings.maximumWorkers > 1 {
+            let tuner = ConnectionTuner(maximum: settings.maximumWorkers, initial: settings.initialWorkers)
+            sampler = ThroughputSampler(tuner: tuner)
+            allowedWorkers = tuner.target
+        } else {
+            allowedWorkers = settings.maximumWorkers
+        }
+        peakWorkers = allowedWorkers
+    }
+
+    var isComplete: Bool { ledger.isComplete }
+    var watermark: Int64 { ledger.watermark }
+    /// Whether a ticker must sample the throughput for the tuner.
+    var isTuning: Bool { sampler != nil }
+
+    // MARK: - Events
+
+    /// The next work for `worker`, which holds a connection slot. `positions`: how far each
+    /// running request has written (read from the sinks).
+    mutating func nextWork(worker: Int, positions: [RangeLedger.AssignmentID: Int64], now: ContinuousClock.Instant) -> Work {
+        let state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
+        let bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: allowedWorkers, speed: state.speed)
+        if let assignment = ledger.assign(maxBytes: bytes) {
+            return .fetch(begin(assignment, worker: worker, hedge: false, shorten: nil))
+        }
+        if settings.workStealing,
+           let steal = ledger.steal(positions: positions, minimumBytes: Self.minimumStealBytes, alignment: Self.stealAlignment) {
+            return .fetch(begin(steal.assignment, worker: worker, hedge: false,
+                                shorten: Shorten(victim: steal.victim, end: steal.victimEnd)))
+        }
+        if ledger.isComplete { return .done }
+        if settings.tailHedging, let (victim, position) = hedgeCandidate(positions: positions, now: now),
+           let hedge = ledger.hedge(victim, from: position) {
+            return .fetch(begin(hedge, worker: worker, hedge: true, shorten: nil))
+        }
+        return .wait(until: now + Self.idleRecheck)
+    }
+
+    /// The transfer for `id` starts now.
+    mutating func requestStarted(_ id: RangeLedger.AssignmentID, now: ContinuousClock.Instant) {
+        running[id]?.started = now
+    }
+
+    /// The request `id` of `worker` ended: bytes up to `doneThrough` are in the file, and the
+    /// transfer ended with `end`.
+    mutating func requestEnded(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd,
+                               now: ContinuousClock.Instant) -> Ended {
+        guard let request = running.removeValue(forKey: id) else {
+            preconditionFailure("end of request \(id), which is not running")
+        }
+        let finish = ledger.finish(id, doneThrough: doneThrough)
+        var ended = Ended(abandon: finish.abandon, watermark: ledger.watermark, complete: finish.complete, next: .proceed)
+        var state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
+        defer { workers[worker] = state }
+        let moved = doneThrough - request.start
+        if finish.complete || end == .abandoned {
+            state.budget.progressed()
+            if finish.complete, moved > 0, let started = request.started, now > started {
+                let speed = Double(moved) / (now - started).secondsDouble
+                state.speed = speed
+                recentSpeeds.append(speed)
+                if recentSpeeds.count > Self.recentSpeedsKept { recentSpeeds.removeFirst() }
+            }
+            return ended
+        }
+        if case .stalled = end { stalledSinceSample = true }
+        switch FailurePolicy.decide(end, madeProgress: moved > 0, budget: &state.budget, random: random.nextUnitInterval()) {
+        case .retry(let after, let fresh):
+            state.freshConnection = fresh
+            ended.next = .wait(after, attempt: state.budget.failures)
+        case .throttled(let reply):
+            throttledSinceSample = true
+            ended.next = .throttled(reply)
+        case .reResolve(let reply):
+            ended.next = .reResolve(reply)
+        case .stop(let error):
+            ended.next = .stop(error)
+        }
+        return ended
+    }
+
+    /// The host's budget judged `worker`'s throttling reply: wait without spending a retry
+    /// while the budget comes down, or count it (see `FailurePolicy.afterThrottle`).
+    mutating func throttleJudged(_ reply: StatusReply, decision: ThrottleDecision, worker: Int) -> Next {
+        var state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
+        defer { workers[worker] = state }
+        switch FailurePolicy.afterThrottle(reply, decision: decision, budget: &state.budget, random: random.nextUnitInterval()) {
+        case .retry(let after, _): return .wait(after, attempt: state.budget.failures)
+        case .stop(let error): return .stop(error)
+        case .throttled, .reResolve: preconditionFailure("afterThrottle decides retry or stop")
+        }
+    }
+
+    /// One sampling window passed: `bytes` is the download's byte counter now. Returns the new
+    /// worker count when the tuner changes it.
+    mutating func tick(bytes: Int64, now: ContinuousClock.Instant, cpu: SystemCPU.Sample?) -> Int? {
+        guard var sampler else { return nil }
+        defer {
+            self.sampler = sampler
+            throttledSinceSample = false
+            stalledSinceSample = false
+        }
+        guard let target = sampler.read(bytes: bytes, now: now, cpu: cpu, throttled: throttledSinceSample,
+                                        stalled: stalledSinceSample) else { return nil }
+        allowedWorkers = target
+        peakWorkers = max(peakWorkers, target)
+        return target
+    }
+
+    // MARK: - Rules
+
+    private mutating func begin(_ assignment: RangeLedger.Assignment, worker: Int, hedge: Bool, shorten: Shorten?) -> Job {
+        running[assignment.id] = Running(start: assignment.range.start, worker: worker, isHedge: hedge)
+        var state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
+        let fresh = state.freshConnection || hedge
+        state.freshConnection = false
+        workers[worker] = state
+        return Job(assignment: assignment, isHedge: hedge, freshConnection: fresh, shorten: shorten)
+    }
+
+    /// The slowest primary request worth duplicating: running for at least `hedgeMinimumAge`,
+    /// and its expected time to finish is above 200 ms and more than twice what a typical
+    /// connection would need for the same bytes (plus 50 ms to open one). "Typical" is the
+    /// median speed of the running and recently finished requests.
+    private func hedgeCandidate(positions: [RangeLedger.AssignmentID: Int64],
+                                now: ContinuousClock.Instant) -> (RangeLedger.AssignmentID, Int64)? {
+        var speeds: [Double] = []
+        var candidates: [(id: RangeLedger.AssignmentID, remaining: Int64, speed: Double, position: Int64)] = []
+        for (id, request) in running {
+            guard let started = request.started else { continue }
+            let age = (now - started).secondsDouble
+            let position = positions[id] ?? request.start
+            let speed = Double(position - request.start) / max(age, 0.001)
+            if speed > 0 { speeds.append(speed) }
+            guard !request.isHedge, age >= Self.hedgeMinimumAge.secondsDouble, let range = ledger.inFlight[id],
+                  !ledger.isHedged(id) else { continue }
+            let remaining = range.end - position
+            if remaining > 0 { candidates.append((id, remaining, speed, position)) }
+        }
+        speeds += recentSpeeds
+        guard !candidates.isEmpty, !speeds.isEmpty else { return nil }
+        speeds.sort()
+        let typical = speeds[speeds.count / 2]
+        var best: (id: RangeLedger.AssignmentID, eta: Double, position: Int64)?
+        for c in candidates {
+            let eta = Double(c.remaining) / max(c.speed, 1)
+            let fresh = Double(c.remaining) / typical + 0.05
+            guard eta > 0.2 && eta > 2 * fresh else { continue }
+            // The longest wait wins; a tie goes to the lower offset (dictionary order is random).
+            if let b = best, eta < b.eta || (eta == b.eta && c.position > b.position) { continue }
+            best = (c.id, eta, c.position)
+        }
+        return best.map { ($0.id, $0.position) }
+    }
+}

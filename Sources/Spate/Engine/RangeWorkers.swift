@@ -1,0 +1,354 @@
+import Synchronization
+
+/// Runs the range workers of one segmented download, doing what its `RangeSchedule` decides.
+///
+/// A worker loops: wait to be admitted (the tuner's count) → take a connection slot for the
+/// host (the session's budgets) → ask the schedule for work → fetch it → report how it ended →
+/// do what the schedule says (next, wait and retry, ask the host's budget about a throttling
+/// reply, resolve the URL again, stop). A ticker samples the throughput for the tuner and hands
+/// the journal the running requests' progress.
+///
+/// One lock (`core`) guards the schedule and the running requests' sinks; every action is
+/// computed under it and performed after it is released.
+final class RangeWorkers: Sendable {
+    /// What the workers use, besides the schedule.
+    struct Parts: Sendable {
+        let requests: RequestBuilder
+        let transport: DownloadTransport
+        let resolver: RemoteResolver
+        let output: StagedOutputFactory
+        let journal: Journal?
+        let hasher: WatermarkHasher?
+        /// Output offset 0 is this remote offset (`--range`).
+        let remoteOffset: Int64
+        /// The download, for the session's accounting of connections.
+        let identity: ObjectIdentifier
+    }
+
+    private struct Running {
+        let sink: RangeSink
+        let handle: TransferHandle
+    }
+
+    private struct Core {
+        var schedule: RangeSchedule
+        var running: [RangeLedger.AssignmentID: Running] = [:]
+        var admission: [Int: (worker: Int, continuation: CheckedContinuation<Bool, Never>)] = [:]
+        var changes: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
+        var finished = false
+        var journalFailuresReported = 0
+    }
+
+    private let core: Mutex<Core>
+    private let parts: Parts
+    private let maximumWorkers: Int
+
+    private var session: DownloadSession { parts.transport.session }
+    private var clock: any EngineClock { parts.transport.clock }
+
+    init(schedule: RangeSchedule, parts: Parts) {
+        self.core = Mutex(Core(schedule: schedule))
+        self.parts = parts
+        self.maximumWorkers = schedule.settings.maximumWorkers
+    }
+
+    /// The most workers the download was allowed at once.
+    var peakWorkers: Int { core.withLock { $0.schedule.peakWorkers } }
+
+    /// What a child task of the group reports when it ends.
+    private enum ChildEnd: Sendable {
+        case worker
+        /// The tuner raised the count: start workers up to this many, then tick on.
+        case grow(Int)
+        case ticker
+    }
+
+    func run() async throws {
+        let (allowed, watermark, tuning) = core.withLock { ($0.schedule.allowedWorkers, $0.schedule.watermark, $0.schedule.isTuning) }
+        parts.hasher?.advance(to: watermark)  // bytes already on disk (resume)
+        session.setConnections(allowed, for: parts.identity)
+        try await withThrowingTaskGroup(of: ChildEnd.self) { group in
+            // Workers start as the tuner asks for them: a parked task still costs memory.
+            var spawned = 0
+            func spawn(upTo count: Int) {
+                while spawned < min(count, maximumWorkers) {
+                    let index = spawned
+                    guard group.addTaskUnlessCancelled(operation: { try await self.worker(index) }) else { return }
+                    spawned += 1
+                }
+            }
+            spawn(upTo: allowed)
+            let ticks = tuning || parts.journal != nil
+            if ticks { group.addTask { try await self.ticker() } }
+            // Not `waitForAll()`: it waits for every child even after one throws, and a worker
+            // parked in admission would wait forever. Leaving by throwing cancels the rest.
+            var finishedWorkers = 0
+            while let end = try await group.next() {
+                switch end {
+                case .worker:
+                    finishedWorkers += 1
+                    if finishedWorkers == spawned { group.cancelAll() }  // nothing left to tick for
+                case .grow(let count):
+                    guard finishedWorkers < spawned else { break }
+                    spawn(upTo: count)
+                    _ = group.addTaskUnlessCancelled { try await self.ticker() }
+                case .ticker:
+                    break
+                }
+            }
+        }
+        guard core.withLock({ $0.schedule.isComplete }) else {
+            throw SpateError(.network, "download ended with bytes missing (internal error)")
+        }
+    }
+
+    // MARK: - Workers
+
+    private enum Step: Sendable {
+        case done
+        case wait(until: ContinuousClock.Instant)
+        case ended(RangeSchedule.Next, TransferEnd, BudgetSlot, RemoteFile)
+    }
+
+    private func worker(_ index: Int) async throws -> ChildEnd {
+        while true {
+            try Task.checkCancellation()
+            guard await admit(index) else { return .worker }
+            let remote = parts.resolver.current
+            let step = try await parts.transport.withSlot(for: remote.url.origin) { slot -> Step in
+                let now = clock.now
+                let (work, victim) = core.withLock { c -> (RangeSchedule.Work, RangeSink?) in
+                    let positions = c.running.mapValues { $0.sink.publishedPosition.load(ordering: .relaxed) }
+                    let work = c.schedule.nextWork(worker: index, positions: positions, now: now)
+                    guard case .fetch(let job) = work else { return (work, nil) }
+                    let sink = RangeSink(requested: job.assignment.range, remoteOffset: parts.remoteOffset, output: parts.output.make(),
+                                         remote: remote, counters: parts.transport.counters, slot: slot)
+                    c.running[job.assignment.id] = Running(sink: sink, handle: TransferHandle())
+                    return (work, job.shorten.flatMap { c.running[$0.victim]?.sink })
+                }
+                switch work {
+                case .done:
+                    return .done
+                case .wait(let until):
+                    return .wait(until: until)
+                case .fetch(let job):
+                    // A steal: the victim learns its new end before the thief starts.
+                    if let victim, let shorten = job.shorten { victim.limit.store(shorten.end, ordering: .relaxed) }
+                    let (next, end) = try await fetch(job, worker: index, slot: slot, remote: remote)
+                    return .ended(next, end, slot, remote)
+                }
+            }
+            switch step {
+            case .done:
+                finishAll()
+                return .worker
+            case .wait(let until):
+                await waitForChange(until: until)
+            case .ended(let next, let end, let slot, let remote):
+                try await follow(next, after: end, worker: index, slot: slot, remote: remote)
+            }
+        }
+    }
+
+    /// Does what the schedule decided after a request ended.
+    private func follow(_ next: RangeSchedule.Next, after end: TransferEnd, worker: Int, slot: BudgetSlot,
+                        remote: RemoteFile) async throws {
+        switch next {
+        case .proceed:
+            return
+        case .wait(let delay, let attempt):
+            try await parts.transport.retryWait(delay, after: end.error, attempt: attempt)
+        case .throttled(let reply):
+            let decision = session.budgets.refused(slot, now: clock.now)
+            if case .lowered(let count) = decision {
+                parts.transport.emit(.notice("the server is throttling (HTTP \(reply.status)): using at most \(count) connections to \(slot.origin.host):\(slot.origin.port)"))
+            }
+            let after = core.withLock { $0.schedule.throttleJudged(reply, decision: decision, worker: worker) }
+            try await follow(after, after: end, worker: worker, slot: slot, remote: remote)
+        case .reResolve(let reply):
+            guard try await parts.resolver.refresh(after: remote.url) != nil else { throw reply.error }
+        case .stop(let error):
+            throw error
+        }
+    }
+
+    /// Runs one request and reports its end to the schedule.
+    private func fetch(_ job: RangeSchedule.Job, worker: Int, slot: BudgetSlot,
+                       remote: RemoteFile) async throws -> (RangeSchedule.Next, TransferEnd) {
+        let id = job.assignment.id
+        guard let request = core.withLock({ c -> Running? in
+            c.schedule.requestStarted(id, now: clock.now)
+            return c.running[id]
+        }) else { preconditionFailure("request \(id) is not registered") }
+        let sink = request.sink
+        let range = job.assignment.range
+        let spec = parts.requests.range(ByteRange(range.start + parts.remoteOffset, range.end + parts.remoteOffset), of: remote,
+                                        fresh: job.freshConnection,
+                                        bufferBytes: session.receiveBufferBytes(fixed: parts.requests.options.receiveBufferBytes), slot: slot)
+        let outcome: TransferOutcome
+        do {
+            outcome = try await parts.transport.perform(spec, sink: sink, handle: request.handle)
+        } catch {
+            // Cancelled: the loop no longer touches the sink; let its writes land first.
+            let writeError = await sink.flush()
+            if writeError == nil, let written = sink.written { parts.journal?.record(written) }
+            _ = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: .abandoned)
+            throw error
+        }
+        // Bytes count as done only once they are in the file (the digest reads them back).
+        let writeError = await sink.flush()
+        let end = writeError.map(TransferEnd.localFailure)
+            ?? sink.end(of: outcome, url: remote.url, wallSeconds: clock.wallSeconds)
+        if writeError == nil, let written = sink.written { parts.journal?.record(written) }
+        let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end)
+        if ended.complete { session.budgets.succeeded(slot.origin) }
+        return (ended.next, end)
+    }
+
+    /// Reports a request's end to the schedule, stops the requests it made unnecessary, moves
+    /// the digest's watermark and wakes idle workers.
+    private func record(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd) -> RangeSchedule.Ended {
+        let now = clock.now
+        let (ended, losers, waiters) = core.withLock { c in
+            c.running.removeValue(forKey: id)
+            let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, now: now)
+            let losers = ended.abandon.compactMap { c.running[$0]?.handle }
+            defer { c.changes.removeAll() }
+            return (ended, losers, Array(c.changes.values))
+        }
+        for handle in losers { session.loop.abandon(handle) }
+        parts.hasher?.advance(to: ended.watermark)
+        for waiter in waiters { waiter.resume() }
+        return ended
+    }
+
+    // MARK: - Admission and waiting
+
+    /// Waits until worker `index` may run (the tuner's count); false once the download needs
+    /// no more workers.
+    private func admit(_ index: Int) async -> Bool {
+        let ready: Bool? = core.withLock { c in
+            if c.finished { return false }
+            return index < c.schedule.allowedWorkers ? true : nil
+        }
+        if let ready { return ready }
+        let key = core.withLock { c -> Int in
+            defer { c.nextWaiter += 1 }
+            return c.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let immediate: Bool? = core.withLock { c in
+                    if c.finished || Task.isCancelled { return false }
+                    if index < c.schedule.allowedWorkers { return true }
+                    c.admission[key] = (index, continuation)
+                    return nil
+                }
+                if let immediate { continuation.resume(returning: immediate) }
+            }
+        } onCancel: {
+            core.withLock { $0.admission.removeValue(forKey: key) }?.continuation.resume(returning: false)
+        }
+    }
+
+    /// Every byte is done: waiting workers end, idle ones look again.
+    private func finishAll() {
+        let (admitted, changed) = core.withLock { c in
+            c.finished = true
+            defer {
+                c.admission.removeAll()
+                c.changes.removeAll()
+            }
+            return (c.admission.values.map(\.continuation), Array(c.changes.values))
+        }
+        for waiter in admitted { waiter.resume(returning: false) }
+        for waiter in changed { waiter.resume() }
+    }
+
+    /// Returns when a request ends, at `deadline`, or on cancellation.
+    private func waitForChange(until deadline: ContinuousClock.Instant) async {
+        let key = core.withLock { c -> Int in
+            defer { c.nextWaiter += 1 }
+            return c.nextWaiter
+        }
+        let timer = Task { [clock] in
+            try? await clock.sleep(until: deadline)
+            self.core.withLock { $0.changes.removeValue(forKey: key) }?.resume()
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = core.withLock { c -> Bool in
+                    if c.finished || Task.isCancelled { return true }
+                    c.changes[key] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            core.withLock { $0.changes.removeValue(forKey: key) }?.resume()
+        }
+        timer.cancel()
+    }
+
+    // MARK: - Ticking
+
+    /// Every `tuningWindow` (when tuning) a throughput sample for the tuner; every journal
+    /// commit interval the running requests' progress for the journal (whose status comes
+    /// back as a value: a notice on the first failed commit, an error when they keep failing).
+    /// Returns `.grow` when the tuner wants more workers than ever started.
+    private func ticker() async throws -> ChildEnd {
+        let tuning = core.withLock { $0.schedule.isTuning }
+        let journalInterval = parts.journal?.commitInterval
+        var nextSample = tuning ? clock.now + RangeSchedule.tuningWindow : nil
+        var nextReport = journalInterval.map { clock.now + $0 }
+        while let wake = [nextSample, nextReport].compactMap({ $0 }).min() {
+            do { try await clock.sleep(until: wake) } catch { return .ticker }
+            let now = clock.now
+            if let due = nextSample, now >= due {
+                nextSample = now + RangeSchedule.tuningWindow
+                let bytes = parts.transport.counters.bytesWritten.load(ordering: .relaxed)
+                let cpu = SystemCPU.sample()
+                let (complete, peak, target) = core.withLock { c in
+                    let peak = c.schedule.peakWorkers
+                    return (c.schedule.isComplete, peak, c.schedule.tick(bytes: bytes, now: now, cpu: cpu))
+                }
+                if complete { return .ticker }
+                if let target {
+                    admitUpTo(target)
+                    session.setConnections(target, for: parts.identity)
+                    if target > peak { return .grow(target) }
+                }
+            }
+            if let journal = parts.journal, let journalInterval, let due = nextReport, now >= due {
+                nextReport = now + journalInterval
+                try reportProgress(to: journal)
+            }
+        }
+        return .ticker
+    }
+
+    private func admitUpTo(_ allowed: Int) {
+        let wake = core.withLock { c -> [CheckedContinuation<Bool, Never>] in
+            let keys = c.admission.filter { $0.value.worker < allowed }.map(\.key)
+            return keys.compactMap { c.admission.removeValue(forKey: $0)?.continuation }
+        }
+        for waiter in wake { waiter.resume(returning: true) }
+    }
+
+    /// Hands the journal how far the running requests got, and acts on its status.
+    private func reportProgress(to journal: Journal) throws {
+        let sinks = core.withLock { c in c.running.values.map(\.sink) }
+        let status = journal.noteInFlight(sinks.compactMap(\.written))
+        let reported = core.withLock { $0.journalFailuresReported }
+        switch status.verdict(path: journal.path, reportedFailures: reported) {
+        case .fine:
+            break
+        case .notice(let text):
+            parts.transport.emit(.notice(text))
+        case .stop(let error):
+            throw error
+        }
+        core.withLock { $0.journalFailuresReported = status.totalFailures }
+    }
+}

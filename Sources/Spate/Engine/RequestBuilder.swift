@@ -1,0 +1,51 @@
+/// Builds the requests of one download: the probe, the ranges and the single stream, with the
+/// user's headers only where they may go.
+struct RequestBuilder: Sendable {
+    /// The URL the user gave (redirect targets are compared with its origin).
+    let url: RemoteURL
+    let options: DownloadOptions
+
+    /// The user's headers, when they may go to `target` (same scheme, host and port as the
+    /// original URL, or `--location-trusted`). Credentials never cross origins otherwise
+    /// (CVE-2018-1000007, CVE-2022-27774, CVE-2022-27776).
+    func userHeaders(for target: RemoteURL) -> [String] {
+        guard target.origin == url.origin || options.locationTrusted else { return [] }
+        return options.headers.map(\.line)
+    }
+
+    func tuning(bufferBytes: Int) -> TransferTuning {
+        TransferTuning(
+            bufferBytes: bufferBytes, connectTimeout: options.connectTimeout,
+            stallLimit: options.lowSpeedBytesPerSecond > 0
+                ? StallWatchdog.Limit(bytesPerSecond: options.lowSpeedBytesPerSecond, window: options.lowSpeedWindow) : nil,
+            caCertificatePath: options.caCertificatePath, insecure: options.insecure, verbose: options.verbose)
+    }
+
+    /// The probe of `target`: `Range: bytes=0-0`, not HEAD (presigned GET URLs often reject HEAD).
+    func probe(_ target: RemoteURL, bufferBytes: Int, slot: BudgetSlot) -> TransferSpec {
+        var headers = userHeaders(for: target)
+        headers.append("Range: bytes=0-0")
+        headers.append("Accept-Encoding: identity")
+        return TransferSpec(url: target.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
+                            secretPath: target.isRedirectTarget, forbidReuse: slot.hostIsThrottled)
+    }
+
+    /// A request for remote bytes `range` of `remote`, with `If-Range` so a changed file can
+    /// never be mixed in.
+    func range(_ range: ByteRange, of remote: RemoteFile, fresh: Bool, bufferBytes: Int, slot: BudgetSlot) -> TransferSpec {
+        var headers = userHeaders(for: remote.url)
+        headers.append("Range: \(range.httpRangeValue)")
+        headers.append("Accept-Encoding: identity")
+        if let validator = remote.ifRangeValidator { headers.append("If-Range: \(validator)") }
+        return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
+                            freshConnection: fresh, secretPath: remote.url.isRedirectTarget, forbidReuse: slot.hostIsThrottled)
+    }
+
+    /// The whole body in one request (no range support).
+    func stream(_ remote: RemoteFile, bufferBytes: Int, slot: BudgetSlot) -> TransferSpec {
+        var headers = userHeaders(for: remote.url)
+        headers.append("Accept-Encoding: identity")
+        return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
+                            secretPath: remote.url.isRedirectTarget, forbidReuse: slot.hostIsThrottled)
+    }
+}

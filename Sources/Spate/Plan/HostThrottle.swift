@@ -1,0 +1,99 @@
+/// How many connections one host accepts now: its budget, lowered when the host answers
+/// 429/503 and raised again as requests succeed. A pure value; `ConnectionBudgets` keeps one
+/// per host (scheme, host and port a request really goes to), so a throttling host never
+/// lowers another's budget.
+///
+/// Rules (times from the `now` passed in):
+/// - A refusal lowers `allowed` by at least a quarter, and to no more than the requests still
+///   receiving (those the host accepted), never below 1 — at most once per `cooldown`, so one
+///   burst of replies to simultaneous requests counts once.
+/// - Every `recoverAfter` successes in a row raise it by one, up to `ceiling`.
+///
+/// | allowed | running | refusal at                      | decision                        |
+/// |---------|---------|---------------------------------|---------------------------------|
+/// | 16      | 16      | first                           | lowered(12)                     |
+/// | 12      | any     | 100 ms after the cut            | settling(remaining: 150 ms)     |
+/// | 12      | 5       | 250 ms after the cut            | lowered(5)                      |
+/// | 1       | any     | request sent before the last cut| settling(remaining: 0)          |
+/// | 1       | any     | request sent at allowed = 1     | persisting (counts as a failure)|
+struct HostThrottle: Sendable, Hashable {
+    let ceiling: Int
+    private(set) var allowed: Int
+    /// The lowest `allowed` has been (for reports and tests).
+    private(set) var lowest: Int
+    /// How many times `allowed` was cut; a request remembers the count it was sent at.
+    private(set) var cuts = 0
+    private var lastCut: ContinuousClock.Instant?
+    private var successes = 0
+
+    static let recoverAfter = 8
+    static let cooldown: Duration = .milliseconds(250)
+
+    init(ceiling: Int) {
+        precondition(ceiling >= 1)
+        self.ceiling = ceiling
+        self.allowed = ceiling
+        self.lowest = ceiling
+    }
+
+    /// Never cut, or fully recovered: nothing worth remembering about the host.
+    var isAtCeiling: Bool { allowed == ceiling }
+
+    /// A 429 or 503 to a request sent when `sentAtCuts` cuts had been made, while `running`
+    /// requests to the host were receiving data.
+    ///
+    /// Why the decision matters to the retry budget: a request refused while the budget is
+    /// still coming down answered a higher count than the one now allowed; counting it against
+    /// the request's retries made downloads fail (with `Retry-After: 0`) while the budget was
+    /// converging on what the host accepts.
+    mutating func refused(running: Int, sentAtCuts: Int, now: ContinuousClock.Instant) -> ThrottleDecision {
+        successes = 0
+        if let lastCut, now - lastCut < Self.cooldown {
+            return .settling(remaining: Self.cooldown - (now - lastCut))
+        }
+        let lowered = max(1, min(allowed - max(1, allowed / 4), running))
+        guard lowered != allowed else {
+            return sentAtCuts < cuts ? .settling(remaining: .zero) : .persisting
+        }
+        allowed = lowered
+        lowest = min(lowest, lowered)
+        lastCut = now
+        cuts += 1
+        return .lowered(lowered)
+    }
+
+    /// A request to the host succeeded. Returns true when `allowed` rose.
+    mutating func succeeded() -> Bool {
+        guard allowed < ceiling else { return false }
+        successes += 1
+        guard successes >= Self.recoverAfter else { return false }
+        successes = 0
+        allowed += 1
+        if allowed >= ceiling { lastCut = nil }
+        return true
+    }
+}
+
+/// What a throttling reply means for the request that got it.
+enum ThrottleDecision: Sendable, Equatable {
+    /// The host's budget was lowered to this. The reply reported too many connections, not a
+    /// failing request: it does not count against the request's retries.
+    case lowered(Int)
+    /// The request was sent before the latest cut, or the reply came less than `cooldown`
+    /// after it: it answers a higher count than the one now allowed, so it does not count
+    /// either; the request waits out the rest of the cooldown (`remaining`, maybe zero).
+    case settling(remaining: Duration)
+    /// Sent at the current budget, which is already as low as it goes: the host refuses even
+    /// this many, and the reply counts as a failed attempt.
+    case persisting
+
+    /// How long the request waits before asking again without spending a retry; nil when the
+    /// reply counts as a failed attempt.
+    var uncountedWait: Duration? {
+        switch self {
+        case .lowered: HostThrottle.cooldown
+        case .settling(let remaining): remaining
+        case .persisting: nil
+        }
+    }
+}

@@ -1,0 +1,164 @@
+import Synchronization
+
+/// The connection budgets of a session, shared by its downloads: every request (probe or
+/// range) takes a slot for the host it really goes to before it starts and gives it back when
+/// its transfer ends. Waiting tasks are served first come, first served, as soon as both the
+/// global and the host's budget have room. One lock; the rules live in `BudgetBook`.
+final class ConnectionBudgets: Sendable {
+    private struct Waiter {
+        let id: UInt64
+        let origin: RemoteURL.Origin
+        let continuation: CheckedContinuation<BudgetSlot, any Error>
+    }
+
+    private struct State {
+        var book: BudgetBook
+        var held: [UInt64: BudgetSlot] = [:]
+        var waiters: [Waiter] = []
+        var nextID: UInt64 = 1
+    }
+
+    private let state: Mutex<State>
+    let maxConnections: Int
+    let maxPerHost: Int
+
+    init(maxConnections: Int, maxPerHost: Int) {
+        let book = BudgetBook(maxConnections: maxConnections, maxPerHost: maxPerHost)
+        self.maxConnections = book.maxConnections
+        self.maxPerHost = book.maxPerHost
+        state = Mutex(State(book: book))
+    }
+
+    /// Waits for a slot for a request to `origin`. Throws `CancellationError` when the task is
+    /// cancelled while waiting.
+    func acquire(_ origin: RemoteURL.Origin) async throws -> BudgetSlot {
+        // Slots are handed to waiters as soon as they fit, so when one fits now nobody that
+        // could use it is waiting: taking it at once is fair.
+        if let slot = state.withLock({ s in s.book.canTake(origin) ? Self.take(origin, &s) : nil }) { return slot }
+        let id = state.withLock { s -> UInt64 in
+            defer { s.nextID += 1 }
+            return s.nextID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<BudgetSlot, any Error>) in
+                let now: Result<BudgetSlot, any Error>? = state.withLock { s in
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    if s.book.canTake(origin) { return .success(Self.take(origin, &s)) }
+                    s.waiters.append(Waiter(id: id, origin: origin, continuation: continuation))
+                    return nil
+                }
+                if let now { continuation.resume(with: now) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s -> Waiter? in
+                guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return s.waiters.remove(at: i)
+            }
+            waiter?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Gives a slot back when its request ended; the first waiters that now fit get slots.
+    func release(_ slot: BudgetSlot) {
+        let granted = state.withLock { s -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] in
+            guard s.held.removeValue(forKey: slot.id) != nil else { preconditionFailure("slot \(slot.id) released twice") }
+            s.book.giveBack(slot.origin)
+            return Self.grant(&s)
+        }
+        for (continuation, slot) in granted { continuation.resume(returning: slot) }
+    }
+
+    /// A request that held `slot` (already released) got 429/503: the host's budget judges it
+    /// (`HostThrottle.refused`), counting the host's requests that are receiving data now.
+    func refused(_ slot: BudgetSlot, now: ContinuousClock.Instant) -> ThrottleDecision {
+        state.withLock { s in
+            let running = s.held.values.filter { $0.origin == slot.origin && $0.isReceiving }.count
+            return s.book.refused(slot.origin, running: running, sentAtCuts: slot.sentAtCuts, now: now)
+        }
+    }
+
+    /// A request to `origin` succeeded: the host's budget may rise again.
+    func succeeded(_ origin: RemoteURL.Origin) {
+        let granted = state.withLock { s -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] in
+            s.book.succeeded(origin) ? Self.grant(&s) : []
+        }
+        for (continuation, slot) in granted { continuation.resume(returning: slot) }
+    }
+
+    /// The budget of one host now.
+    func snapshot(_ origin: RemoteURL.Origin) -> HostBudget {
+        state.withLock { s in
+            let host = s.book.hosts[origin]
+            return HostBudget(maximum: s.book.maxPerHost, allowed: s.book.allowed(origin),
+                              lowest: host?.throttle.lowest ?? s.book.maxPerHost, inUse: host?.inUse ?? 0,
+                              cuts: host?.throttle.cuts ?? 0)
+        }
+    }
+
+    /// Slots in use across all hosts.
+    var inUse: Int { state.withLock { $0.book.inUse } }
+
+    /// Requests waiting for a slot.
+    var waiting: Int { state.withLock { $0.waiters.count } }
+
+    private static func take(_ origin: RemoteURL.Origin, _ s: inout State) -> BudgetSlot {
+        let throttled = s.book.allowed(origin) < s.book.maxPerHost
+        let cuts = s.book.take(origin)
+        let slot = BudgetSlot(id: s.nextID, origin: origin, sentAtCuts: cuts, hostIsThrottled: throttled)
+        s.nextID += 1
+        s.held[slot.id] = slot
+        return slot
+    }
+
+    /// Hands slots to the waiters that fit now, in arrival order.
+    private static func grant(_ s: inout State) -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] {
+        var granted: [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] = []
+        var i = 0
+        while i < s.waiters.count && s.book.inUse < s.book.maxConnections {
+            if s.book.canTake(s.waiters[i].origin) {
+                let waiter = s.waiters.remove(at: i)
+                granted.append((waiter.continuation, take(waiter.origin, &s)))
+            } else {
+                i += 1
+            }
+        }
+        return granted
+    }
+}
+
+/// Permission for one request to `origin` to run; given back with `ConnectionBudgets.release`.
+final class BudgetSlot: Sendable {
+    let id: UInt64
+    let origin: RemoteURL.Origin
+    /// The host's cut count when the slot was taken (see `HostThrottle.refused`).
+    let sentAtCuts: Int
+    /// The host's budget was lowered when the slot was taken: the request's connection is closed
+    /// afterwards instead of kept, so a host that counts open connections sees them go.
+    let hostIsThrottled: Bool
+    private let receiving = Atomic<Bool>(false)
+
+    init(id: UInt64, origin: RemoteURL.Origin, sentAtCuts: Int, hostIsThrottled: Bool) {
+        self.id = id
+        self.origin = origin
+        self.sentAtCuts = sentAtCuts
+        self.hostIsThrottled = hostIsThrottled
+    }
+
+    /// The host accepted the request and sends data (set once, from the transfer loop).
+    func markReceiving() { receiving.store(true, ordering: .relaxed) }
+    var isReceiving: Bool { receiving.load(ordering: .relaxed) }
+}
+
+/// A host's connection budget, as a session reports it.
+public struct HostBudget: Sendable, Hashable {
+    /// The per-host maximum of the session.
+    public let maximum: Int
+    /// What the host is allowed now (lowered while it throttles).
+    public let allowed: Int
+    /// The lowest `allowed` has been.
+    public let lowest: Int
+    /// Requests running to the host now.
+    public let inUse: Int
+    /// How many times throttling lowered the budget.
+    public let cuts: Int
+}

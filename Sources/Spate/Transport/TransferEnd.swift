@@ -1,0 +1,187 @@
+import CCurl
+
+/// How one transfer ended, as a type. Every decision after a transfer (retry, fresh connection,
+/// throttle, resolve the URL again, stop) is made by `FailurePolicy` from this value, never from
+/// the wording of a message; the messages inside are only for people.
+enum TransferEnd: Sendable, Equatable {
+    /// The reply ran to its natural end. (A range sink turns a reply that ended early into
+    /// `.invalidReply(.shortReply)`.)
+    case completed
+    /// The sink had everything it wanted and stopped the transfer: a probe's head, or a range
+    /// that reached the new end a steal gave it.
+    case enough
+    /// Another request made this one unnecessary (a hedge's loser, `CurlLoop.abandon`).
+    case abandoned
+    /// The stall watchdog cut the transfer: less than the limit's speed over its window.
+    case stalled(StallWatchdog.Limit)
+    /// No usable reply: connect, DNS, TLS, reset, timeout (libcurl's code).
+    case transport(TransportFailure)
+    /// An HTTP status other than the one asked for.
+    case status(StatusReply)
+    /// The reply broke the rules of the request it answers.
+    case invalidReply(InvalidReply)
+    /// The reply describes another version of the file (size or validator).
+    case remoteChanged(String)
+    /// Writing the received bytes failed on this machine (disk full, I/O error).
+    case localFailure(SpateError)
+}
+
+extension TransferEnd {
+    /// The end as an error, for messages (retry notices, the final error).
+    var error: SpateError {
+        switch self {
+        case .completed, .enough, .abandoned: SpateError(.network, "the transfer ended early (internal error)")
+        case .stalled(let limit): SpateError(.network, "stalled: \(limit.description)")
+        case .transport(let failure): failure.error
+        case .status(let reply): reply.error
+        case .invalidReply(let reply): reply.error
+        case .remoteChanged(let why): .remoteChanged(why)
+        case .localFailure(let error): error
+        }
+    }
+}
+
+/// A libcurl failure with no usable reply.
+struct TransportFailure: Sendable, Equatable {
+    /// libcurl's `CURLcode`.
+    let code: UInt32
+    /// One line, naming the host and port; URLs in libcurl's text are redacted.
+    let message: String
+
+    /// A connect timeout or libcurl's own low-speed timeout: the path, not the request, failed.
+    var isTimeout: Bool { code == CURLE_OPERATION_TIMEDOUT.rawValue }
+
+    /// TLS trust problems and local setup errors: trying again cannot help.
+    var isPermanent: Bool { Self.permanentCodes.contains(code) }
+
+    static let permanentCodes: Set<UInt32> = [
+        CURLE_UNSUPPORTED_PROTOCOL.rawValue, CURLE_URL_MALFORMAT.rawValue, CURLE_OUT_OF_MEMORY.rawValue,
+        CURLE_PEER_FAILED_VERIFICATION.rawValue, CURLE_SSL_CACERT_BADFILE.rawValue,
+        CURLE_SSL_CERTPROBLEM.rawValue, CURLE_SSL_ISSUER_ERROR.rawValue,
+    ]
+
+    init(code: UInt32, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// From libcurl's code and text, for a request to `url`.
+    init(code: UInt32, curlMessage: String, url: RemoteURL) {
+        var text = curlMessage.isEmpty ? "transfer failed" : curlMessage
+        if code == CURLE_OPERATION_TIMEDOUT.rawValue { text = "timed out: \(text)" }
+        if code == CURLE_PEER_FAILED_VERIFICATION.rawValue { text += " (use --cacert PATH to trust a private CA)" }
+        self.init(code: code, message: "\(url.host):\(url.port): \(Redactor.urls(in: text))")
+    }
+
+    var error: SpateError { SpateError(.network, message) }
+}
+
+/// An HTTP error status, with what the failure policy needs from the reply.
+struct StatusReply: Sendable, Equatable {
+    let status: Int
+    /// The server's `Retry-After`, as a wait from the moment the reply arrived.
+    let retryAfter: Duration?
+    /// One line: the status, its reason, the redacted URL and the start of the body.
+    let message: String
+
+    init(status: Int, retryAfter: Duration?, message: String) {
+        self.status = status
+        self.retryAfter = retryAfter
+        self.message = message
+    }
+
+    /// From a reply head and the start of its body, for a request to `url`.
+    init(head: ResponseHead, body: ErrorBody, url: RemoteURL, wallSeconds: Int64) {
+        var message = "HTTP \(head.status)"
+        if let reason = HTTPStatus.reasonPhrase(head.status) { message += " \(reason)" }
+        message += " from \(url.redacted)"
+        let detail = Redactor.urls(in: body.summary())  // an error body may echo a signed URL
+        if !detail.isEmpty { message += ": \(detail)" }
+        self.init(status: head.status, retryAfter: RetryAfter.parse(head["retry-after"], now: wallSeconds), message: message)
+    }
+
+    var error: SpateError { SpateError(.http, message, httpStatus: status) }
+}
+
+/// A reply that breaks the rules of the request it answers (RELIABILITY A1–A12).
+struct InvalidReply: Sendable, Equatable {
+    enum Kind: Sendable, Equatable {
+        /// 200 with the whole body for a range request.
+        case ignoredRange
+        /// A 206 for other bytes than asked, or a malformed or missing Content-Range.
+        case wrongRange
+        /// Content-Encoding other than identity.
+        case encoded
+        /// multipart/byteranges for a single range.
+        case multipart
+        /// Content-Length disagrees with the range or the announced size.
+        case wrongLength
+        /// More bytes than asked for or announced.
+        case tooManyBytes
+        /// The reply ended (without an error) before its last byte.
+        case shortReply
+        /// A status that makes no sense for the request (1xx/2xx other than expected, 416).
+        case unexpectedStatus
+        /// A header line that cannot be parsed, or headers beyond the bounds.
+        case malformedHead
+    }
+
+    let kind: Kind
+    let message: String
+
+    init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    var error: SpateError { .invalidResponse(message) }
+}
+
+/// Reason phrases for the statuses spate reports most.
+enum HTTPStatus {
+    static func reasonPhrase(_ status: Int) -> String? {
+        switch status {
+        case 202: "Accepted"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 408: "Request Timeout"
+        case 410: "Gone"
+        case 416: "Range Not Satisfiable"
+        case 425: "Too Early"
+        case 429: "Too Many Requests"
+        case 500: "Internal Server Error"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        default: nil
+        }
+    }
+}
+
+extension TransferOutcome {
+    /// The typed end of a transfer whose sink kept `errorStatus` (an HTTP error reply) and the
+    /// start of its body. An error status wins over a transport failure that followed it.
+    func end(errorStatus: Int?, errorBody: ErrorBody, url: RemoteURL, wallSeconds: Int64) -> TransferEnd {
+        if let head, errorStatus != nil {
+            return .status(StatusReply(head: head, body: errorBody, url: url, wallSeconds: wallSeconds))
+        }
+        if let stop {
+            switch stop {
+            case .enough: return .enough
+            case .abandoned: return .abandoned
+            case .stalled(let limit): return .stalled(limit)
+            case .invalid(let reply): return .invalidReply(reply)
+            case .remoteChanged(let why): return .remoteChanged(why)
+            case .localFailure(let error): return .localFailure(error)
+            }
+        }
+        if curlCode != 0 || head == nil {
+            return .transport(TransportFailure(code: curlCode, curlMessage: curlMessage, url: url))
+        }
+        return .completed
+    }
+}

@@ -1,0 +1,197 @@
+@testable import Spate
+import Testing
+
+/// The download's decisions fed as events with explicit times: which bytes go where, when to
+/// steal and hedge, what each kind of failure leads to, and how the tuner's samples change the
+/// worker count. No server, no clock, no sleeps.
+@Suite("Range schedule")
+struct RangeScheduleTests {
+    let t0 = ContinuousClock.now
+    static let mib: Int64 = 1 << 20
+    static let retry = RetryPolicy(maxRetries: 2, baseDelay: .milliseconds(100), maxDelay: .seconds(10))
+
+    func schedule(size: Int64, chunk: Int64, workers: Int = 4, tuning: Bool = false, stealing: Bool = true,
+                  seed: UInt64 = 7) -> RangeSchedule {
+        let settings = RangeSchedule.Settings(
+            workStealing: stealing, sizer: RequestSizer(fileSize: size, connections: workers, fixedBytes: chunk), retry: Self.retry,
+            maximumWorkers: workers, selfTuning: tuning, initialWorkers: 16)
+        return RangeSchedule(size: size, settings: settings, seed: seed)
+    }
+
+    func job(_ work: RangeSchedule.Work, sourceLocation: SourceLocation = #_sourceLocation) throws -> RangeSchedule.Job {
+        guard case .fetch(let job) = work else {
+            Issue.record("expected a fetch, got \(work)", sourceLocation: sourceLocation)
+            throw CancellationError()
+        }
+        return job
+    }
+
+    @Test func workGoesOutFromTheLowestOffsetUntilEverythingIsDone() throws {
+        var s = schedule(size: 3 * Self.mib, chunk: Self.mib, stealing: false)
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        let b = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        #expect(a.assignment.range == ByteRange(0, Self.mib) && b.assignment.range == ByteRange(Self.mib, 2 * Self.mib))
+        s.requestStarted(a.assignment.id, now: t0)
+        s.requestStarted(b.assignment.id, now: t0)
+        let endB = s.requestEnded(b.assignment.id, worker: 1, doneThrough: 2 * Self.mib, end: .completed, now: t0 + .seconds(1))
+        #expect(endB.complete && endB.next == .proceed && endB.watermark == 0, "done out of order: the watermark waits")
+        let endA = s.requestEnded(a.assignment.id, worker: 0, doneThrough: Self.mib, end: .completed, now: t0 + .seconds(1))
+        #expect(endA.watermark == 2 * Self.mib)
+        let c = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(1)))
+        #expect(c.assignment.range == ByteRange(2 * Self.mib, 3 * Self.mib))
+        let got1 = s.nextWork(worker: 1, positions: [c.assignment.id: 2 * Self.mib], now: t0 + .seconds(1))
+        #expect(got1 == .wait(until: t0 + .seconds(1) + RangeSchedule.idleRecheck), "nothing pending, stealing off, nothing slow: wait")
+        s.requestStarted(c.assignment.id, now: t0 + .seconds(1))
+        _ = s.requestEnded(c.assignment.id, worker: 0, doneThrough: 3 * Self.mib, end: .completed, now: t0 + .seconds(2))
+        let got2 = s.nextWork(worker: 1, positions: [:], now: t0 + .seconds(2))
+        #expect(got2 == .done)
+        #expect(s.isComplete && s.watermark == 3 * Self.mib)
+    }
+
+    @Test func anIdleWorkerStealsTheFarHalfAndTheVictimIsShortened() throws {
+        var s = schedule(size: 4 * Self.mib, chunk: 4 * Self.mib)
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        s.requestStarted(a.assignment.id, now: t0)
+        let thief = try job(s.nextWork(worker: 1, positions: [a.assignment.id: Self.mib / 2], now: t0))
+        let split = (Self.mib / 2 + (4 * Self.mib - Self.mib / 2) / 2) / RangeSchedule.stealAlignment * RangeSchedule.stealAlignment
+        #expect(thief.shorten == RangeSchedule.Shorten(victim: a.assignment.id, end: split))
+        #expect(thief.assignment.range == ByteRange(split, 4 * Self.mib))
+        // The victim ran past the split before it saw its new end: only its range counts.
+        let end = s.requestEnded(a.assignment.id, worker: 0, doneThrough: split + 1000, end: .enough, now: t0 + .seconds(1))
+        #expect(end.complete && end.watermark == split)
+    }
+
+    @Test func aSlowRequestIsHedgedOnlyOnceItRunsAndTheWinnerStopsTheLoser() throws {
+        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, stealing: false)
+        let slow = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        let fast = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        s.requestStarted(fast.assignment.id, now: t0)
+        _ = s.requestEnded(fast.assignment.id, worker: 1, doneThrough: 2 * Self.mib, end: .completed, now: t0 + .milliseconds(100))
+        let later = t0 + .seconds(1)
+        let got3 = s.nextWork(worker: 1, positions: [slow.assignment.id: 0], now: later)
+        #expect(got3 == .wait(until: later + RangeSchedule.idleRecheck),
+                "a request still waiting for its connection slot is not judged")
+        s.requestStarted(slow.assignment.id, now: t0 + .milliseconds(900))
+        let got4 = s.nextWork(worker: 1, positions: [slow.assignment.id: 0], now: later)
+        #expect(got4 == .wait(until: later + RangeSchedule.idleRecheck),
+                "too young to judge (100 ms)")
+        let evenLater = t0 + .seconds(2)
+        let hedge = try job(s.nextWork(worker: 1, positions: [slow.assignment.id: 64 * 1024], now: evenLater))
+        #expect(hedge.isHedge && hedge.freshConnection, "a hedge opens its own connection")
+        #expect(hedge.assignment.range == ByteRange(64 * 1024, Self.mib), "the slow request's tail")
+        s.requestStarted(hedge.assignment.id, now: evenLater)
+        let won = s.requestEnded(hedge.assignment.id, worker: 1, doneThrough: Self.mib, end: .completed, now: evenLater + .milliseconds(100))
+        #expect(won.complete && won.abandon == [slow.assignment.id], "the winner stops the loser")
+        let lost = s.requestEnded(slow.assignment.id, worker: 0, doneThrough: 64 * 1024, end: .abandoned, now: evenLater + .milliseconds(100))
+        #expect(lost.complete && lost.next == .proceed)
+        let got5 = s.nextWork(worker: 0, positions: [:], now: evenLater)
+        #expect(got5 == .done)
+    }
+
+    @Test func aFailureWaitsAndTheRestIsFetchedFromWhereItStopped() throws {
+        var s = schedule(size: 2 * Self.mib, chunk: 2 * Self.mib, workers: 1)
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        s.requestStarted(a.assignment.id, now: t0)
+        let cut = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 300_000,
+                                 end: .invalidReply(InvalidReply(.shortReply, "ended early")), now: t0 + .seconds(1))
+        guard case .wait(let delay, let attempt) = cut.next else { Issue.record("retry expected: \(cut.next)"); return }
+        #expect(delay >= .milliseconds(50) && delay <= .milliseconds(100) && attempt == 1, "first backoff: 50–100 ms")
+        let again = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(1)))
+        #expect(again.assignment.range.start == 300_000 && !again.freshConnection)
+    }
+
+    @Test func aStallMovesTheRestToAFreshConnection() throws {
+        var s = schedule(size: Self.mib, chunk: Self.mib, workers: 1)
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        s.requestStarted(a.assignment.id, now: t0)
+        let limit = StallWatchdog.Limit(bytesPerSecond: 1024, window: .seconds(10))
+        let stalled = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 5000, end: .stalled(limit), now: t0 + .seconds(11))
+        guard case .wait = stalled.next else { Issue.record("retry expected"); return }
+        let again = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(11)))
+        #expect(again.freshConnection && again.assignment.range.start == 5000)
+        s.requestStarted(again.assignment.id, now: t0 + .seconds(11))
+        _ = s.requestEnded(again.assignment.id, worker: 0, doneThrough: 6000, end: .transport(TransportFailure(code: 56, message: "reset")),
+                           now: t0 + .seconds(12))
+        let third = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(12)))
+        #expect(!third.freshConnection, "only the attempt after a stall")
+    }
+
+    @Test func retriesWithoutProgressRunOutAndSayHowMany() throws {
+        var s = schedule(size: Self.mib, chunk: Self.mib, workers: 1)
+        var next = RangeSchedule.Next.proceed
+        for attempt in 1...3 {
+            let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+            s.requestStarted(a.assignment.id, now: t0)
+            let reply = StatusReply(status: 500, retryAfter: nil, message: "HTTP 500 Internal Server Error from http://h/f")
+            next = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next
+            if attempt < 3, case .wait(_, let n) = next { #expect(n == attempt) }
+        }
+        guard case .stop(let error) = next else { Issue.record("gives up: \(next)"); return }
+        #expect(error.httpStatus == 500 && error.message.hasSuffix("(gave up after 2 retries)"))
+    }
+
+    @Test func throttlingWaitsUncountedUntilTheHostIsAtItsFloor() throws {
+        var s = schedule(size: Self.mib, chunk: Self.mib, workers: 1)
+        let reply = StatusReply(status: 503, retryAfter: .zero, message: "HTTP 503 Service Unavailable from http://h/f")
+        for _ in 0..<5 {
+            let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+            s.requestStarted(a.assignment.id, now: t0)
+            let got6 = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next
+            #expect(got6 == .throttled(reply))
+            let got7 = s.throttleJudged(reply, decision: .lowered(1), worker: 0)
+            #expect(got7 == .wait(HostThrottle.cooldown, attempt: 0),
+                    "a cut never spends a retry, however often")
+        }
+        for attempt in 1...2 {
+            let got8 = s.throttleJudged(reply, decision: .persisting, worker: 0)
+            #expect(got8 == .wait(.zero, attempt: attempt))
+        }
+        guard case .stop(let error) = s.throttleJudged(reply, decision: .persisting, worker: 0) else { Issue.record("stops"); return }
+        #expect(error.httpStatus == 503)
+    }
+
+    @Test func expiredURLsAndChangedFilesAreForTheDriver() throws {
+        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2)
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        let b = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        let expired = StatusReply(status: 403, retryAfter: nil, message: "HTTP 403 Forbidden from https://cdn/…")
+        let got9 = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(expired), now: t0).next
+        #expect(got9 == .reResolve(expired))
+        guard case .stop(let error) = s.requestEnded(b.assignment.id, worker: 1, doneThrough: Self.mib,
+                                                     end: .remoteChanged("ETag changed from \"a\" to \"b\""), now: t0).next else {
+            Issue.record("a changed file stops"); return
+        }
+        #expect(error.kind == .remoteChanged)
+    }
+
+    @Test func theTunerRaisesTheWorkerCountFromSamples() {
+        var s = schedule(size: 1 << 30, chunk: Self.mib, workers: 64, tuning: true)
+        #expect(s.allowedWorkers == 16 && s.isTuning)
+        let got10 = s.tick(bytes: 0, now: t0, cpu: nil)
+        #expect(got10 == nil)
+        let got11 = s.tick(bytes: 10 << 20, now: t0 + .milliseconds(100), cpu: nil)
+        #expect(got11 == nil)
+        let got12 = s.tick(bytes: 20 << 20, now: t0 + .milliseconds(200), cpu: nil)
+        #expect(got12 == nil)
+        let got13 = s.tick(bytes: 30 << 20, now: t0 + .milliseconds(300), cpu: nil)
+        #expect(got13 == 32)
+        #expect(s.allowedWorkers == 32 && s.peakWorkers == 32)
+        #expect(schedule(size: 1 << 30, chunk: Self.mib, workers: 8).allowedWorkers == 8, "without tuning: the maximum")
+    }
+
+    @Test func theSameSeedGivesTheSameWaits() throws {
+        func waits(seed: UInt64) throws -> [Duration] {
+            var s = schedule(size: Self.mib, chunk: Self.mib, workers: 1, seed: seed)
+            var result: [Duration] = []
+            for _ in 0..<2 {
+                let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+                let end = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0,
+                                         end: .transport(TransportFailure(code: 7, message: "refused")), now: t0)
+                if case .wait(let d, _) = end.next { result.append(d) }
+            }
+            return result
+        }
+        #expect(try waits(seed: 1) == waits(seed: 1))
+        #expect(try waits(seed: 1) != waits(seed: 2))
+    }
+}
