@@ -73,6 +73,7 @@ public struct ChaosScenario: Sendable {
         options.retry = RetryPolicy(maxRetries: 12, baseDelay: .milliseconds(2), maxDelay: .milliseconds(40))
         options.lowSpeedWindow = .seconds(1)
         options.restartOnChange = restartOnChange
+        options.randomSeed = seed  // the engine's retry jitter replays with the schedule
         let output = directory + "/chaos-\(seed).bin"
         let started = ContinuousClock.now
         var verdict: Verdict

@@ -120,12 +120,22 @@ final class Journal: @unchecked Sendable {
                 return (pending, self.inFlight, self.closed)
             }
             guard !closed, fd >= 0 else { return }
-            guard !batch.isEmpty || inFlight.contains(where: { progress[$0.range.start] != $0 }) else { return }
+            guard !batch.isEmpty || !unwritten.isEmpty || inFlight.contains(where: { progress[$0.range.start] != $0 }) else { return }
+            // Data first: the journal must never claim bytes a crash could lose. If the data
+            // cannot be made durable, the records wait for the next commit.
+            if Syscall.retryingEINTR({ fdatasync(dataFD) }) != 0 {
+                let error = Syscall.fail("fdatasync", path: dataPath)
+                lock.withLock {
+                    pending.insert(contentsOf: batch, at: 0)
+                    status.failed(error)
+                }
+                return
+            }
             let result = Result { () throws(SpateError) in try commit(batch, inFlight: inFlight) }
             lock.withLock {
                 switch result {
                 case .success: status.succeeded()
-                case .failure(let error): status.failed(error)
+                case .failure(let error): status.failed(error)  // the records wait in `unwritten`
                 }
             }
         }
@@ -162,9 +172,9 @@ final class Journal: @unchecked Sendable {
 
     // MARK: - Committing (under `commitLock`)
 
+    /// Appends one frame of `batch`, the changed in-flight prefixes and any records a failed
+    /// commit left, after the data file was made durable.
     private func commit(_ batch: [HashedRange], inFlight: [HashedRange]) throws(SpateError) {
-        // Data first: the journal must never claim bytes a crash could lose.
-        if Syscall.retryingEINTR({ fdatasync(dataFD) }) != 0 { throw Syscall.fail("fdatasync", path: dataPath) }
         for r in batch {
             all.insert(r)
             progress.removeValue(forKey: r.range.start)

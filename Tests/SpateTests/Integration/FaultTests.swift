@@ -313,10 +313,13 @@ struct FaultTests {
             for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
             _ = try await result
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
-            #expect(notices.contains { $0.contains("throttling") })
-            let throttled = rangeRequests(server).filter { $0.concurrentRequests > 3 }.count
-            let all = rangeRequests(server).count
-            #expect(throttled < all / 2, "most requests came within the server's limit: \(throttled) of \(all) refused")
+            // "… using at most N connections to HOST": the cut never goes above what the server
+            // was serving when it refused (at most 3), however the replies interleave.
+            let counts = notices.compactMap { text -> Int? in
+                guard text.contains("throttling"), let at = text.range(of: "at most ") else { return nil }
+                return Int(text[at.upperBound...].prefix { $0.isNumber })
+            }
+            #expect(!counts.isEmpty && counts.allSatisfy { (1...3).contains($0) }, "\(notices)")
         }
     }
 

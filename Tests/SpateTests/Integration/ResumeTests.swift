@@ -76,6 +76,17 @@ struct ResumeTests {
         return again
     }
 
+    /// The remote bytes the range requests of `requests` asked for.
+    func asked(_ requests: [RequestInfo]) -> RangeSet {
+        var set = RangeSet()
+        for r in requests {
+            guard let text = r.header("range"), text != "bytes=0-0" else { continue }
+            let bounds = text.dropFirst(6).split(separator: "-").compactMap { Int64($0) }
+            if bounds.count == 2 { set.insert(ByteRange(bounds[0], bounds[1] + 1)) }
+        }
+        return set
+    }
+
     @Test func killAtSeededPointsAndResumeToTheExactFile() async throws {
         var rng = SeededGenerator(label: "kill points")
         let points = (0..<20).map { _ in Int.random(in: 2...22, using: &rng) }
@@ -88,20 +99,27 @@ struct ResumeTests {
                 let first = try scene.run(arguments(server), in: dir.path, killAt: point)
                 #expect(first.signalled, "point \(i): killed at range request \(point)")
                 #expect(dir.contents == ["out.bin.part", "out.bin.part.journal"], "point \(i)")
+                let recorded = try JournalReport.read(dir.file("out.bin")).done
                 let boundary = server.requests.last?.index ?? 0
                 let second = try scene.run(arguments(server), in: dir.path)
                 #expect(second.status == 0, "point \(i): \(second.stderr)")
                 #expect(compareFile(dir.file("out.bin"), with: scene.content) == nil, "point \(i)")
                 #expect(dir.contents == ["out.bin"], "the journal is removed after a verified finish")
-                let again = refetched(served: server.servedBytes, firstRun: start...boundary,
-                                      secondRun: server.requests.filter { $0.index > boundary })
+                let resumed = server.requests.filter { $0.index > boundary }
+                // What the journal recorded before the kill is never asked for again (the bytes
+                // on disk are intact, so the resume check keeps them all).
+                let askedAgain = asked(resumed)
+                var outside = askedAgain
+                for r in recorded.ranges { outside.remove(r) }
+                #expect(askedAgain.count == outside.count,
+                        "point \(i): \(askedAgain.count - outside.count) recorded bytes fetched again")
+                let again = refetched(served: server.servedBytes, firstRun: start...boundary, secondRun: resumed)
                 worst = max(worst, again)
             }
         }
+        // How much a kill costs depends on how many bytes arrived since the last commit (every
+        // 50 ms here), which a loaded machine stretches: reported, not asserted.
         print("resume after kill -9 at 20 points: worst case \(worst) bytes fetched again (\(worst * 100 / Self.size) % of the file)")
-        // In-flight progress is journaled every 50 ms: what a kill loses is what arrived since
-        // the last commit, about 4 connections × 4 MB/s × 50 ms, plus socket buffers.
-        #expect(worst <= 4 << 20)
     }
 
     /// Kills a download at the 6th range request and returns the directory with its leftovers.
