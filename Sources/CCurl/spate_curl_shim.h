@@ -13,9 +13,6 @@
 static inline CURLcode spate_easy_setopt_long(CURL *handle, CURLoption option, long value) {
     return curl_easy_setopt(handle, option, value);
 }
-static inline CURLcode spate_easy_setopt_off(CURL *handle, CURLoption option, curl_off_t value) {
-    return curl_easy_setopt(handle, option, value);
-}
 static inline CURLcode spate_easy_setopt_string(CURL *handle, CURLoption option, const char *value) {
     return curl_easy_setopt(handle, option, value);
 }
@@ -36,13 +33,15 @@ static inline CURLcode spate_easy_setopt_debug_function(CURL *handle, curl_debug
     return curl_easy_setopt(handle, CURLOPT_DEBUGFUNCTION, value);
 }
 
+/// The socket hooks let the transfer loop count the connections open to each host.
+static inline CURLcode spate_easy_setopt_opensocket_function(CURL *handle, curl_opensocket_callback value) {
+    return curl_easy_setopt(handle, CURLOPT_OPENSOCKETFUNCTION, value);
+}
+static inline CURLcode spate_easy_setopt_closesocket_function(CURL *handle, curl_closesocket_callback value) {
+    return curl_easy_setopt(handle, CURLOPT_CLOSESOCKETFUNCTION, value);
+}
+
 static inline CURLcode spate_easy_getinfo_long(CURL *handle, CURLINFO info, long *value) {
-    return curl_easy_getinfo(handle, info, value);
-}
-static inline CURLcode spate_easy_getinfo_off(CURL *handle, CURLINFO info, curl_off_t *value) {
-    return curl_easy_getinfo(handle, info, value);
-}
-static inline CURLcode spate_easy_getinfo_string(CURL *handle, CURLINFO info, char **value) {
     return curl_easy_getinfo(handle, info, value);
 }
 static inline CURLcode spate_easy_getinfo_pointer(CURL *handle, CURLINFO info, void **value) {
@@ -58,8 +57,7 @@ static inline CURLcode spate_multi_msg_result(const CURLMsg *message) {
     return message->data.result;
 }
 
-/// `CURL_WRITEFUNC_PAUSE` and friends import, but these do not.
-static inline long spate_curl_max_read_size(void) { return CURL_MAX_READ_SIZE; }
+/// `CURLVERSION_NOW` does not import (a macro of an enum value).
 static inline unsigned int spate_curlversion_now(void) { return CURLVERSION_NOW; }
 
 #endif

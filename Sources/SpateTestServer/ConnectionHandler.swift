@@ -62,14 +62,6 @@ final class ConnectionHandler: ChannelInboundHandler {
     /// Whether this connection was counted open (the server object existed when it opened).
     private var counted = false
 
-    func channelActive(context: ChannelHandlerContext) {
-        if let server = core.server.withLock({ $0 }) {
-            server.connectionOpened(host: localHost)
-            counted = true
-        }
-        context.fireChannelActive()
-    }
-
     func channelInactive(context: ChannelHandlerContext) {
         active = false
         stream = nil
@@ -95,6 +87,10 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
         requestsOnConnection += 1
         let n = requestsOnConnection
+        if !counted {
+            server.connectionOpened(host: localHost)
+            counted = true
+        }
         let info = server.record(host: localHost) { counts in
             RequestInfo(index: counts.index, connectionRequestIndex: n, connectionID: connectionID, host: localHost,
                         method: request.method.rawValue, uri: request.uri,

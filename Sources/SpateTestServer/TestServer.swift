@@ -193,7 +193,12 @@ public final class TestServer: Sendable {
         }
     }
 
-    /// A client connected to `host`.
+    /// A connection to `host` carried its first request: it counts as open from now on.
+    ///
+    /// Why not from the accept: a client that closes a connection and opens another at once
+    /// may have the new one accepted here before the old one's close is read (both arrive in
+    /// one poll); counted from the first request, the old close is always read first, so the
+    /// count is what the client really had open, not an artefact of the server's event order.
     func connectionOpened(host: String) {
         state.withLock { s in
             s.open[host, default: 0] += 1
@@ -209,7 +214,7 @@ public final class TestServer: Sendable {
     /// Connections open to `host` now.
     public func openConnections(host: String) -> Int { state.withLock { $0.open[host] ?? 0 } }
 
-    /// The most connections that were open to `host` at once.
+    /// The most connections (that carried a request) open to `host` at once.
     public func peakOpenConnections(host: String) -> Int { state.withLock { $0.peakOpen[host] ?? 0 } }
 
     /// Content bytes sent so far, reply by reply (for measuring what a client fetched twice).

@@ -40,7 +40,7 @@ struct RangeSchedule: Sendable {
     struct Job: Sendable, Equatable {
         let assignment: RangeLedger.Assignment
         let isHedge: Bool
-        /// Open a new connection (a hedge, or a retry after a stall).
+        /// Open a new connection (a retry after a stall or a timeout).
         let freshConnection: Bool
         /// A steal: the victim must stop at this offset before the thief starts.
         let shorten: Shorten?
@@ -234,7 +234,10 @@ struct RangeSchedule: Sendable {
     private mutating func begin(_ assignment: RangeLedger.Assignment, worker: Int, hedge: Bool, shorten: Shorten?) -> Job {
         running[assignment.id] = Running(start: assignment.range.start, worker: worker, isHedge: hedge)
         var state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
-        let fresh = state.freshConnection || hedge
+        // A hedge needs no forced new connection: the slow request keeps its own busy, so an
+        // idle one is as good, and forcing one at the host's cap would close an idle connection
+        // only to open another.
+        let fresh = state.freshConnection
         state.freshConnection = false
         workers[worker] = state
         return Job(assignment: assignment, isHedge: hedge, freshConnection: fresh, shorten: shorten)

@@ -25,12 +25,13 @@ final class RangeWorkers: Sendable {
         let identity: ObjectIdentifier
     }
 
-    private struct Running {
+    struct Running {
         let sink: RangeSink
         let handle: TransferHandle
     }
 
-    private struct Core {
+    /// Everything the workers share, behind `core`'s lock.
+    struct Core {
         var schedule: RangeSchedule
         var running: [RangeLedger.AssignmentID: Running] = [:]
         var admission: [Int: (worker: Int, continuation: CheckedContinuation<Bool, Never>)] = [:]
@@ -40,12 +41,12 @@ final class RangeWorkers: Sendable {
         var journalFailuresReported = 0
     }
 
-    private let core: Mutex<Core>
-    private let parts: Parts
+    let core: Mutex<Core>
+    let parts: Parts
     private let maximumWorkers: Int
 
-    private var session: DownloadSession { parts.transport.session }
-    private var clock: any EngineClock { parts.transport.clock }
+    var session: DownloadSession { parts.transport.session }
+    var clock: any EngineClock { parts.transport.clock }
 
     init(schedule: RangeSchedule, parts: Parts) {
         self.core = Mutex(Core(schedule: schedule))
@@ -57,7 +58,7 @@ final class RangeWorkers: Sendable {
     var peakWorkers: Int { core.withLock { $0.schedule.peakWorkers } }
 
     /// What a child task of the group reports when it ends.
-    private enum ChildEnd: Sendable {
+    enum ChildEnd: Sendable {
         case worker
         /// The tuner raised the count: start workers up to this many, then tick on.
         case grow(Int)
@@ -221,134 +222,5 @@ final class RangeWorkers: Sendable {
         parts.hasher?.advance(to: ended.watermark)
         for waiter in waiters { waiter.resume() }
         return ended
-    }
-
-    // MARK: - Admission and waiting
-
-    /// Waits until worker `index` may run (the tuner's count); false once the download needs
-    /// no more workers.
-    private func admit(_ index: Int) async -> Bool {
-        let ready: Bool? = core.withLock { c in
-            if c.finished { return false }
-            return index < c.schedule.allowedWorkers ? true : nil
-        }
-        if let ready { return ready }
-        let key = core.withLock { c -> Int in
-            defer { c.nextWaiter += 1 }
-            return c.nextWaiter
-        }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let immediate: Bool? = core.withLock { c in
-                    if c.finished || Task.isCancelled { return false }
-                    if index < c.schedule.allowedWorkers { return true }
-                    c.admission[key] = (index, continuation)
-                    return nil
-                }
-                if let immediate { continuation.resume(returning: immediate) }
-            }
-        } onCancel: {
-            core.withLock { $0.admission.removeValue(forKey: key) }?.continuation.resume(returning: false)
-        }
-    }
-
-    /// Every byte is done: waiting workers end, idle ones look again.
-    private func finishAll() {
-        let (admitted, changed) = core.withLock { c in
-            c.finished = true
-            defer {
-                c.admission.removeAll()
-                c.changes.removeAll()
-            }
-            return (c.admission.values.map(\.continuation), Array(c.changes.values))
-        }
-        for waiter in admitted { waiter.resume(returning: false) }
-        for waiter in changed { waiter.resume() }
-    }
-
-    /// Returns when a request ends, at `deadline`, or on cancellation.
-    private func waitForChange(until deadline: ContinuousClock.Instant) async {
-        let key = core.withLock { c -> Int in
-            defer { c.nextWaiter += 1 }
-            return c.nextWaiter
-        }
-        let timer = Task { [clock] in
-            try? await clock.sleep(until: deadline)
-            self.core.withLock { $0.changes.removeValue(forKey: key) }?.resume()
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let now = core.withLock { c -> Bool in
-                    if c.finished || Task.isCancelled { return true }
-                    c.changes[key] = continuation
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        } onCancel: {
-            core.withLock { $0.changes.removeValue(forKey: key) }?.resume()
-        }
-        timer.cancel()
-    }
-
-    // MARK: - Ticking
-
-    /// Every `tuningWindow` (when tuning) a throughput sample for the tuner; every journal
-    /// commit interval the running requests' progress for the journal (whose status comes
-    /// back as a value: a notice on the first failed commit, an error when they keep failing).
-    /// Returns `.grow` when the tuner wants more workers than ever started.
-    private func ticker() async throws -> ChildEnd {
-        let tuning = core.withLock { $0.schedule.isTuning }
-        let journalInterval = parts.journal?.commitInterval
-        var nextSample = tuning ? clock.now + RangeSchedule.tuningWindow : nil
-        var nextReport = journalInterval.map { clock.now + $0 }
-        while let wake = [nextSample, nextReport].compactMap({ $0 }).min() {
-            do { try await clock.sleep(until: wake) } catch { return .ticker }
-            let now = clock.now
-            if let due = nextSample, now >= due {
-                nextSample = now + RangeSchedule.tuningWindow
-                let bytes = parts.transport.counters.bytesWritten.load(ordering: .relaxed)
-                let cpu = SystemCPU.sample()
-                let (complete, peak, target) = core.withLock { c in
-                    let peak = c.schedule.peakWorkers
-                    return (c.schedule.isComplete, peak, c.schedule.tick(bytes: bytes, now: now, cpu: cpu))
-                }
-                if complete { return .ticker }
-                if let target {
-                    admitUpTo(target)
-                    session.setConnections(target, for: parts.identity)
-                    if target > peak { return .grow(target) }
-                }
-            }
-            if let journal = parts.journal, let journalInterval, let due = nextReport, now >= due {
-                nextReport = now + journalInterval
-                try reportProgress(to: journal)
-            }
-        }
-        return .ticker
-    }
-
-    private func admitUpTo(_ allowed: Int) {
-        let wake = core.withLock { c -> [CheckedContinuation<Bool, Never>] in
-            let keys = c.admission.filter { $0.value.worker < allowed }.map(\.key)
-            return keys.compactMap { c.admission.removeValue(forKey: $0)?.continuation }
-        }
-        for waiter in wake { waiter.resume(returning: true) }
-    }
-
-    /// Hands the journal how far the running requests got, and acts on its status.
-    private func reportProgress(to journal: Journal) throws {
-        let sinks = core.withLock { c in c.running.values.map(\.sink) }
-        let status = journal.noteInFlight(sinks.compactMap(\.written))
-        let reported = core.withLock { $0.journalFailuresReported }
-        switch status.verdict(path: journal.path, reportedFailures: reported) {
-        case .fine:
-            break
-        case .notice(let text):
-            parts.transport.emit(.notice(text))
-        case .stop(let error):
-            throw error
-        }
-        core.withLock { $0.journalFailuresReported = status.totalFailures }
     }
 }

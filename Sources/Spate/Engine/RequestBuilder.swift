@@ -27,7 +27,7 @@ struct RequestBuilder: Sendable {
         headers.append("Range: bytes=0-0")
         headers.append("Accept-Encoding: identity")
         return TransferSpec(url: target.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
-                            secretPath: target.isRedirectTarget, forbidReuse: slot.hostIsThrottled)
+                            secretPath: target.isRedirectTarget, host: slot.origin.key, hostBudget: slot.hostAllowed)
     }
 
     /// A request for remote bytes `range` of `remote`, with `If-Range` so a changed file can
@@ -38,7 +38,7 @@ struct RequestBuilder: Sendable {
         headers.append("Accept-Encoding: identity")
         if let validator = remote.ifRangeValidator { headers.append("If-Range: \(validator)") }
         return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
-                            freshConnection: fresh, secretPath: remote.url.isRedirectTarget, forbidReuse: slot.hostIsThrottled)
+                            freshConnection: fresh, secretPath: remote.url.isRedirectTarget, host: slot.origin.key, hostBudget: slot.hostAllowed)
     }
 
     /// The whole body in one request (no range support).
@@ -46,6 +46,6 @@ struct RequestBuilder: Sendable {
         var headers = userHeaders(for: remote.url)
         headers.append("Accept-Encoding: identity")
         return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
-                            secretPath: remote.url.isRedirectTarget, forbidReuse: slot.hostIsThrottled)
+                            secretPath: remote.url.isRedirectTarget, host: slot.origin.key, hostBudget: slot.hostAllowed)
     }
 }

@@ -17,6 +17,10 @@ final class DownloadCounters: Sendable {
 }
 
 /// The probe's sink: keeps the head and, for errors, the start of the body; writes nothing.
+///
+/// A small body (the one byte of `bytes=0-0`, a redirect's or an error's text) is read to its
+/// end, so the connection stays open for the requests that follow; a whole file (a server that
+/// ignores Range answers 200) or any body beyond `ErrorBody.maxBytes` ends the transfer.
 final class ProbeSink: ResponseSink, @unchecked Sendable {
     /// Set for error statuses (400 and up, but 416, which an empty file answers); redirects
     /// and successes are the probe's to read.
@@ -24,16 +28,13 @@ final class ProbeSink: ResponseSink, @unchecked Sendable {
     private(set) var errorBody = ErrorBody()
 
     func accept(_ head: ResponseHead) -> TransferStop? {
-        // The probe's own body is at most one byte (Range: bytes=0-0); when the server ignores
-        // Range the body is the whole file, which the probe does not want.
-        guard head.status >= 400 && head.status != 416 else { return .enough }
-        errorStatus = head.status
+        if head.status == 200 { return .enough }
+        if head.status >= 400 && head.status != 416 { errorStatus = head.status }
         return nil
     }
 
     func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop? {
-        guard errorStatus != nil else { return .enough }
-        return errorBody.append(bytes) ? nil : .enough
+        errorBody.append(bytes) ? nil : .enough
     }
 }
 

@@ -102,9 +102,9 @@ final class ConnectionBudgets: Sendable {
     var waiting: Int { state.withLock { $0.waiters.count } }
 
     private static func take(_ origin: RemoteURL.Origin, _ s: inout State) -> BudgetSlot {
-        let throttled = s.book.allowed(origin) < s.book.maxPerHost
+        let allowed = s.book.allowed(origin)
         let cuts = s.book.take(origin)
-        let slot = BudgetSlot(id: s.nextID, origin: origin, sentAtCuts: cuts, hostIsThrottled: throttled)
+        let slot = BudgetSlot(id: s.nextID, origin: origin, sentAtCuts: cuts, hostAllowed: allowed)
         s.nextID += 1
         s.held[slot.id] = slot
         return slot
@@ -132,16 +132,16 @@ final class BudgetSlot: Sendable {
     let origin: RemoteURL.Origin
     /// The host's cut count when the slot was taken (see `HostThrottle.refused`).
     let sentAtCuts: Int
-    /// The host's budget was lowered when the slot was taken: the request's connection is closed
-    /// afterwards instead of kept, so a host that counts open connections sees them go.
-    let hostIsThrottled: Bool
+    /// The host's budget when the slot was taken: a request that finds more connections open to
+    /// the host closes its own afterwards (see `HostSockets`).
+    let hostAllowed: Int
     private let receiving = Atomic<Bool>(false)
 
-    init(id: UInt64, origin: RemoteURL.Origin, sentAtCuts: Int, hostIsThrottled: Bool) {
+    init(id: UInt64, origin: RemoteURL.Origin, sentAtCuts: Int, hostAllowed: Int) {
         self.id = id
         self.origin = origin
         self.sentAtCuts = sentAtCuts
-        self.hostIsThrottled = hostIsThrottled
+        self.hostAllowed = hostAllowed
     }
 
     /// The host accepted the request and sends data (set once, from the transfer loop).

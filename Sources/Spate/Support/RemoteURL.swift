@@ -90,5 +90,8 @@ public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
         public let scheme: String
         public let host: String
         public let port: Int
+
+        /// `scheme://host:port`.
+        public var key: String { "\(scheme)://\(host):\(port)" }
     }
 }

@@ -32,6 +32,8 @@ final class CurlLoop: Sendable {
     private nonisolated(unsafe) var thread: LoopThread?
     /// The stall watchdog's time source (read on the loop thread).
     let clock: any EngineClock
+    /// The connections open per host.
+    let sockets = HostSockets()
 
     /// - Parameters:
     ///   - maxConnections: the most connections open at once, busy or idle.
@@ -147,7 +149,8 @@ final class CurlLoop: Sendable {
                 switch command {
                 case .start(let id, let spec, let sink, let continuation):
                     let easy = idleHandles.popLast() ?? EasyHandle()
-                    let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation, clock: clock)
+                    let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation, clock: clock,
+                                            sockets: sockets)
                     if let failure = transfer.configure() {
                         transfer.headerList.free()
                         continuation.resume(returning: failure)
@@ -207,15 +210,20 @@ private final class Transfer {
     var bodyBytes: Int64 = 0
     let clock: any EngineClock
     var watchdog: StallWatchdog?
+    let sockets: HostSockets
+    /// What the open-socket hook gets (kept alive for the transfer).
+    let opening: HostSockets.Opening
 
     init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
-         continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock) {
+         continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock, sockets: HostSockets) {
         self.id = id
         self.easy = easy
         self.spec = spec
         self.sink = sink
         self.continuation = continuation
         self.clock = clock
+        self.sockets = sockets
+        self.opening = HostSockets.Opening(sockets: sockets, host: spec.host)
     }
 
     /// Applies the spec to the easy handle; returns an outcome when libcurl refuses an option.
@@ -251,7 +259,10 @@ private final class Transfer {
             watchdog = StallWatchdog(limit: limit, now: clock.now)
         }
         if spec.freshConnection { codes.append(easy.set(CURLOPT_FRESH_CONNECT, true)) }
-        if spec.forbidReuse { codes.append(easy.set(CURLOPT_FORBID_REUSE, true)) }
+        codes += sockets.install(on: easy, opening: Unmanaged.passUnretained(opening).toOpaque())
+        if let budget = spec.hostBudget, sockets.count(spec.host) > budget {
+            codes.append(easy.set(CURLOPT_FORBID_REUSE, true))
+        }
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))
         }

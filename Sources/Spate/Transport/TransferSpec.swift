@@ -8,9 +8,11 @@ struct TransferSpec: Sendable {
     var freshConnection = false
     /// The URL's path may be a credential (a redirect target): `--verbose` does not print it.
     var secretPath = false
-    /// Close the connection after this request instead of keeping it for the next one (the
-    /// host throttles: it must see connections go, not idle).
-    var forbidReuse = false
+    /// The host the request goes to (scheme, host, port), for counting its connections.
+    var host = ""
+    /// The host's connection budget: when more connections are open to it, this request closes
+    /// its own afterwards instead of keeping it (the host throttles and must see them go).
+    var hostBudget: Int?
 }
 
 /// Per-request settings that come from the download's options.

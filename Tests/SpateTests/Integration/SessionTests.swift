@@ -69,6 +69,8 @@ struct SessionTests {
             for host in Self.hosts {
                 let peak = server.peakOpenConnections(host: host)
                 #expect(peak <= 4, "\(host): \(peak) connections open at once")
+                let sockets = session.loop.sockets.peak(try RemoteURL(server.url("/", host: host)).origin.key)
+                #expect((1...4).contains(sockets), "\(host): spate had \(sockets) sockets open at once")
                 let busiest = server.requests.filter { $0.host == host }.map(\.concurrentRequestsOnHost).max() ?? 0
                 #expect(busiest <= 4, "\(host): \(busiest) requests at once")
                 #expect(busiest >= 2, "\(host): the downloads ran side by side (\(busiest) at most)")
@@ -102,7 +104,10 @@ struct SessionTests {
             #expect(throttled.cuts >= 1 && (1...2).contains(throttled.lowest), "cut to what the host serves: \(throttled)")
             #expect(calm.cuts == 0 && calm.allowed == 4 && calm.lowest == 4, "the other host keeps its budget: \(calm)")
             #expect(server.requests.filter { $0.host == Self.hosts[0] }.allSatisfy { $0.concurrentRequestsOnHost <= 4 })
-            for host in Self.hosts { #expect(server.peakOpenConnections(host: host) <= 4, "\(host)") }
+            for host in Self.hosts {
+                #expect(server.peakOpenConnections(host: host) <= 4, "\(host)")
+                #expect(session.loop.sockets.peak(try RemoteURL(server.url("/", host: host)).origin.key) <= 4, "\(host)")
+            }
         }
     }
 
