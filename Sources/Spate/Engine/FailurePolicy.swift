@@ -7,7 +7,7 @@
 /// | stalled (watchdog), transport timeout           | retry on a fresh connection, counted            | 3  |
 /// | transport failure, TLS trust or bad URL         | stop                                            | 3  |
 /// | other transport failure (reset, refused, DNS)   | retry, counted                                  | 3  |
-/// | 429, 503                                        | throttled: the host's budget decides (below)    | 4  |
+/// | 429, 503                                        | the host's budget judges it (below)             | 4  |
 /// | 401, 403, 404, 410                              | resolve the URL again (an expired signed URL)   | 4  |
 /// | 408, 425, 500, 502, 504, 202                    | retry after `Retry-After` or the backoff, counted | 4 |
 /// | any other status ≥ 300                          | stop                                            | 4  |
@@ -15,8 +15,8 @@
 /// | the remote file changed                         | stop (or start over with --restart-on-change)   | 7  |
 /// | local write failure                             | stop                                            | 6  |
 ///
-/// Counted retries are bounded by `RetryPolicy.maxRetries` consecutive failures without
-/// progress (a request that moved bytes resets the count). A throttling reply does not count
+/// Counted retries are bounded by `RetryPolicy.maxRetries` consecutive failures of the same
+/// bytes without progress (a request that moved bytes resets the count). A throttling reply does not count
 /// while the host's connection budget is still coming down (`HostThrottle`): it waits out the
 /// cooldown and the server's `Retry-After`, then asks again. Only a refusal of a request sent at
 /// the lowest budget counts. When the URL cannot be resolved again (no redirect was involved,
@@ -25,8 +25,6 @@ enum FailurePolicy {
     enum Decision: Sendable, Equatable {
         /// Try again after `after`; on a new connection when `freshConnection`.
         case retry(after: Duration, freshConnection: Bool)
-        /// 429/503: ask the host's budget (`ConnectionBudgets.refused`), then `afterThrottle`.
-        case throttled(StatusReply)
         /// Ask the original URL again (`RemoteResolver.refresh`); stop with the reply's error if
         /// that cannot help.
         case reResolve(StatusReply)
@@ -41,9 +39,23 @@ enum FailurePolicy {
     /// What an expired signed URL answers (S3, GCS, Box's download URLs).
     static let expiredURLStatuses: Set<Int> = [401, 403, 404, 410]
 
+    /// Whether the host's budget must judge this end first (`ConnectionBudgets.refused`).
+    static func isThrottling(_ end: TransferEnd) -> Bool {
+        if case .status(let reply) = end { return throttlingStatuses.contains(reply.status) }
+        return false
+    }
+
     /// The decision after a transfer that ended with `end` without delivering its bytes.
-    /// `madeProgress`: the request moved some bytes (the count of failures starts again).
-    static func decide(_ end: TransferEnd, madeProgress: Bool, budget: inout RetryBudget, random: Double) -> Decision {
+    ///
+    /// - Parameters:
+    ///   - madeProgress: the request moved some bytes (the count of failures starts again).
+    ///   - budget: the retry history of the bytes the request was for.
+    ///   - throttle: for a throttling reply, the host budget's judgement; nil when there is no
+    ///     budget to lower (the probe, a single stream): the reply then counts.
+    ///   - canResolveAgain: whether an expired-URL status may be answered by resolving the URL
+    ///     again (range requests to a redirect target); else it stops.
+    static func decide(_ end: TransferEnd, madeProgress: Bool, budget: inout RetryBudget, throttle: ThrottleDecision? = nil,
+                       canResolveAgain: Bool = true, random: Double) -> Decision {
         if madeProgress { budget.progressed() }
         switch end {
         case .completed, .enough, .abandoned:
@@ -54,8 +66,16 @@ enum FailurePolicy {
             if failure.isPermanent { return .stop(failure.error) }
             return budget.counted(failure.error, retryAfter: nil, freshConnection: failure.isTimeout, random: random)
         case .status(let reply):
-            if throttlingStatuses.contains(reply.status) { return .throttled(reply) }
-            if expiredURLStatuses.contains(reply.status) { return .reResolve(reply) }
+            if throttlingStatuses.contains(reply.status) {
+                // Uncounted while the host's budget comes down: the rest of the cooldown, and at
+                // least what the server's Retry-After or the backoff asks.
+                if let floor = throttle?.uncountedWait {
+                    return .retry(after: max(floor, budget.uncountedDelay(retryAfter: reply.retryAfter, random: random)),
+                                  freshConnection: false)
+                }
+                return budget.counted(reply.error, retryAfter: reply.retryAfter, freshConnection: false, random: random)
+            }
+            if expiredURLStatuses.contains(reply.status) { return canResolveAgain ? .reResolve(reply) : .stop(reply.error) }
             if retryableStatuses.contains(reply.status) {
                 return budget.counted(reply.error, retryAfter: reply.retryAfter, freshConnection: false, random: random)
             }
@@ -68,40 +88,21 @@ enum FailurePolicy {
             return .stop(error)
         }
     }
-
-    /// For a request with no connection count to lower and no URL to resolve again (the probe,
-    /// a single stream): a throttling reply counts like any retryable status, and an
-    /// expired-URL status stops.
-    static func alone(_ decision: Decision, budget: inout RetryBudget, random: Double) -> Decision {
-        switch decision {
-        case .throttled(let reply): budget.counted(reply.error, retryAfter: reply.retryAfter, freshConnection: false, random: random)
-        case .reResolve(let reply): .stop(reply.error)
-        case .retry, .stop: decision
-        }
-    }
-
-    /// The decision after a throttling reply, once the host's budget has judged it: uncounted
-    /// while the budget comes down (wait the rest of the cooldown, and at least what the
-    /// server's `Retry-After` or the backoff asks), counted when the budget is already at its
-    /// floor.
-    static func afterThrottle(_ reply: StatusReply, decision: ThrottleDecision, budget: inout RetryBudget,
-                              random: Double) -> Decision {
-        if let floor = decision.uncountedWait {
-            return .retry(after: max(floor, budget.uncountedDelay(retryAfter: reply.retryAfter, random: random)),
-                          freshConnection: false)
-        }
-        return budget.counted(reply.error, retryAfter: reply.retryAfter, freshConnection: false, random: random)
-    }
 }
 
-/// The retry history of one worker (or the probe): consecutive failures without progress,
-/// against `RetryPolicy.maxRetries`.
+/// The retry history of some bytes (a range's remainder, the probe, a stream): consecutive
+/// failures without progress, against `RetryPolicy.maxRetries`.
+///
+/// Why the bytes and not the worker: workers take turns at the host's connection slots, so the
+/// worker that failed on a range is rarely the one that asks for it next; the count travels
+/// with the range (`RangeSchedule`), and bytes arriving reset it.
 struct RetryBudget: Sendable, Equatable {
     let policy: RetryPolicy
-    private(set) var failures = 0
+    private(set) var failures: Int
 
-    init(policy: RetryPolicy) {
+    init(policy: RetryPolicy, failures: Int = 0) {
         self.policy = policy
+        self.failures = failures
     }
 
     /// Bytes arrived: the next failure is the first again.

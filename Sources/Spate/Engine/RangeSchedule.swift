@@ -11,9 +11,15 @@
 /// 1. `nextWork` — fetch an assignment (maybe a steal, which shortens a running request, or a
 ///    hedge), wait until a time, or stop (everything is done);
 /// 2. `requestStarted` — the transfer got a connection slot and starts now;
-/// 3. `requestEnded` — what the transfer wrote, and how it ended (`TransferEnd`);
-/// 4. after `.throttled`, `throttleJudged` with the host budget's decision.
+/// 3. `requestEnded` — what the transfer wrote, how it ended (`TransferEnd`), and for a
+///    throttling reply the host budget's judgement of it.
 /// The ticker adds `tick` (throughput samples for the tuner).
+///
+/// Retries are counted per range, not per worker: a failed request's remainder goes back to
+/// pending with its count of failures in a row (and whether it stalled), and whichever worker
+/// takes it next continues that count. Workers take turns at the host's connection slots, so
+/// a count kept per worker would charge one worker for failures of several ranges, and let a
+/// range that always fails be retried by every worker in turn.
 struct RangeSchedule: Sendable {
     struct Settings: Sendable {
         var workStealing = true
@@ -65,11 +71,9 @@ struct RangeSchedule: Sendable {
     enum Next: Sendable, Equatable {
         /// Ask for the next work.
         case proceed
-        /// Retry after this wait (the assignment's rest went back to pending); `attempt` is the
-        /// count of failures in a row (0 for a wait that does not count).
+        /// Wait this long before asking again (the request's rest went back to pending);
+        /// `attempt` is its count of failures in a row (0 for a wait that does not count).
         case wait(Duration, attempt: Int)
-        /// 429/503: ask the host's budget, then `throttleJudged`.
-        case throttled(StatusReply)
         /// The URL may have expired: resolve it again, or stop with this reply's error.
         case reResolve(StatusReply)
         case stop(SpateError)
@@ -88,23 +92,27 @@ struct RangeSchedule: Sendable {
 
     private struct Running: Sendable {
         let start: Int64
-        let worker: Int
         let isHedge: Bool
+        /// The failures in a row of the bytes it was given.
+        let failures: Int
         /// When the transfer started (nil while it waits for a connection slot).
         var started: ContinuousClock.Instant?
     }
 
-    private struct Worker: Sendable {
-        var budget: RetryBudget
-        var freshConnection = false
-        /// The last measured speed (bytes/s), for the request size.
-        var speed: Double?
+    /// The history a failed request leaves with its remainder, keyed by the remainder's start.
+    private struct Retry: Sendable {
+        var failures: Int
+        /// The next request for these bytes opens a new connection (after a stall or timeout).
+        var freshConnection: Bool
     }
 
     let settings: Settings
     private(set) var ledger: RangeLedger
     private var running: [RangeLedger.AssignmentID: Running] = [:]
-    private var workers: [Int: Worker] = [:]
+    /// Failed remainders waiting in pending (a few at most: one per failed request).
+    private var retries: [Int64: Retry] = [:]
+    /// Each worker's last measured speed (bytes/s), for its request size.
+    private var speeds: [Int: Double] = [:]
     /// Speeds (bytes/s) of recently completed requests: what a healthy connection achieves.
     private var recentSpeeds: [Double] = []
     private var random: SplitMix64
@@ -140,20 +148,19 @@ struct RangeSchedule: Sendable {
     /// The next work for `worker`, which holds a connection slot. `positions`: how far each
     /// running request has written (read from the sinks).
     mutating func nextWork(worker: Int, positions: [RangeLedger.AssignmentID: Int64], now: ContinuousClock.Instant) -> Work {
-        let state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
-        let bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: allowedWorkers, speed: state.speed)
+        let bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: allowedWorkers,
+                                                    speed: speeds[worker])
         if let assignment = ledger.assign(maxBytes: bytes) {
-            return .fetch(begin(assignment, worker: worker, hedge: false, shorten: nil))
+            return .fetch(begin(assignment, hedge: false, shorten: nil))
         }
         if settings.workStealing,
            let steal = ledger.steal(positions: positions, minimumBytes: Self.minimumStealBytes, alignment: Self.stealAlignment) {
-            return .fetch(begin(steal.assignment, worker: worker, hedge: false,
-                                shorten: Shorten(victim: steal.victim, end: steal.victimEnd)))
+            return .fetch(begin(steal.assignment, hedge: false, shorten: Shorten(victim: steal.victim, end: steal.victimEnd)))
         }
         if ledger.isComplete { return .done }
         if settings.tailHedging, let (victim, position) = hedgeCandidate(positions: positions, now: now),
            let hedge = ledger.hedge(victim, from: position) {
-            return .fetch(begin(hedge, worker: worker, hedge: true, shorten: nil))
+            return .fetch(begin(hedge, hedge: true, shorten: nil))
         }
         return .wait(until: now + Self.idleRecheck)
     }
@@ -164,53 +171,51 @@ struct RangeSchedule: Sendable {
     }
 
     /// The request `id` of `worker` ended: bytes up to `doneThrough` are in the file, and the
-    /// transfer ended with `end`.
+    /// transfer ended with `end`; `throttle` is the host budget's judgement of a throttling
+    /// reply (`FailurePolicy.isThrottling`).
     mutating func requestEnded(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd,
-                               now: ContinuousClock.Instant) -> Ended {
+                               throttle: ThrottleDecision? = nil, now: ContinuousClock.Instant) -> Ended {
         guard let request = running.removeValue(forKey: id) else {
             preconditionFailure("end of request \(id), which is not running")
         }
+        let range = ledger.range(of: id)
         let finish = ledger.finish(id, doneThrough: doneThrough)
         var ended = Ended(abandon: finish.abandon, watermark: ledger.watermark, complete: finish.complete, next: .proceed)
-        var state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
-        defer { workers[worker] = state }
         let moved = doneThrough - request.start
         if finish.complete || end == .abandoned {
-            state.budget.progressed()
             if finish.complete, moved > 0, let started = request.started, now > started {
                 let speed = Double(moved) / (now - started).secondsDouble
-                state.speed = speed
+                speeds[worker] = speed
                 recentSpeeds.append(speed)
                 if recentSpeeds.count > Self.recentSpeedsKept { recentSpeeds.removeFirst() }
             }
             return ended
         }
+        var end = end
+        if end == .completed || end == .enough {
+            // The transfer ended well but its bytes are not all done (a sink's check missed it):
+            // a short reply, never a crash or a silent gap.
+            end = .invalidReply(InvalidReply(.shortReply, "a reply ended \(max(0, moved)) bytes into its range"))
+        }
         if case .stalled = end { stalledSinceSample = true }
-        switch FailurePolicy.decide(end, madeProgress: moved > 0, budget: &state.budget, random: random.nextUnitInterval()) {
+        if FailurePolicy.isThrottling(end) { throttledSinceSample = true }
+        var budget = RetryBudget(policy: settings.retry, failures: request.failures)
+        switch FailurePolicy.decide(end, madeProgress: moved > 0, budget: &budget, throttle: throttle,
+                                    canResolveAgain: true, random: random.nextUnitInterval()) {
         case .retry(let after, let fresh):
-            state.freshConnection = fresh
-            ended.next = .wait(after, attempt: state.budget.failures)
-        case .throttled(let reply):
-            throttledSinceSample = true
-            ended.next = .throttled(reply)
+            ended.next = .wait(after, attempt: budget.failures)
+            // The remainder (pending again from where the request stopped) keeps the count.
+            if let range {
+                let rest = min(max(doneThrough, range.start), range.end)
+                retries = retries.filter { ledger.pending.contains($0.key) }
+                if ledger.pending.contains(rest) { retries[rest] = Retry(failures: budget.failures, freshConnection: fresh) }
+            }
         case .reResolve(let reply):
             ended.next = .reResolve(reply)
         case .stop(let error):
             ended.next = .stop(error)
         }
         return ended
-    }
-
-    /// The host's budget judged `worker`'s throttling reply: wait without spending a retry
-    /// while the budget comes down, or count it (see `FailurePolicy.afterThrottle`).
-    mutating func throttleJudged(_ reply: StatusReply, decision: ThrottleDecision, worker: Int) -> Next {
-        var state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
-        defer { workers[worker] = state }
-        switch FailurePolicy.afterThrottle(reply, decision: decision, budget: &state.budget, random: random.nextUnitInterval()) {
-        case .retry(let after, _): return .wait(after, attempt: state.budget.failures)
-        case .stop(let error): return .stop(error)
-        case .throttled, .reResolve: preconditionFailure("afterThrottle decides retry or stop")
-        }
     }
 
     /// One sampling window passed: `bytes` is the download's byte counter now. Returns the new
@@ -231,15 +236,22 @@ struct RangeSchedule: Sendable {
 
     // MARK: - Rules
 
-    private mutating func begin(_ assignment: RangeLedger.Assignment, worker: Int, hedge: Bool, shorten: Shorten?) -> Job {
-        running[assignment.id] = Running(start: assignment.range.start, worker: worker, isHedge: hedge)
-        var state = workers[worker, default: Worker(budget: RetryBudget(policy: settings.retry))]
+    /// Registers an assignment as running; it inherits the retry history of the failed
+    /// remainders it covers.
+    private mutating func begin(_ assignment: RangeLedger.Assignment, hedge: Bool, shorten: Shorten?) -> Job {
+        var failures = 0
+        var fresh = false
+        if !retries.isEmpty {
+            for (offset, retry) in retries where assignment.range.contains(offset) {
+                failures = max(failures, retry.failures)
+                fresh = fresh || retry.freshConnection
+                retries.removeValue(forKey: offset)
+            }
+        }
+        running[assignment.id] = Running(start: assignment.range.start, isHedge: hedge, failures: failures)
         // A hedge needs no forced new connection: the slow request keeps its own busy, so an
         // idle one is as good, and forcing one at the host's cap would close an idle connection
         // only to open another.
-        let fresh = state.freshConnection
-        state.freshConnection = false
-        workers[worker] = state
         return Job(assignment: assignment, isHedge: hedge, freshConnection: fresh, shorten: shorten)
     }
 

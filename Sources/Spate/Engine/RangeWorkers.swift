@@ -109,7 +109,7 @@ final class RangeWorkers: Sendable {
     private enum Step: Sendable {
         case done
         case wait(until: ContinuousClock.Instant)
-        case ended(RangeSchedule.Next, TransferEnd, BudgetSlot, RemoteFile)
+        case ended(RangeSchedule.Next, TransferEnd, RemoteFile)
     }
 
     private func worker(_ index: Int) async throws -> ChildEnd {
@@ -137,7 +137,7 @@ final class RangeWorkers: Sendable {
                     // A steal: the victim learns its new end before the thief starts.
                     if let victim, let shorten = job.shorten { victim.limit.store(shorten.end, ordering: .relaxed) }
                     let (next, end) = try await fetch(job, worker: index, slot: slot, remote: remote)
-                    return .ended(next, end, slot, remote)
+                    return .ended(next, end, remote)
                 }
             }
             switch step {
@@ -146,27 +146,19 @@ final class RangeWorkers: Sendable {
                 return .worker
             case .wait(let until):
                 await waitForChange(until: until)
-            case .ended(let next, let end, let slot, let remote):
-                try await follow(next, after: end, worker: index, slot: slot, remote: remote)
+            case .ended(let next, let end, let remote):
+                try await follow(next, after: end, remote: remote)
             }
         }
     }
 
     /// Does what the schedule decided after a request ended.
-    private func follow(_ next: RangeSchedule.Next, after end: TransferEnd, worker: Int, slot: BudgetSlot,
-                        remote: RemoteFile) async throws {
+    private func follow(_ next: RangeSchedule.Next, after end: TransferEnd, remote: RemoteFile) async throws {
         switch next {
         case .proceed:
             return
         case .wait(let delay, let attempt):
             try await parts.transport.retryWait(delay, after: end.error, attempt: attempt)
-        case .throttled(let reply):
-            let decision = session.budgets.refused(slot, now: clock.now)
-            if case .lowered(let count) = decision {
-                parts.transport.emit(.notice("the server is throttling (HTTP \(reply.status)): using at most \(count) connections to \(slot.origin.host):\(slot.origin.port)"))
-            }
-            let after = core.withLock { $0.schedule.throttleJudged(reply, decision: decision, worker: worker) }
-            try await follow(after, after: end, worker: worker, slot: slot, remote: remote)
         case .reResolve(let reply):
             guard try await parts.resolver.refresh(after: remote.url) != nil else { throw reply.error }
         case .stop(let error):
@@ -202,18 +194,30 @@ final class RangeWorkers: Sendable {
         let end = writeError.map(TransferEnd.localFailure)
             ?? sink.end(of: outcome, url: remote.url, wallSeconds: clock.wallSeconds)
         if writeError == nil, let written = sink.written { parts.journal?.record(written) }
-        let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end)
+        // A 429/503 is judged by the host's budget first (shared with the session's other
+        // downloads): a cut, or a reply to a higher count than now allowed, does not count.
+        var throttle: ThrottleDecision?
+        if FailurePolicy.isThrottling(end), case .status(let reply) = end {
+            let decision = session.budgets.refused(slot, now: clock.now)
+            if case .lowered(let count) = decision {
+                parts.transport.emit(.notice("the server is throttling (HTTP \(reply.status)): using at most \(count) connections to \(slot.origin.host):\(slot.origin.port)"))
+            }
+            throttle = decision
+        }
+        let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end,
+                           throttle: throttle)
         if ended.complete { session.budgets.succeeded(slot.origin) }
         return (ended.next, end)
     }
 
     /// Reports a request's end to the schedule, stops the requests it made unnecessary, moves
     /// the digest's watermark and wakes idle workers.
-    private func record(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd) -> RangeSchedule.Ended {
+    private func record(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd,
+                        throttle: ThrottleDecision? = nil) -> RangeSchedule.Ended {
         let now = clock.now
         let (ended, losers, waiters) = core.withLock { c in
             c.running.removeValue(forKey: id)
-            let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, now: now)
+            let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, throttle: throttle, now: now)
             let losers = ended.abandon.compactMap { c.running[$0]?.handle }
             defer { c.changes.removeAll() }
             return (ended, losers, Array(c.changes.values))

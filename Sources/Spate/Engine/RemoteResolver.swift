@@ -176,14 +176,13 @@ final class RemoteResolver: Sendable {
             end = .invalidReply(InvalidReply(.unexpectedStatus, reply.message))
         }
         let draw = random.withLock { $0.nextUnitInterval() }
-        switch FailurePolicy.alone(FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: draw),
-                                   budget: &budget, random: draw) {
+        switch FailurePolicy.decide(end, madeProgress: false, budget: &budget, canResolveAgain: false, random: draw) {
         case .retry(let after, _):
             try await transport.retryWait(after, after: end.error, attempt: budget.failures)
         case .stop(let error):
             throw error
-        case .throttled, .reResolve:
-            preconditionFailure("FailurePolicy.alone decides retry or stop")
+        case .reResolve:
+            preconditionFailure("no re-resolving without canResolveAgain")
         }
     }
 

@@ -33,17 +33,16 @@ struct StreamFetcher {
             // Progress shown must not count bytes that will be written again.
             counters.bytesWritten.store(before, ordering: .relaxed)
             let draw = random.nextUnitInterval()
-            let decision = FailurePolicy.alone(FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: draw),
-                                               budget: &budget, random: draw)
-            switch decision {
+            // One request at a time: no connection count to lower, no resolver for the stream.
+            switch FailurePolicy.decide(end, madeProgress: false, budget: &budget, canResolveAgain: false, random: draw) {
             case .retry(let after, _):
                 var reason = end.error.message
                 if sink.position > 0 { reason += "; the server cannot resume, starting over" }
                 try await transport.retryWait(after, after: SpateError(end.error.kind, reason), attempt: budget.failures)
             case .stop(let error):
                 throw error
-            case .throttled, .reResolve:
-                preconditionFailure("FailurePolicy.alone decides retry or stop")
+            case .reResolve:
+                preconditionFailure("no re-resolving without canResolveAgain")
             }
         }
     }

@@ -3,7 +3,7 @@ import Testing
 
 /// A short seeded chaos run inside `swift test` (the long one is `spate-soak`). Each schedule
 /// must end byte-exact or as a clean failure; never a wrong output. Seeds are printed.
-@Suite("Chaos", .timeLimit(.minutes(2)))
+@Suite("Chaos", .timeLimit(.minutes(5)))
 struct ChaosTests {
     @Test func seededSchedulesNeverProduceAWrongOutput() async throws {
         var rng = SeededGenerator(label: "chaos")

@@ -6,7 +6,9 @@ import Synchronization
 import Testing
 
 /// One test per injected fault: the output is byte-exact, or the error is the precise one.
-@Suite("Network faults", .timeLimit(.minutes(1)))
+/// (Time limits here and in the other suites catch hangs only: with every test running at once
+/// on a loaded 2-core machine, a whole run has taken over a minute.)
+@Suite("Network faults", .timeLimit(.minutes(5)))
 struct FaultTests {
     static let chunk: Int64 = 1 << 20
 
@@ -63,7 +65,7 @@ struct FaultTests {
                 let bounds = text.dropFirst(6).split(separator: "-").map { Int64($0)! }
                 return (bounds[0], bounds[1] + 1)
             }
-            #expect(ranges.count == 4)
+            try #require(ranges.count == 4)
             #expect(ranges[1].0 == 1_048_576 && ranges[2].0 == 1_148_576, "the retry starts where the cut-off reply stopped")
             let delivered = [ranges[0], (ranges[1].0, 1_148_576), ranges[2], ranges[3]]
             #expect(delivered.first?.0 == 0 && delivered.last?.1 == content.size)
@@ -100,6 +102,7 @@ struct FaultTests {
             o.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(5))
             try await expectExactDownload(server, content, options: o)
             let ranges = rangeRequests(server)
+            try #require(ranges.count >= 2)
             #expect(ranges[1].header("range") == ranges[0].header("range"))
             #expect(ranges[1].arrival - ranges[0].arrival >= .seconds(1), "waited for Retry-After")
         }
@@ -126,6 +129,7 @@ struct FaultTests {
             o.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(5))
             try await expectExactDownload(server, content, options: o)
             let ranges = rangeRequests(server)
+            try #require(ranges.count >= 2)
             #expect(ranges[1].arrival - ranges[0].arrival >= .seconds(1))
         }
     }
@@ -144,7 +148,7 @@ struct FaultTests {
             o.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(5))
             try await expectExactDownload(server, content, options: o)
             let probes = server.requests.filter { $0.header("range") == "bytes=0-0" }
-            #expect(probes.count == 2)
+            try #require(probes.count == 2)
             #expect(probes[1].arrival - probes[0].arrival >= .seconds(1))
         }
     }
@@ -266,8 +270,8 @@ struct FaultTests {
     // MARK: Slow connections
 
     /// One connection is throttled to 20 KB/s: with stealing and hedging the others take its
-    /// work over (without them this test would need minutes and hit its time limit).
-    @Test(.timeLimit(.minutes(1)))
+    /// work over (without them this test would need minutes), so some request starts mid-chunk.
+    @Test
     func aStragglerConnectionDoesNotHoldTheDownload() async throws {
         try await withTestServer { server in
             let content = GeneratedContent(seed: 45, size: 8 * Self.chunk)

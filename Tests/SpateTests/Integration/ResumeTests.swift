@@ -8,7 +8,7 @@ import Testing
 
 /// Resume after kill -9 of the `spate` process, with the journal intact, torn, damaged, foreign,
 /// or out of date.
-@Suite("Resume", .timeLimit(.minutes(3)))
+@Suite("Resume", .timeLimit(.minutes(5)))
 struct ResumeTests {
     static let size: Int64 = 12 << 20
     static let chunk: Int64 = 512 << 10

@@ -8,7 +8,7 @@ import Testing
 /// Several downloads in one session: the budgets hold at the server (which counts the
 /// connections open to each of its two addresses), a throttling host loses budget alone, and
 /// time-driven waits follow an injected clock.
-@Suite("Sessions", .timeLimit(.minutes(2)))
+@Suite("Sessions", .timeLimit(.minutes(5)))
 struct SessionTests {
     static let hosts = ["127.0.0.1", "127.0.0.2"]
     static let size: Int64 = 32 << 20

@@ -12,9 +12,11 @@ struct FailurePolicyTests {
         .status(StatusReply(status: code, retryAfter: retryAfter, message: "HTTP \(code) from http://h/x"))
     }
 
-    func decide(_ end: TransferEnd, progress: Bool = false, random: Double = 1) -> FailurePolicy.Decision {
+    func decide(_ end: TransferEnd, progress: Bool = false, throttle: ThrottleDecision? = nil,
+                canResolveAgain: Bool = true, random: Double = 1) -> FailurePolicy.Decision {
         var budget = RetryBudget(policy: policy)
-        return FailurePolicy.decide(end, madeProgress: progress, budget: &budget, random: random)
+        return FailurePolicy.decide(end, madeProgress: progress, budget: &budget, throttle: throttle,
+                                    canResolveAgain: canResolveAgain, random: random)
     }
 
     @Test func eachEndHasItsDecision() {
@@ -28,11 +30,16 @@ struct FailurePolicyTests {
         #expect(decide(.transport(reset)) == .retry(after: first, freshConnection: false))
         #expect(decide(.transport(untrusted)) == .stop(untrusted.error))
         for code in [429, 503] {
-            guard case .throttled(let reply) = decide(status(code)) else { Issue.record("\(code) is throttling"); continue }
-            #expect(reply.status == code)
+            #expect(FailurePolicy.isThrottling(status(code)), "\(code) goes to the host's budget first")
+            #expect(decide(status(code)) == .retry(after: first, freshConnection: false), "with no budget to judge it, it counts")
         }
+        #expect(!FailurePolicy.isThrottling(status(500)))
         for code in [401, 403, 404, 410] {
             guard case .reResolve = decide(status(code)) else { Issue.record("\(code) may be an expired URL"); continue }
+            guard case .stop(let error) = decide(status(code), canResolveAgain: false) else {
+                Issue.record("\(code) stops when nothing can be resolved again"); continue
+            }
+            #expect(error.httpStatus == code)
         }
         for code in [202, 408, 425, 500, 502, 504] {
             #expect(decide(status(code)) == .retry(after: first, freshConnection: false), "\(code)")
@@ -54,46 +61,33 @@ struct FailurePolicyTests {
     @Test func theBudgetCountsFailuresWithoutProgress() {
         var budget = RetryBudget(policy: policy)
         let end = TransferEnd.invalidReply(InvalidReply(.shortReply, "the reply ended after 5 of 10 bytes"))
-        let got24 = FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: 0)
-        #expect(got24 == .retry(after: .milliseconds(50), freshConnection: false))
-        let got25 = FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: 0)
-        #expect(got25 == .retry(after: .milliseconds(100), freshConnection: false))
-        let got26 = FailurePolicy.decide(end, madeProgress: true, budget: &budget, random: 0)
-        #expect(got26 == .retry(after: .milliseconds(50), freshConnection: false),
-                "a failure that moved bytes starts the count again")
-        _ = FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: 0)
-        guard case .stop(let error) = FailurePolicy.decide(end, madeProgress: false, budget: &budget, random: 0) else {
-            Issue.record("the third failure in a row stops"); return
+        func next(progress: Bool) -> FailurePolicy.Decision {
+            FailurePolicy.decide(end, madeProgress: progress, budget: &budget, random: 0)
         }
+        #expect(next(progress: false) == .retry(after: .milliseconds(50), freshConnection: false))
+        #expect(next(progress: false) == .retry(after: .milliseconds(100), freshConnection: false))
+        #expect(next(progress: true) == .retry(after: .milliseconds(50), freshConnection: false),
+                "a failure that moved bytes starts the count again")
+        _ = next(progress: false)
+        guard case .stop(let error) = next(progress: false) else { Issue.record("the third failure in a row stops"); return }
         #expect(error.kind == .invalidResponse && error.message.hasSuffix("(gave up after 2 retries)"))
     }
 
     @Test func throttlingCountsOnlyAtTheFloor() {
-        let reply = StatusReply(status: 503, retryAfter: .seconds(2), message: "HTTP 503")
+        let reply = TransferEnd.status(StatusReply(status: 503, retryAfter: .seconds(2), message: "HTTP 503"))
         var budget = RetryBudget(policy: policy)
-        let got27 = FailurePolicy.afterThrottle(reply, decision: .lowered(4), budget: &budget, random: 0)
-        #expect(got27 == .retry(after: .seconds(2), freshConnection: false),
-                "the server's Retry-After, longer than the cooldown")
-        let got28 = FailurePolicy.afterThrottle(reply, decision: .settling(remaining: .seconds(5)), budget: &budget, random: 0)
-        #expect(got28 == .retry(after: .seconds(5), freshConnection: false), "the rest of the cooldown, when longer")
-        #expect(budget.failures == 0, "neither counted")
-        _ = FailurePolicy.afterThrottle(reply, decision: .persisting, budget: &budget, random: 0)
-        _ = FailurePolicy.afterThrottle(reply, decision: .persisting, budget: &budget, random: 0)
-        guard case .stop(let error) = FailurePolicy.afterThrottle(reply, decision: .persisting, budget: &budget, random: 0) else {
-            Issue.record("refusals at the floor count"); return
+        func next(_ throttle: ThrottleDecision) -> FailurePolicy.Decision {
+            FailurePolicy.decide(reply, madeProgress: false, budget: &budget, throttle: throttle, random: 0)
         }
+        #expect(next(.lowered(4)) == .retry(after: .seconds(2), freshConnection: false),
+                "the server's Retry-After, longer than the cooldown")
+        #expect(next(.settling(remaining: .seconds(5))) == .retry(after: .seconds(5), freshConnection: false),
+                "the rest of the cooldown, when longer")
+        #expect(budget.failures == 0, "neither counted")
+        _ = next(.persisting)
+        _ = next(.persisting)
+        guard case .stop(let error) = next(.persisting) else { Issue.record("refusals at the floor count"); return }
         #expect(error.httpStatus == 503 && error.kind.exitCode == 4)
-    }
-
-    @Test func aRequestAloneCountsThrottlingAndStopsOnAnExpiredURL() {
-        var budget = RetryBudget(policy: policy)
-        let throttled = FailurePolicy.decide(status(429, retryAfter: .seconds(1)), madeProgress: false, budget: &budget, random: 0)
-        let got29 = FailurePolicy.alone(throttled, budget: &budget, random: 0)
-        #expect(got29 == .retry(after: .seconds(1), freshConnection: false))
-        #expect(budget.failures == 1)
-        let expired = FailurePolicy.decide(status(403), madeProgress: false, budget: &budget, random: 0)
-        guard case .stop(let error) = FailurePolicy.alone(expired, budget: &budget, random: 0) else { Issue.record("403 stops"); return }
-        #expect(error.httpStatus == 403)
     }
 }
 

@@ -133,21 +133,51 @@ struct RangeScheduleTests {
     @Test func throttlingWaitsUncountedUntilTheHostIsAtItsFloor() throws {
         var s = schedule(size: Self.mib, chunk: Self.mib, workers: 1)
         let reply = StatusReply(status: 503, retryAfter: .zero, message: "HTTP 503 Service Unavailable from http://h/f")
-        for _ in 0..<5 {
+        func refused(_ decision: ThrottleDecision) throws -> RangeSchedule.Next {
             let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
             s.requestStarted(a.assignment.id, now: t0)
-            let got6 = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next
-            #expect(got6 == .throttled(reply))
-            let got7 = s.throttleJudged(reply, decision: .lowered(1), worker: 0)
-            #expect(got7 == .wait(HostThrottle.cooldown, attempt: 0),
-                    "a cut never spends a retry, however often")
+            return s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), throttle: decision, now: t0).next
         }
+        for _ in 0..<5 {
+            #expect(try refused(.lowered(1)) == .wait(HostThrottle.cooldown, attempt: 0), "a cut never spends a retry, however often")
+        }
+        #expect(try refused(.settling(remaining: .milliseconds(40))) == .wait(.milliseconds(40), attempt: 0))
         for attempt in 1...2 {
-            let got8 = s.throttleJudged(reply, decision: .persisting, worker: 0)
-            #expect(got8 == .wait(.zero, attempt: attempt))
+            #expect(try refused(.persisting) == .wait(.zero, attempt: attempt))
         }
-        guard case .stop(let error) = s.throttleJudged(reply, decision: .persisting, worker: 0) else { Issue.record("stops"); return }
+        guard case .stop(let error) = try refused(.persisting) else { Issue.record("stops"); return }
         #expect(error.httpStatus == 503)
+    }
+
+    /// Workers take turns at the connection slots: the count of failures stays with the bytes,
+    /// whoever asks for them next, and a worker's own history does not follow it elsewhere.
+    @Test func theRetryCountTravelsWithTheRangeNotTheWorker() throws {
+        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2, stealing: false)
+        let reply = StatusReply(status: 500, retryAfter: nil, message: "HTTP 500 from http://h/f")
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        s.requestStarted(a.assignment.id, now: t0)
+        #expect(s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next.attempt == 1)
+        // Worker 1 takes the failed range: its second failure in a row.
+        let again = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        #expect(again.assignment.range.start == 0)
+        s.requestStarted(again.assignment.id, now: t0)
+        #expect(s.requestEnded(again.assignment.id, worker: 1, doneThrough: 0, end: .status(reply), now: t0).next.attempt == 2)
+        // Worker 0 gets the failed range again (the lowest pending): the third failure stops.
+        let third = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        s.requestStarted(third.assignment.id, now: t0)
+        guard case .stop = s.requestEnded(third.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next else {
+            Issue.record("three failures of the same bytes stop the download"); return
+        }
+        // A range that never failed starts from zero, whoever failed before.
+        var fresh = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2, stealing: false)
+        let x = try job(fresh.nextWork(worker: 0, positions: [:], now: t0))
+        let y = try job(fresh.nextWork(worker: 1, positions: [:], now: t0))
+        #expect(fresh.requestEnded(x.assignment.id, worker: 0, doneThrough: 100, end: .status(reply), now: t0).next.attempt == 1)
+        #expect(fresh.requestEnded(y.assignment.id, worker: 1, doneThrough: 2 * Self.mib, end: .completed, now: t0).next == .proceed)
+        let z = try job(fresh.nextWork(worker: 1, positions: [:], now: t0))
+        #expect(z.assignment.range.start == 100, "the failed remainder, from where it stopped")
+        #expect(fresh.requestEnded(z.assignment.id, worker: 1, doneThrough: 200, end: .status(reply), now: t0).next.attempt == 1,
+                "it moved bytes: the count starts again")
     }
 
     @Test func expiredURLsAndChangedFilesAreForTheDriver() throws {
@@ -193,5 +223,13 @@ struct RangeScheduleTests {
         }
         #expect(try waits(seed: 1) == waits(seed: 1))
         #expect(try waits(seed: 1) != waits(seed: 2))
+    }
+}
+
+extension RangeSchedule.Next {
+    /// The attempt of a wait (nil for anything else).
+    var attempt: Int? {
+        if case .wait(_, let attempt) = self { return attempt }
+        return nil
     }
 }
