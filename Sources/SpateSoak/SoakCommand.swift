@@ -70,6 +70,7 @@ struct SoakCommand: AsyncParsableCommand {
             }
             if verbose || report.verdict != .exact {
                 print("seed \(s): \(report.size) bytes, \(report.connections) conn, \(report.faults.count) faults, changed \(report.changed): \(report.verdict) in \(report.elapsed)")
+                if verbose && report.faults.count <= 8 { print("  faults: \(report.faults.map(\.description).joined(separator: ", "))") }
             }
         }
         print("spate-soak: \(schedules) schedules (seeds \(seed)...\(seed + UInt64(schedules) - 1)), \(faults) faults injected: "

@@ -30,10 +30,15 @@ struct DownloadTransport: Sendable {
         return try await session.loop.perform(spec, sink: sink, handle: handle)
     }
 
-    /// Waits `delay` before asking again, telling the user why.
-    func retryWait(_ delay: Duration, after error: SpateError, attempt: Int) async throws {
+    /// Counts a wait of `delay` before asking again, and tells the user why.
+    func noteRetry(_ delay: Duration, after error: SpateError, attempt: Int) {
         counters.retries.add(1, ordering: .relaxed)
         emit(.retrying(reason: error.message, attempt: attempt, delay: delay))
+    }
+
+    /// Waits `delay` before asking again, telling the user why.
+    func retryWait(_ delay: Duration, after error: SpateError, attempt: Int) async throws {
+        noteRetry(delay, after: error, attempt: attempt)
         try await clock.sleep(for: delay)
     }
 }

@@ -27,41 +27,57 @@ extension RangeWorkers {
         }
     }
 
-    /// Every byte is done: waiting workers end, idle ones look again.
+    /// Every byte is done: waiting workers end, idle and pausing ones look again (and end).
     func finishAll() {
-        let (admitted, changed) = core.withLock { c in
+        let (admitted, woken) = core.withLock { c in
             c.finished = true
             defer {
                 c.admission.removeAll()
                 c.changes.removeAll()
+                c.pauses.removeAll()
             }
-            return (c.admission.values.map(\.continuation), Array(c.changes.values))
+            return (c.admission.values.map(\.continuation), Array(c.changes.values) + Array(c.pauses.values))
         }
         for waiter in admitted { waiter.resume(returning: false) }
-        for waiter in changed { waiter.resume() }
+        for waiter in woken { waiter.resume() }
     }
 
-    /// Returns when a request ends, at `deadline`, or on cancellation.
+    /// Returns when a request ends, at `deadline`, when the download is done, or on
+    /// cancellation (an idle worker looking for work).
     func waitForChange(until deadline: ContinuousClock.Instant) async {
+        await wait(until: deadline, kind: .change)
+    }
+
+    /// Returns at `deadline`, when the download is done, or on cancellation (a worker waiting
+    /// before a retry: once every byte is done, nothing is left to retry, and the download
+    /// must not wait out a backoff or a throttling cooldown to finish).
+    func pause(until deadline: ContinuousClock.Instant) async {
+        await wait(until: deadline, kind: .pause)
+    }
+
+    private func wait(until deadline: ContinuousClock.Instant, kind: Core.WaitKind) async {
         let key = core.withLock { c -> Int in
             defer { c.nextWaiter += 1 }
             return c.nextWaiter
         }
         let timer = Task { [clock] in
             try? await clock.sleep(until: deadline)
-            self.core.withLock { $0.changes.removeValue(forKey: key) }?.resume()
+            self.core.withLock { $0.takeWaiter(kind, key) }?.resume()
         }
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
+                // The timer may have fired already (a zero wait): it found no waiter to resume,
+                // and the deadline has passed, so do not register one (a lost wake-up hung a
+                // download waiting `Retry-After: 0`).
                 let now = core.withLock { c -> Bool in
-                    if c.finished || Task.isCancelled { return true }
-                    c.changes[key] = continuation
+                    if c.finished || Task.isCancelled || clock.now >= deadline { return true }
+                    c.addWaiter(kind, key, continuation)
                     return false
                 }
                 if now { continuation.resume() }
             }
         } onCancel: {
-            core.withLock { $0.changes.removeValue(forKey: key) }?.resume()
+            core.withLock { $0.takeWaiter(kind, key) }?.resume()
         }
         timer.cancel()
     }

@@ -35,10 +35,29 @@ final class RangeWorkers: Sendable {
         var schedule: RangeSchedule
         var running: [RangeLedger.AssignmentID: Running] = [:]
         var admission: [Int: (worker: Int, continuation: CheckedContinuation<Bool, Never>)] = [:]
+        /// Idle workers (woken when a request ends).
         var changes: [Int: CheckedContinuation<Void, Never>] = [:]
+        /// Workers waiting before a retry (woken only when the download is done).
+        var pauses: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter = 0
         var finished = false
         var journalFailuresReported = 0
+
+        enum WaitKind: Sendable { case change, pause }
+
+        mutating func addWaiter(_ kind: WaitKind, _ key: Int, _ continuation: CheckedContinuation<Void, Never>) {
+            switch kind {
+            case .change: changes[key] = continuation
+            case .pause: pauses[key] = continuation
+            }
+        }
+
+        mutating func takeWaiter(_ kind: WaitKind, _ key: Int) -> CheckedContinuation<Void, Never>? {
+            switch kind {
+            case .change: changes.removeValue(forKey: key)
+            case .pause: pauses.removeValue(forKey: key)
+            }
+        }
     }
 
     let core: Mutex<Core>
@@ -158,7 +177,8 @@ final class RangeWorkers: Sendable {
         case .proceed:
             return
         case .wait(let delay, let attempt):
-            try await parts.transport.retryWait(delay, after: end.error, attempt: attempt)
+            parts.transport.noteRetry(delay, after: end.error, attempt: attempt)
+            if delay > .zero { await pause(until: clock.now + delay) }
         case .reResolve(let reply):
             guard try await parts.resolver.refresh(after: remote.url) != nil else { throw reply.error }
         case .stop(let error):

@@ -143,6 +143,34 @@ struct SessionTests {
         }
     }
 
+    /// A worker waiting out a refusal's Retry-After holds nothing up: another worker fetches
+    /// the refused range, and the download ends without that wait (the clock never moves here,
+    /// so a download that waited for it would never end).
+    @Test func aPendingRetryDoesNotHoldUpAFinishedDownload() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 311, size: 4 << 20)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            let refused = Mutex(false)
+            server.setHook { request in
+                guard request.header("range") != "bytes=0-0", refused.withLock({ r in defer { r = true }; return !r }) else { return nil }
+                return Fault.status(503, retryAfter: "600").apply(to: request, file: file)
+            }
+            let session = try DownloadSession(limits: .init(maxConnections: 2, maxConnectionsPerHost: 2), clock: ManualClock())
+            defer { session.shutdown() }
+            var options = testOptions(connections: 2, chunk: 1 << 20)
+            options.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(900))
+            options.selfTuning = false
+            options.tailHedging = false
+            options.journal = false
+            let download = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: options, session: session)
+            let result = try await download.run()
+            #expect(result.retries == 1)
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+        }
+    }
+
     /// The README's session example, line for line (only the URLs and paths differ).
     @Test func readmeSessionExample() async throws {
         let dir = try TemporaryDirectory()
