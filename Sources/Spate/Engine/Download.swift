@@ -56,6 +56,7 @@ public final class Download: Sendable {
         defer { continuation.finish() }
         let session: DownloadSession
         if let shared = self.session {
+            guard !shared.isShutDown else { throw SpateError(.cancelled, "the download session has been shut down") }
             session = shared
         } else {
             session = try DownloadSession(

@@ -68,8 +68,11 @@ enum FailurePolicy {
         case .status(let reply):
             if throttlingStatuses.contains(reply.status) {
                 // Uncounted while the host's budget comes down: the rest of the cooldown, and at
-                // least what the server's Retry-After or the backoff asks.
-                if let floor = throttle?.uncountedWait {
+                // least what the server's Retry-After or the backoff asks. Bounded too: a budget
+                // that other downloads' successes keep raising could otherwise be cut again
+                // and again for the same bytes.
+                if let floor = throttle?.uncountedWait, budget.uncounted < budget.maxUncounted {
+                    budget.uncounted += 1
                     return .retry(after: max(floor, budget.uncountedDelay(retryAfter: reply.retryAfter, random: random)),
                                   freshConnection: false)
                 }
@@ -99,14 +102,22 @@ enum FailurePolicy {
 struct RetryBudget: Sendable, Equatable {
     let policy: RetryPolicy
     private(set) var failures: Int
+    /// Throttling waits that did not count, in a row (bounded by `maxUncounted`).
+    var uncounted = 0
 
     init(policy: RetryPolicy, failures: Int = 0) {
         self.policy = policy
         self.failures = failures
     }
 
+    /// The most throttling waits in a row that do not count: after them every refusal counts.
+    var maxUncounted: Int { max(32, 8 * policy.maxRetries) }
+
     /// Bytes arrived: the next failure is the first again.
-    mutating func progressed() { failures = 0 }
+    mutating func progressed() {
+        failures = 0
+        uncounted = 0
+    }
 
     /// A failure that counts: wait and retry, or stop once the budget is spent (saying so).
     mutating func counted(_ error: SpateError, retryAfter: Duration?, freshConnection: Bool,

@@ -17,9 +17,11 @@
 ///
 /// Retries are counted per range, not per worker: a failed request's remainder goes back to
 /// pending with its count of failures in a row (and whether it stalled), and whichever worker
-/// takes it next continues that count. Workers take turns at the host's connection slots, so
-/// a count kept per worker would charge one worker for failures of several ranges, and let a
-/// range that always fails be retried by every worker in turn.
+/// takes it next continues that count — but not before its backoff has passed (other pending
+/// bytes go out meanwhile). Workers take turns at the host's connection slots, so a count kept
+/// per worker would charge one worker for failures of several ranges, and let a range that
+/// always fails be retried by every worker in turn without any backoff. A failed hedge costs
+/// nothing: its primary still holds the bytes.
 struct RangeSchedule: Sendable {
     struct Settings: Sendable {
         var workStealing = true
@@ -93,17 +95,21 @@ struct RangeSchedule: Sendable {
     private struct Running: Sendable {
         let start: Int64
         let isHedge: Bool
-        /// The failures in a row of the bytes it was given.
-        let failures: Int
+        /// The retry history of the bytes it was given.
+        let budget: RetryBudget
         /// When the transfer started (nil while it waits for a connection slot).
         var started: ContinuousClock.Instant?
     }
 
     /// The history a failed request leaves with its remainder, keyed by the remainder's start.
     private struct Retry: Sendable {
-        var failures: Int
+        var budget: RetryBudget
         /// The next request for these bytes opens a new connection (after a stall or timeout).
         var freshConnection: Bool
+        /// The remainder as it went back to pending, and when it may be asked for again (its
+        /// backoff); nil: at once.
+        var range: ByteRange
+        var notBefore: ContinuousClock.Instant?
     }
 
     let settings: Settings
@@ -148,9 +154,13 @@ struct RangeSchedule: Sendable {
     /// The next work for `worker`, which holds a connection slot. `positions`: how far each
     /// running request has written (read from the sinks).
     mutating func nextWork(worker: Int, positions: [RangeLedger.AssignmentID: Int64], now: ContinuousClock.Instant) -> Work {
-        let bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: allowedWorkers,
-                                                    speed: speeds[worker])
-        if let assignment = ledger.assign(maxBytes: bytes) {
+        // Near the end requests shrink to share what is left among the connections this
+        // download really has (in a shared session, fewer than its workers).
+        let connections = max(1, min(allowedWorkers, running.count + 1))
+        let bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: connections,
+                                                    speed: speeds[worker] ?? typicalSpeed)
+        let waiting = retries.values.filter { ($0.notBefore ?? now) > now }
+        if let assignment = ledger.assign(maxBytes: bytes, avoiding: waiting.map(\.range)) {
             return .fetch(begin(assignment, hedge: false, shorten: nil))
         }
         if settings.workStealing,
@@ -162,7 +172,21 @@ struct RangeSchedule: Sendable {
            let hedge = ledger.hedge(victim, from: position) {
             return .fetch(begin(hedge, hedge: true, shorten: nil))
         }
-        return .wait(until: now + Self.idleRecheck)
+        let due = waiting.compactMap(\.notBefore).min()
+        return .wait(until: min(now + Self.idleRecheck, due ?? now + Self.idleRecheck))
+    }
+
+    /// What `nextWork` would answer now, without changing anything (a worker asks before it
+    /// takes a connection slot: it holds one only to fetch).
+    func preview(worker: Int, positions: [RangeLedger.AssignmentID: Int64], now: ContinuousClock.Instant) -> Work {
+        var copy = self
+        return copy.nextWork(worker: worker, positions: positions, now: now)
+    }
+
+    /// The median speed of recently completed requests: a worker's size before it has its own.
+    private var typicalSpeed: Double? {
+        guard !recentSpeeds.isEmpty else { return nil }
+        return recentSpeeds.sorted()[recentSpeeds.count / 2]
     }
 
     /// The transfer for `id` starts now.
@@ -179,6 +203,7 @@ struct RangeSchedule: Sendable {
             preconditionFailure("end of request \(id), which is not running")
         }
         let range = ledger.range(of: id)
+        let wasHedge = ledger.isHedge(id)
         let finish = ledger.finish(id, doneThrough: doneThrough)
         var ended = Ended(abandon: finish.abandon, watermark: ledger.watermark, complete: finish.complete, next: .proceed)
         let moved = doneThrough - request.start
@@ -191,6 +216,15 @@ struct RangeSchedule: Sendable {
             }
             return ended
         }
+        if wasHedge {
+            // The primary still holds these bytes (or has them done): a failed hedge only
+            // stops, unless what it saw concerns the whole download.
+            switch end {
+            case .remoteChanged, .localFailure: ended.next = .stop(end.error)
+            default: break
+            }
+            return ended
+        }
         var end = end
         if end == .completed || end == .enough {
             // The transfer ended well but its bytes are not all done (a sink's check missed it):
@@ -199,16 +233,22 @@ struct RangeSchedule: Sendable {
         }
         if case .stalled = end { stalledSinceSample = true }
         if FailurePolicy.isThrottling(end) { throttledSinceSample = true }
-        var budget = RetryBudget(policy: settings.retry, failures: request.failures)
+        var budget = request.budget
         switch FailurePolicy.decide(end, madeProgress: moved > 0, budget: &budget, throttle: throttle,
                                     canResolveAgain: true, random: random.nextUnitInterval()) {
         case .retry(let after, let fresh):
             ended.next = .wait(after, attempt: budget.failures)
-            // The remainder (pending again from where the request stopped) keeps the count.
+            // The remainder (pending again from where the request stopped) keeps the count,
+            // and waits out the backoff of a counted failure (a throttling wait that does not
+            // count is the host budget's business: other workers may ask at once).
             if let range {
                 let rest = min(max(doneThrough, range.start), range.end)
                 retries = retries.filter { ledger.pending.contains($0.key) }
-                if ledger.pending.contains(rest) { retries[rest] = Retry(failures: budget.failures, freshConnection: fresh) }
+                if ledger.pending.contains(rest) {
+                    let counted = budget.failures > (moved > 0 ? 0 : request.budget.failures)
+                    retries[rest] = Retry(budget: budget, freshConnection: fresh, range: ByteRange(rest, range.end),
+                                          notBefore: counted && after > .zero ? now + after : nil)
+                }
             }
         case .reResolve(let reply):
             ended.next = .reResolve(reply)
@@ -239,16 +279,16 @@ struct RangeSchedule: Sendable {
     /// Registers an assignment as running; it inherits the retry history of the failed
     /// remainders it covers.
     private mutating func begin(_ assignment: RangeLedger.Assignment, hedge: Bool, shorten: Shorten?) -> Job {
-        var failures = 0
+        var budget = RetryBudget(policy: settings.retry)
         var fresh = false
         if !retries.isEmpty {
             for (offset, retry) in retries where assignment.range.contains(offset) {
-                failures = max(failures, retry.failures)
+                if retry.budget.failures >= budget.failures { budget = retry.budget }
                 fresh = fresh || retry.freshConnection
                 retries.removeValue(forKey: offset)
             }
         }
-        running[assignment.id] = Running(start: assignment.range.start, isHedge: hedge, failures: failures)
+        running[assignment.id] = Running(start: assignment.range.start, isHedge: hedge, budget: budget)
         // A hedge needs no forced new connection: the slow request keeps its own busy, so an
         // idle one is as good, and forcing one at the host's cap would close an idle connection
         // only to open another.

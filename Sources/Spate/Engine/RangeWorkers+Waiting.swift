@@ -42,20 +42,20 @@ extension RangeWorkers {
         for waiter in woken { waiter.resume() }
     }
 
-    /// Returns when a request ends, at `deadline`, when the download is done, or on
-    /// cancellation (an idle worker looking for work).
-    func waitForChange(until deadline: ContinuousClock.Instant) async {
-        await wait(until: deadline, kind: .change)
+    /// Returns when a request ends (or has ended since `generation`), at `deadline`, when the
+    /// download is done, or on cancellation (an idle worker looking for work).
+    func waitForChange(until deadline: ContinuousClock.Instant, since generation: Int) async {
+        await wait(until: deadline, kind: .change, since: generation)
     }
 
     /// Returns at `deadline`, when the download is done, or on cancellation (a worker waiting
     /// before a retry: once every byte is done, nothing is left to retry, and the download
     /// must not wait out a backoff or a throttling cooldown to finish).
     func pause(until deadline: ContinuousClock.Instant) async {
-        await wait(until: deadline, kind: .pause)
+        await wait(until: deadline, kind: .pause, since: nil)
     }
 
-    private func wait(until deadline: ContinuousClock.Instant, kind: Core.WaitKind) async {
+    private func wait(until deadline: ContinuousClock.Instant, kind: Core.WaitKind, since generation: Int?) async {
         let key = core.withLock { c -> Int in
             defer { c.nextWaiter += 1 }
             return c.nextWaiter
@@ -71,6 +71,7 @@ extension RangeWorkers {
                 // download waiting `Retry-After: 0`).
                 let now = core.withLock { c -> Bool in
                     if c.finished || Task.isCancelled || clock.now >= deadline { return true }
+                    if let generation, c.generation != generation { return true }
                     c.addWaiter(kind, key, continuation)
                     return false
                 }

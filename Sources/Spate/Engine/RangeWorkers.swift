@@ -42,6 +42,15 @@ final class RangeWorkers: Sendable {
         var nextWaiter = 0
         var finished = false
         var journalFailuresReported = 0
+        /// Counts requests that ended: an idle worker that decided to wait at generation g
+        /// returns at once if a request ended since (no lost wake-up between deciding and
+        /// waiting).
+        var generation = 0
+
+        /// How far each running request has written.
+        func positions() -> [RangeLedger.AssignmentID: Int64] {
+            running.mapValues { $0.sink.publishedPosition.load(ordering: .relaxed) }
+        }
 
         enum WaitKind: Sendable { case change, pause }
 
@@ -108,7 +117,9 @@ final class RangeWorkers: Sendable {
                 switch end {
                 case .worker:
                     finishedWorkers += 1
-                    if finishedWorkers == spawned { group.cancelAll() }  // nothing left to tick for
+                    // Every byte done: workers still queued for a connection slot, pausing, or
+                    // running a hedge's loser end now (they return normally, see `worker`).
+                    if finishedWorkers == spawned || core.withLock({ $0.finished }) { group.cancelAll() }
                 case .grow(let count):
                     guard finishedWorkers < spawned else { break }
                     spawn(upTo: count)
@@ -131,16 +142,40 @@ final class RangeWorkers: Sendable {
         case ended(RangeSchedule.Next, TransferEnd, RemoteFile)
     }
 
+    /// One worker: cancelled once the download is done, it returns normally.
     private func worker(_ index: Int) async throws -> ChildEnd {
+        do {
+            return try await work(index)
+        } catch is CancellationError where core.withLock({ $0.finished }) {
+            return .worker
+        }
+    }
+
+    private func work(_ index: Int) async throws -> ChildEnd {
         while true {
             try Task.checkCancellation()
             guard await admit(index) else { return .worker }
+            // Look before taking a connection slot: a slot is held only to fetch, so idle
+            // workers never keep other downloads from the budget, and a worker never queues
+            // for a slot of a download that is already done.
+            let (preview, generation) = core.withLock { c in
+                (c.schedule.preview(worker: index, positions: c.positions(), now: clock.now), c.generation)
+            }
+            switch preview {
+            case .done:
+                finishAll()
+                return .worker
+            case .wait(let until):
+                await waitForChange(until: until, since: generation)
+                continue
+            case .fetch:
+                break
+            }
             let remote = parts.resolver.current
             let step = try await parts.transport.withSlot(for: remote.url.origin) { slot -> Step in
                 let now = clock.now
                 let (work, victim) = core.withLock { c -> (RangeSchedule.Work, RangeSink?) in
-                    let positions = c.running.mapValues { $0.sink.publishedPosition.load(ordering: .relaxed) }
-                    let work = c.schedule.nextWork(worker: index, positions: positions, now: now)
+                    let work = c.schedule.nextWork(worker: index, positions: c.positions(), now: now)
                     guard case .fetch(let job) = work else { return (work, nil) }
                     let sink = RangeSink(requested: job.assignment.range, remoteOffset: parts.remoteOffset, output: parts.output.make(),
                                          remote: remote, counters: parts.transport.counters, slot: slot)
@@ -150,8 +185,8 @@ final class RangeWorkers: Sendable {
                 switch work {
                 case .done:
                     return .done
-                case .wait(let until):
-                    return .wait(until: until)
+                case .wait:
+                    return .wait(until: now)  // someone took it meanwhile: look again at once
                 case .fetch(let job):
                     // A steal: the victim learns its new end before the thief starts.
                     if let victim, let shorten = job.shorten { victim.limit.store(shorten.end, ordering: .relaxed) }
@@ -163,8 +198,8 @@ final class RangeWorkers: Sendable {
             case .done:
                 finishAll()
                 return .worker
-            case .wait(let until):
-                await waitForChange(until: until)
+            case .wait:
+                continue
             case .ended(let next, let end, let remote):
                 try await follow(next, after: end, remote: remote)
             }
@@ -237,6 +272,7 @@ final class RangeWorkers: Sendable {
         let now = clock.now
         let (ended, losers, waiters) = core.withLock { c in
             c.running.removeValue(forKey: id)
+            c.generation += 1
             let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, throttle: throttle, now: now)
             let losers = ended.abandon.compactMap { c.running[$0]?.handle }
             defer { c.changes.removeAll() }

@@ -55,9 +55,8 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private var output: StagedOutput
     private let remote: RemoteFile
     private let counters: DownloadCounters
-    /// The connection slot of the request: marked once data flows (the host accepted it).
+    /// The connection slot of the request: marked once the host accepted it (a good 206).
     private let slot: BudgetSlot?
-    private var receiving = false
     /// The next offset to write: `requested.start ..< position` is accepted (queued or written;
     /// all written after `flush()`).
     private(set) var position: Int64
@@ -129,6 +128,8 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
             }
         }
         if let change = remote.validatorMismatch(in: head) { return .remoteChanged(change) }
+        // The host accepted the request: it counts as running when the host throttles others.
+        slot?.markReceiving()
         return nil
     }
 
@@ -139,10 +140,6 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         }
         if position + Int64(bytes.count) > requested.end {
             return .invalid(InvalidReply(.tooManyBytes, "the server sent more bytes than the \(requested.count) of \(remoteRange.httpRangeValue)"))
-        }
-        if !receiving {
-            receiving = true
-            slot?.markReceiving()
         }
         // Stop at the limit (another request took the rest); never write past it.
         let stopAt = limit.load(ordering: .relaxed)

@@ -134,7 +134,8 @@ final class Journal: @unchecked Sendable {
             let result = Result { () throws(SpateError) in try commit(batch, inFlight: inFlight) }
             lock.withLock {
                 switch result {
-                case .success: status.succeeded()
+                case .success(nil): status.succeeded()
+                case .success(let compaction?): status.compactionFailed(compaction)
                 case .failure(let error): status.failed(error)  // the records wait in `unwritten`
                 }
             }
@@ -173,8 +174,9 @@ final class Journal: @unchecked Sendable {
     // MARK: - Committing (under `commitLock`)
 
     /// Appends one frame of `batch`, the changed in-flight prefixes and any records a failed
-    /// commit left, after the data file was made durable.
-    private func commit(_ batch: [HashedRange], inFlight: [HashedRange]) throws(SpateError) {
+    /// commit left, after the data file was made durable; compacts the journal when it has
+    /// grown. Returns the error of a compaction that failed after the records were committed.
+    private func commit(_ batch: [HashedRange], inFlight: [HashedRange]) throws(SpateError) -> SpateError? {
         for r in batch {
             all.insert(r)
             progress.removeValue(forKey: r.range.start)
@@ -192,10 +194,15 @@ final class Journal: @unchecked Sendable {
         journalBytes += Int64(frame.count)
         unwritten.removeAll(keepingCapacity: true)
         if journalBytes > Self.compactAfterBytes && journalBytes > 2 * snapshotBytes {
-            let old = fd
-            fd = try writeSnapshot()
-            _ = Glibc.close(old)
+            do {
+                let compacted = try writeSnapshot()
+                _ = Glibc.close(fd)
+                fd = compacted
+            } catch {
+                return error  // the appended journal stays valid; compaction is tried again
+            }
         }
+        return nil
     }
 
     /// Writes header + one snapshot frame of every record to `path.tmp`, fsyncs it and renames

@@ -20,6 +20,14 @@ struct JournalStatus: Sendable, Equatable {
         lastError = error
     }
 
+    /// The records were committed, but compacting the journal failed: worth a notice (the
+    /// journal grows until a compaction works), never a reason to stop.
+    mutating func compactionFailed(_ error: SpateError) {
+        failuresInARow = 0
+        totalFailures += 1
+        lastError = error
+    }
+
     /// What the download does about it, given how many failures it already told the user of.
     enum Verdict: Sendable, Equatable {
         case fine

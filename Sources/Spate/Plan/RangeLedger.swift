@@ -78,10 +78,18 @@ public struct RangeLedger: Sendable {
     public var doneBytes: Int64 { done.count }
     public var pendingBytes: Int64 { pending.count }
 
-    /// Hands out up to `maxBytes` from the lowest pending offset, or nil when nothing is pending.
-    public mutating func assign(maxBytes: Int64) -> Assignment? {
+    /// Hands out up to `maxBytes` from the lowest pending offset outside `avoiding` (bytes that
+    /// must not be asked for yet: a failed request's rest during its backoff), or nil when no
+    /// such byte is pending.
+    public mutating func assign(maxBytes: Int64, avoiding: [ByteRange] = []) -> Assignment? {
         precondition(maxBytes > 0)
-        guard let first = pending.ranges.first else { return nil }
+        var first = pending.ranges.first
+        if !avoiding.isEmpty {
+            var free = pending
+            for blocked in avoiding { free.remove(blocked) }
+            first = free.ranges.first
+        }
+        guard let first else { return nil }
         let range = ByteRange(first.start, min(first.end, first.start + maxBytes))
         pending.remove(range)
         let id = AssignmentID(value: nextID)

@@ -101,8 +101,14 @@ public final class DownloadSession: Sendable {
         }
     }
 
+    deinit { shutdown() }
+
+    /// Whether `shutdown()` was called: a download started now fails at once.
+    public var isShutDown: Bool { state.withLock { $0.isShutDown } }
+
     /// Stops the session's threads: requests still running end (their downloads fail as
-    /// cancelled), queued writes land first. Idempotent.
+    /// cancelled), queued writes land first. Idempotent; also done when the session is
+    /// released.
     public func shutdown() {
         guard state.withLock({ s in defer { s.isShutDown = true }; return !s.isShutDown }) else { return }
         loop.shutdown()

@@ -132,6 +132,7 @@ final class FileWriter: @unchecked Sendable {
     /// nil (write synchronously then).
     func acquire() -> Buffer? {
         lock.withLock {
+            if state.stopping { return nil }  // the thread is gone or going: write synchronously
             let deadline = ConditionLock.deadline(afterMilliseconds: Self.acquireTimeoutMilliseconds)
             while true {
                 if let free = state.free.popLast() { return free }
@@ -164,14 +165,24 @@ final class FileWriter: @unchecked Sendable {
     @discardableResult
     func submit(_ buffer: Buffer, at offset: Int64, to target: WriteTarget, group: WriteGroup, wantsNext: Bool = false) -> Buffer? {
         group.add()
-        return lock.withLock {
+        let queued: Buffer?? = lock.withLock {
+            // Stopping (the session shuts down while a request flushes): the thread may have
+            // left already, so nothing queued now would be written; write here instead.
+            if state.stopping { return nil }
             target.outstanding += 1
             state.jobs.append(Job(buffer: buffer, offset: offset, target: target, group: group))
             state.atWriter += 1
             state.queuedBytes += buffer.count
             if state.writerAsleep && state.queuedBytes >= Self.wakeBytes { lock.broadcast() }
-            return wantsNext ? state.free.popLast() : nil
+            return .some(wantsNext ? state.free.popLast() : nil)
         }
+        if let next = queued { return next }
+        let bytes = UnsafeRawBufferPointer(rebasing: buffer.memory[0..<buffer.count])
+        let code = target.file.write(bytes, at: offset)
+        group.finish(HashedRange(range: ByteRange(offset, offset + Int64(buffer.count)), crc: target.computesCRC ? CRC32.checksum(bytes) : 0),
+                     error: code == 0 ? nil : Syscall.fail("write", path: target.file.partPath, errno: code))
+        release(buffer)
+        return nil
     }
 
     /// Wakes a sleeping writer that has work queued (someone is about to wait for it).

@@ -109,14 +109,15 @@ final class CurlLoop: Sendable {
 
     /// Queues a command and wakes the loop. False when the loop has shut down.
     private func send(_ command: Command) -> Bool {
-        let accepted = inbox.withLock { inbox -> Bool in
+        inbox.withLock { inbox -> Bool in
             if inbox.isShutDown { return false }
             if case .shutdown = command { inbox.isShutDown = true }
             inbox.commands.append(command)
+            // Under the lock: the loop thread cleans the multi handle up under it too, so a
+            // wake-up can never reach a handle that is gone.
+            curl_multi_wakeup(multi)
             return true
         }
-        if accepted { curl_multi_wakeup(multi) }
-        return accepted
     }
 
     // MARK: - The loop thread
@@ -172,7 +173,7 @@ final class CurlLoop: Sendable {
                     for transfer in active.values { end(transfer, with: .failure(CancellationError())) }
                     active.removeAll()
                     idleHandles.removeAll()
-                    curl_multi_cleanup(multi)
+                    inbox.withLock { _ in _ = curl_multi_cleanup(multi) }
                     return
                 }
             }

@@ -111,19 +111,25 @@ struct SessionTests {
         }
     }
 
+    /// Serves `content` at /f.bin and answers the first range request with 503 and
+    /// `Retry-After: retryAfter`.
+    func refuseFirstRange(of content: GeneratedContent, on server: TestServer, retryAfter: String) {
+        let file = TestServer.File(content: content)
+        server.addFile("/f.bin", file)
+        let refused = Mutex(false)
+        server.setHook { request in
+            guard request.header("range") != "bytes=0-0", refused.withLock({ r in defer { r = true }; return !r }) else { return nil }
+            return Fault.status(503, retryAfter: retryAfter).apply(to: request, file: file)
+        }
+    }
+
     /// A 2-minute Retry-After, waited on an injected clock: the download sleeps until the test
     /// moves the clock, then finishes. Nothing depends on how fast the machine is.
     @Test func retryAfterIsWaitedOnTheSessionClock() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let content = GeneratedContent(seed: 310, size: 3 << 20)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
-            let refused = Mutex(false)
-            server.setHook { request in
-                guard request.header("range") != "bytes=0-0", refused.withLock({ r in defer { r = true }; return !r }) else { return nil }
-                return Fault.status(503, retryAfter: "120").apply(to: request, file: file)
-            }
+            refuseFirstRange(of: content, on: server, retryAfter: "120")
             let clock = ManualClock()
             let session = try DownloadSession(limits: .init(maxConnections: 1, maxConnectionsPerHost: 1), clock: clock)
             defer { session.shutdown() }
@@ -150,13 +156,7 @@ struct SessionTests {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let content = GeneratedContent(seed: 311, size: 4 << 20)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
-            let refused = Mutex(false)
-            server.setHook { request in
-                guard request.header("range") != "bytes=0-0", refused.withLock({ r in defer { r = true }; return !r }) else { return nil }
-                return Fault.status(503, retryAfter: "600").apply(to: request, file: file)
-            }
+            refuseFirstRange(of: content, on: server, retryAfter: "600")
             let session = try DownloadSession(limits: .init(maxConnections: 2, maxConnectionsPerHost: 2), clock: ManualClock())
             defer { session.shutdown() }
             var options = testOptions(connections: 2, chunk: 1 << 20)
@@ -168,6 +168,34 @@ struct SessionTests {
             let result = try await download.run()
             #expect(result.retries == 1)
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+        }
+    }
+
+    /// Shutting a session down while its downloads run ends them (cancelled, partial files
+    /// kept for a resume), and a download started afterwards fails at once.
+    @Test func shuttingASessionDownEndsItsDownloads() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 312, size: 32 << 20)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            pace(server, rate: 1 << 20)
+            let session = try DownloadSession(limits: .init(maxConnections: 4, maxConnectionsPerHost: 4))
+            let download = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: testOptions(connections: 4),
+                                        session: session)
+            let run = Task { try await download.run() }
+            for await event in download.events {
+                if case .progress(let p) = event, p.bytesDone > 0 { break }  // bytes are flowing
+            }
+            session.shutdown()
+            do {
+                _ = try await run.value
+                Issue.record("a download whose session shut down must not succeed")
+            } catch let error as SpateError {
+                #expect(error.kind == .cancelled)
+            }
+            #expect(dir.contents == ["f.bin.part", "f.bin.part.journal"], "kept for a resume")
+            let late = try Download(url: server.url("/f.bin"), to: dir.file("g.bin"), session: session)
+            await #expect(throws: SpateError.self) { try await late.run() }
         }
     }
 

@@ -89,6 +89,21 @@ struct FailurePolicyTests {
         guard case .stop(let error) = next(.persisting) else { Issue.record("refusals at the floor count"); return }
         #expect(error.httpStatus == 503 && error.kind.exitCode == 4)
     }
+
+    /// A budget that other downloads' successes keep raising is cut again and again; the same
+    /// bytes are not retried uncounted for ever.
+    @Test func uncountedThrottlingWaitsAreBounded() {
+        let reply = TransferEnd.status(StatusReply(status: 429, retryAfter: nil, message: "HTTP 429"))
+        var budget = RetryBudget(policy: policy)
+        for _ in 0..<budget.maxUncounted {
+            _ = FailurePolicy.decide(reply, madeProgress: false, budget: &budget, throttle: .lowered(3), random: 0)
+        }
+        #expect(budget.failures == 0 && budget.uncounted == budget.maxUncounted)
+        _ = FailurePolicy.decide(reply, madeProgress: false, budget: &budget, throttle: .lowered(3), random: 0)
+        #expect(budget.failures == 1, "past the bound, a cut counts like any refusal")
+        _ = FailurePolicy.decide(reply, madeProgress: true, budget: &budget, throttle: .lowered(3), random: 0)
+        #expect(budget.failures == 0 && budget.uncounted == 1, "bytes arrived: both counts start again")
+    }
 }
 
 /// Pure values fed with explicit times.

@@ -119,4 +119,24 @@ struct FileWriterTests {
             #expect(content.differences(inFileAt: OutputFile.partPath(for: dir.file("f\(i).bin"))) == nil)
         }
     }
+
+    /// A request that flushes after the writer stopped (its session shut down mid-transfer)
+    /// writes its last buffer itself instead of queueing it for a thread that is gone.
+    @Test func aFlushAfterTheWriterStoppedStillWrites() async throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("out.bin")
+        let content = GeneratedContent(seed: 9, size: 10_000)
+        let file = try OutputFile(creatingFor: path, replacePartial: true)
+        let writer = FileWriter(buffers: 4, bufferBytes: 4096)
+        let target = WriteTarget(file: file, computesCRC: true)
+        var output = StagedOutput(writer: writer, target: target)
+        #expect(content.bytes(0, 6000).withUnsafeBytes { output.write($0, at: 0) } == nil)  // one buffer queued, one staged
+        writer.stop()
+        #expect(content.bytes(6000, 10_000).withUnsafeBytes { output.write($0, at: 6000) } == nil)
+        #expect(await output.flush() == nil)
+        #expect(output.group.hashedRange(from: 0)?.range == ByteRange(0, 10_000))
+        writer.drain(target)
+        file.close()
+        #expect(content.differences(inFileAt: OutputFile.partPath(for: path)) == nil)
+    }
 }

@@ -11,9 +11,9 @@ struct RangeScheduleTests {
     static let retry = RetryPolicy(maxRetries: 2, baseDelay: .milliseconds(100), maxDelay: .seconds(10))
 
     func schedule(size: Int64, chunk: Int64, workers: Int = 4, tuning: Bool = false, stealing: Bool = true,
-                  seed: UInt64 = 7) -> RangeSchedule {
+                  hedging: Bool = true, seed: UInt64 = 7) -> RangeSchedule {
         let settings = RangeSchedule.Settings(
-            workStealing: stealing, sizer: RequestSizer(fileSize: size, connections: workers, fixedBytes: chunk), retry: Self.retry,
+            workStealing: stealing, tailHedging: hedging, sizer: RequestSizer(fileSize: size, connections: workers, fixedBytes: chunk), retry: Self.retry,
             maximumWorkers: workers, selfTuning: tuning, initialWorkers: 16)
         return RangeSchedule(size: size, settings: settings, seed: seed)
     }
@@ -92,12 +92,56 @@ struct RangeScheduleTests {
         var s = schedule(size: 2 * Self.mib, chunk: 2 * Self.mib, workers: 1)
         let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
         s.requestStarted(a.assignment.id, now: t0)
+        let failedAt = t0 + .seconds(1)
         let cut = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 300_000,
-                                 end: .invalidReply(InvalidReply(.shortReply, "ended early")), now: t0 + .seconds(1))
+                                 end: .invalidReply(InvalidReply(.shortReply, "ended early")), now: failedAt)
         guard case .wait(let delay, let attempt) = cut.next else { Issue.record("retry expected: \(cut.next)"); return }
         #expect(delay >= .milliseconds(50) && delay <= .milliseconds(100) && attempt == 1, "first backoff: 50–100 ms")
-        let again = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(1)))
+        #expect(s.nextWork(worker: 0, positions: [:], now: failedAt) == .wait(until: failedAt + delay),
+                "the rest waits out its backoff, whoever asks")
+        let again = try job(s.nextWork(worker: 0, positions: [:], now: failedAt + delay))
         #expect(again.assignment.range.start == 300_000 && !again.freshConnection)
+    }
+
+    /// A failed range waits out its backoff while other pending bytes go out.
+    @Test func otherBytesGoOutWhileAFailedRangeWaits() throws {
+        var s = schedule(size: 3 * Self.mib, chunk: Self.mib, workers: 2, stealing: false)
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        s.requestStarted(a.assignment.id, now: t0)
+        let failed = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0,
+                                    end: .transport(TransportFailure(code: 7, message: "refused")), now: t0)
+        guard case .wait(let delay, _) = failed.next else { Issue.record("retry expected"); return }
+        let b = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        #expect(b.assignment.range == ByteRange(Self.mib, 2 * Self.mib), "the next pending bytes, not the failed ones")
+        let c = try job(s.nextWork(worker: 1, positions: [b.assignment.id: Self.mib], now: t0 + delay))
+        #expect(c.assignment.range == ByteRange(0, Self.mib), "once the backoff has passed, the lowest again")
+    }
+
+    /// A hedge that fails costs nothing: its primary still has the bytes.
+    @Test func aFailedHedgeNeitherCountsNorStops() throws {
+        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2, stealing: false)
+        let slow = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        let fast = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        s.requestStarted(slow.assignment.id, now: t0)
+        s.requestStarted(fast.assignment.id, now: t0)
+        _ = s.requestEnded(fast.assignment.id, worker: 1, doneThrough: 2 * Self.mib, end: .completed, now: t0 + .milliseconds(100))
+        let hedge = try job(s.nextWork(worker: 1, positions: [slow.assignment.id: 1000], now: t0 + .seconds(1)))
+        #expect(hedge.isHedge)
+        s.requestStarted(hedge.assignment.id, now: t0 + .seconds(1))
+        let refused = StatusReply(status: 400, retryAfter: nil, message: "HTTP 400 from a second edge")
+        let ended = s.requestEnded(hedge.assignment.id, worker: 1, doneThrough: hedge.assignment.range.start, end: .status(refused),
+                                   now: t0 + .seconds(1))
+        #expect(ended.next == .proceed && !ended.complete, "not a reason to stop the download")
+        let done = s.requestEnded(slow.assignment.id, worker: 0, doneThrough: Self.mib, end: .completed, now: t0 + .seconds(2))
+        #expect(done.complete && s.isComplete)
+    }
+
+    /// Asking what the next work would be changes nothing.
+    @Test func aPreviewLeavesTheScheduleAsItWas() throws {
+        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2)
+        guard case .fetch(let peek) = s.preview(worker: 0, positions: [:], now: t0) else { Issue.record("work expected"); return }
+        let real = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        #expect(peek.assignment.range == real.assignment.range && peek.assignment.id == real.assignment.id)
     }
 
     @Test func aStallMovesTheRestToAFreshConnection() throws {
@@ -107,12 +151,12 @@ struct RangeScheduleTests {
         let limit = StallWatchdog.Limit(bytesPerSecond: 1024, window: .seconds(10))
         let stalled = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 5000, end: .stalled(limit), now: t0 + .seconds(11))
         guard case .wait = stalled.next else { Issue.record("retry expected"); return }
-        let again = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(11)))
+        let again = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(12)))
         #expect(again.freshConnection && again.assignment.range.start == 5000)
-        s.requestStarted(again.assignment.id, now: t0 + .seconds(11))
+        s.requestStarted(again.assignment.id, now: t0 + .seconds(12))
         _ = s.requestEnded(again.assignment.id, worker: 0, doneThrough: 6000, end: .transport(TransportFailure(code: 56, message: "reset")),
-                           now: t0 + .seconds(12))
-        let third = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(12)))
+                           now: t0 + .seconds(13))
+        let third = try job(s.nextWork(worker: 0, positions: [:], now: t0 + .seconds(14)))
         #expect(!third.freshConnection, "only the attempt after a stall")
     }
 
@@ -120,10 +164,11 @@ struct RangeScheduleTests {
         var s = schedule(size: Self.mib, chunk: Self.mib, workers: 1)
         var next = RangeSchedule.Next.proceed
         for attempt in 1...3 {
-            let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
-            s.requestStarted(a.assignment.id, now: t0)
+            let now = t0 + .seconds(attempt)  // each after the previous backoff
+            let a = try job(s.nextWork(worker: 0, positions: [:], now: now))
+            s.requestStarted(a.assignment.id, now: now)
             let reply = StatusReply(status: 500, retryAfter: nil, message: "HTTP 500 Internal Server Error from http://h/f")
-            next = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next
+            next = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: now).next
             if attempt < 3, case .wait(_, let n) = next { #expect(n == attempt) }
         }
         guard case .stop(let error) = next else { Issue.record("gives up: \(next)"); return }
@@ -152,31 +197,27 @@ struct RangeScheduleTests {
     /// Workers take turns at the connection slots: the count of failures stays with the bytes,
     /// whoever asks for them next, and a worker's own history does not follow it elsewhere.
     @Test func theRetryCountTravelsWithTheRangeNotTheWorker() throws {
-        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2, stealing: false)
+        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2, stealing: false, hedging: false)
         let reply = StatusReply(status: 500, retryAfter: nil, message: "HTTP 500 from http://h/f")
-        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
-        s.requestStarted(a.assignment.id, now: t0)
-        #expect(s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next.attempt == 1)
-        // Worker 1 takes the failed range: its second failure in a row.
-        let again = try job(s.nextWork(worker: 1, positions: [:], now: t0))
-        #expect(again.assignment.range.start == 0)
-        s.requestStarted(again.assignment.id, now: t0)
-        #expect(s.requestEnded(again.assignment.id, worker: 1, doneThrough: 0, end: .status(reply), now: t0).next.attempt == 2)
-        // Worker 0 gets the failed range again (the lowest pending): the third failure stops.
-        let third = try job(s.nextWork(worker: 0, positions: [:], now: t0))
-        s.requestStarted(third.assignment.id, now: t0)
-        guard case .stop = s.requestEnded(third.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next else {
-            Issue.record("three failures of the same bytes stop the download"); return
+        let first = try job(s.nextWork(worker: 0, positions: [:], now: t0))  // [0, 1 MiB)
+        let other = try job(s.nextWork(worker: 1, positions: [:], now: t0))  // [1 MiB, 2 MiB), running all along
+        s.requestStarted(first.assignment.id, now: t0)
+        var attempts = [s.requestEnded(first.assignment.id, worker: 0, doneThrough: 0, end: .status(reply), now: t0).next.attempt]
+        for (turn, worker) in [1, 0].enumerated() {
+            let now = t0 + .seconds(turn + 1)  // past each backoff
+            let a = try job(s.nextWork(worker: worker, positions: [other.assignment.id: Self.mib], now: now))
+            #expect(a.assignment.range.start == 0, "the failed range, for worker \(worker)")
+            s.requestStarted(a.assignment.id, now: now)
+            attempts.append(s.requestEnded(a.assignment.id, worker: worker, doneThrough: 0, end: .status(reply), now: now).next.attempt)
         }
-        // A range that never failed starts from zero, whoever failed before.
+        #expect(attempts == [1, 2, nil], "the third failure of the same bytes stops, whichever worker had it")
+        // A range that moved bytes starts the count again.
         var fresh = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2, stealing: false)
         let x = try job(fresh.nextWork(worker: 0, positions: [:], now: t0))
-        let y = try job(fresh.nextWork(worker: 1, positions: [:], now: t0))
         #expect(fresh.requestEnded(x.assignment.id, worker: 0, doneThrough: 100, end: .status(reply), now: t0).next.attempt == 1)
-        #expect(fresh.requestEnded(y.assignment.id, worker: 1, doneThrough: 2 * Self.mib, end: .completed, now: t0).next == .proceed)
-        let z = try job(fresh.nextWork(worker: 1, positions: [:], now: t0))
+        let z = try job(fresh.nextWork(worker: 1, positions: [:], now: t0 + .seconds(1)))
         #expect(z.assignment.range.start == 100, "the failed remainder, from where it stopped")
-        #expect(fresh.requestEnded(z.assignment.id, worker: 1, doneThrough: 200, end: .status(reply), now: t0).next.attempt == 1,
+        #expect(fresh.requestEnded(z.assignment.id, worker: 1, doneThrough: 200, end: .status(reply), now: t0 + .seconds(1)).next.attempt == 1,
                 "it moved bytes: the count starts again")
     }
 
@@ -213,10 +254,11 @@ struct RangeScheduleTests {
         func waits(seed: UInt64) throws -> [Duration] {
             var s = schedule(size: Self.mib, chunk: Self.mib, workers: 1, seed: seed)
             var result: [Duration] = []
-            for _ in 0..<2 {
-                let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+            for turn in 0..<2 {
+                let now = t0 + .seconds(turn)
+                let a = try job(s.nextWork(worker: 0, positions: [:], now: now))
                 let end = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0,
-                                         end: .transport(TransportFailure(code: 7, message: "refused")), now: t0)
+                                         end: .transport(TransportFailure(code: 7, message: "refused")), now: now)
                 if case .wait(let d, _) = end.next { result.append(d) }
             }
             return result
@@ -224,6 +266,7 @@ struct RangeScheduleTests {
         #expect(try waits(seed: 1) == waits(seed: 1))
         #expect(try waits(seed: 1) != waits(seed: 2))
     }
+
 }
 
 extension RangeSchedule.Next {
