@@ -14,6 +14,7 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     static let chunkBytes = 256 * 1024
     static let throttleTick: TimeAmount = .milliseconds(10)
+    static let tickSeconds = Double(throttleTick.nanoseconds) / 1e9
 
     private struct BodyStream {
         var plan: ResponsePlan
@@ -22,9 +23,19 @@ final class ConnectionHandler: ChannelInboundHandler {
         var closeWhenDone: Bool
         var stalled = false
         var tickScheduled = false
-        /// Throttle accounting: bytes allowed so far.
-        var budget: Int64 = 0
     }
+
+    /// The connection's pacing: a token bucket filled at the reply's `bytesPerSecond` and at
+    /// most two ticks deep (a late tick loses nothing), kept across the replies of the
+    /// connection.
+    ///
+    /// Why per connection and by elapsed time: a cap on the connection (nginx's `limit_rate`
+    /// with every byte paced, a per-client limit) sends a new reply's first bytes at once if the
+    /// connection has been idle, and never more than the rate over time. Restarting an empty
+    /// budget for every reply and waiting a whole tick for its first bytes added 10 ms of
+    /// latency to every request on top of the cap.
+    private var paceCredit: Double = 0
+    private var paceUpdated: NIODeadline?
 
     private let core: TestServerCoreBox
     private let localHost: String
@@ -142,14 +153,19 @@ final class ConnectionHandler: ChannelInboundHandler {
             var n = min(Int64(Self.chunkBytes), s.total - s.sent)
             if let stall = s.plan.stallAfterBodyBytes { n = min(n, stall - s.sent) }
             if let close = s.plan.closeAfterBodyBytes { n = min(n, close - s.sent) }
-            if s.plan.bytesPerSecond != nil {
-                if s.budget <= s.sent {
+            if let rate = s.plan.bytesPerSecond {
+                refill(rate: rate)
+                // Send in pieces of at least a quarter tick's worth (or what is left): refilled
+                // on every pass, a few bytes would always be due and the loop would never yield
+                // to the other connections.
+                if paceCredit < Double(min(n, max(1, Int64(Double(rate) * Self.tickSeconds / 4)))) {
                     scheduleTick(context: context, stream: &s)
                     stream = s
                     context.flush()
                     return
                 }
-                n = min(n, s.budget - s.sent)
+                n = min(n, Int64(paceCredit))
+                paceCredit -= Double(n)
             }
             let buffer = makeBody(context: context, plan: s.plan, offset: s.sent, count: Int(n))
             context.write(wrapOutboundOut(buffer), promise: nil)
@@ -160,15 +176,23 @@ final class ConnectionHandler: ChannelInboundHandler {
         context.flush()
     }
 
+    /// Adds what `rate` earned since the last refill, up to one tick's worth.
+    private func refill(rate: Int) {
+        let now = NIODeadline.now()
+        let elapsed = paceUpdated.map { Double((now - $0).nanoseconds) / 1e9 } ?? 0
+        paceUpdated = now
+        let depth = Double(rate) * 2 * Self.tickSeconds
+        paceCredit = min(depth, paceCredit + Double(rate) * max(0, elapsed))
+    }
+
     private func scheduleTick(context: ChannelHandlerContext, stream s: inout BodyStream) {
-        guard !s.tickScheduled, let rate = s.plan.bytesPerSecond else { return }
+        guard !s.tickScheduled, s.plan.bytesPerSecond != nil else { return }
         s.tickScheduled = true
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: Self.throttleTick) {
             let (handler, context) = bound.value
             guard handler.stream != nil else { return }
             handler.stream!.tickScheduled = false
-            handler.stream!.budget += max(1, Int64(rate) / 100)
             handler.pump(context: context)
         }
     }
