@@ -1,6 +1,8 @@
 /// How to download: connections, request size, verification, headers, retries, TLS.
 public struct DownloadOptions: Sendable {
-    /// The most connections opened to the server at once (`-c`). 1 ... `maximumConnections`.
+    /// The most connections this download opens at once (`-c`), 1 ... `maximumConnections`.
+    /// In a shared `DownloadSession` its budgets may allow fewer; without one the download's
+    /// own session allows exactly this many, to any host.
     public var connections: Int = DownloadOptions.defaultConnections
     /// Let the connection count follow the throughput (`ConnectionTuner`), from
     /// `initialConnections` up to `connections`. Off: always `connections`.

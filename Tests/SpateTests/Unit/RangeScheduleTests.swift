@@ -77,7 +77,7 @@ struct RangeScheduleTests {
                 "too young to judge (100 ms)")
         let evenLater = t0 + .seconds(2)
         let hedge = try job(s.nextWork(worker: 1, positions: [slow.assignment.id: 64 * 1024], now: evenLater))
-        #expect(hedge.isHedge && !hedge.freshConnection, "a hedge takes an idle connection when there is one")
+        #expect(hedge.isHedge && hedge.freshConnection, "a hedge opens its own connection")
         #expect(hedge.assignment.range == ByteRange(64 * 1024, Self.mib), "the slow request's tail")
         s.requestStarted(hedge.assignment.id, now: evenLater)
         let won = s.requestEnded(hedge.assignment.id, worker: 1, doneThrough: Self.mib, end: .completed, now: evenLater + .milliseconds(100))
