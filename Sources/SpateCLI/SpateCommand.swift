@@ -45,7 +45,7 @@ struct SpateCommand: ParsableCommand {
     var output: String?
 
     @Option(name: [.short, .customLong("connections")], help: ArgumentHelp(
-        "Most simultaneous connections (1-\(DownloadOptions.maximumConnections)); spate starts with 16 and adds more while they raise the throughput.", valueName: "N"))
+        "Most simultaneous connections (1-\(DownloadOptions.maximumConnections)); spate starts with \(DownloadOptions().initialConnections) and adds more while they raise the throughput.", valueName: "N"))
     var connections: Int = DownloadOptions.defaultConnections
 
     @Option(help: ArgumentHelp("Bytes per range request, e.g. 4M (default: automatic).", valueName: "SIZE"))

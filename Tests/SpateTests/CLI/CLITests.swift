@@ -1,4 +1,5 @@
 import Foundation
+import Spate
 import SpateTestContent
 import SpateTestServer
 import Testing
@@ -101,5 +102,13 @@ struct CLITests {
         for line in ["Exit codes:", "2    usage error", "3    network failure", "4    HTTP error", "5    checksum mismatch", "6    local I/O"] {
             #expect(out.stdout.contains(line), "missing \(line)")
         }
+    }
+
+    /// `-c`'s help says where the tuner starts, as the library does (and README).
+    @Test func helpSaysWhereTheConnectionCountStarts() throws {
+        let out = try CLIRunner.run(["--help"])
+        let text = out.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(text.contains("spate starts with \(DownloadOptions().initialConnections) and adds more"), "\(text)")
+        #expect(DownloadOptions().initialConnections == 16, "README's command-line table says 16")
     }
 }
