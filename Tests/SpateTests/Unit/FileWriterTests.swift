@@ -74,14 +74,28 @@ struct FileWriterTests {
         #expect(content.differences(inFileAt: OutputFile.partPath(for: path)) == nil)
     }
 
-    @Test func aRequestEndingOnAFullBufferIsFlushed() async throws {
-        let dir = try TemporaryDirectory()
-        let path = dir.file("out.bin")
-        let content = GeneratedContent(seed: 8, size: 8192)
-        let file = try OutputFile(creatingFor: path, replacePartial: true)
+    /// One file, a writer of four 4 KiB buffers, and one request's staging.
+    struct OneFile {
+        let dir: TemporaryDirectory
+        let path: String
+        let content: GeneratedContent
+        let file: OutputFile
         let writer = FileWriter(buffers: 4, bufferBytes: 4096)
-        let target = WriteTarget(file: file, computesCRC: false)
-        var output = StagedOutput(writer: writer, target: target)
+        let target: WriteTarget
+
+        init(seed: UInt64, size: Int64, crc: Bool) throws {
+            dir = try TemporaryDirectory()
+            path = dir.file("out.bin")
+            content = GeneratedContent(seed: seed, size: size)
+            file = try OutputFile(creatingFor: path, replacePartial: true)
+            target = WriteTarget(file: file, computesCRC: crc)
+        }
+    }
+
+    @Test func aRequestEndingOnAFullBufferIsFlushed() async throws {
+        let f = try OneFile(seed: 8, size: 8192, crc: false)
+        let (path, content, file, writer) = (f.path, f.content, f.file, f.writer)
+        var output = StagedOutput(writer: writer, target: f.target)
         // Exactly two full buffers: nothing is left staged, so flush has no buffer to submit and
         // must still see both writes done.
         let error = content.bytes(0, 8192).withUnsafeBytes { output.write($0, at: 0) }
@@ -123,12 +137,8 @@ struct FileWriterTests {
     /// A request that flushes after the writer stopped (its session shut down mid-transfer)
     /// writes its last buffer itself instead of queueing it for a thread that is gone.
     @Test func aFlushAfterTheWriterStoppedStillWrites() async throws {
-        let dir = try TemporaryDirectory()
-        let path = dir.file("out.bin")
-        let content = GeneratedContent(seed: 9, size: 10_000)
-        let file = try OutputFile(creatingFor: path, replacePartial: true)
-        let writer = FileWriter(buffers: 4, bufferBytes: 4096)
-        let target = WriteTarget(file: file, computesCRC: true)
+        let f = try OneFile(seed: 9, size: 10_000, crc: true)
+        let (path, content, file, writer, target) = (f.path, f.content, f.file, f.writer, f.target)
         var output = StagedOutput(writer: writer, target: target)
         #expect(content.bytes(0, 6000).withUnsafeBytes { output.write($0, at: 0) } == nil)  // one buffer queued, one staged
         writer.stop()
