@@ -122,9 +122,9 @@ final class DownloadEngine: Sendable {
         let header = options.journal && plan.segmented
             ? ResumePlanner.header(url: url, remote: remote, range: options.byteRange, size: plan.size ?? 0) : nil
         let identity = ObjectIdentifier(self)
-        let (resources, alreadyDone) = try DownloadResources.open(path: path, header: header, size: plan.size, options: options,
-                                                                  session: session, identity: identity, emit: emit)
-        counters.bytesAlreadyDone.store(alreadyDone, ordering: .relaxed)
+        let resources = try DownloadResources.open(path: path, header: header, size: plan.size, options: options,
+                                                   session: session, identity: identity, emit: emit)
+        counters.bytesAlreadyDone.store(resources.alreadyDone.count, ordering: .relaxed)
         do {
             let total: Int64
             var used = plan.connections
@@ -133,7 +133,7 @@ final class DownloadEngine: Sendable {
                 let settings = RangeSchedule.Settings(
                     workStealing: options.workStealing, tailHedging: options.tailHedging, sizer: plan.sizer, retry: options.retry,
                     maximumWorkers: plan.connections, selfTuning: options.selfTuning, initialWorkers: options.initialConnections)
-                let schedule = RangeSchedule(size: size, alreadyDone: HashedRangeList(records: resources.resumed).covered,
+                let schedule = RangeSchedule(size: size, alreadyDone: resources.alreadyDone,
                                              settings: settings, seed: SplitMix64.mix(seed &+ 2))
                 let workers = RangeWorkers(schedule: schedule, parts: RangeWorkers.Parts(
                     requests: requests, transport: transport, resolver: resolver, output: resources.output,

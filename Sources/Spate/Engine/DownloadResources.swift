@@ -7,8 +7,8 @@ final class DownloadResources: @unchecked Sendable {
     let file: OutputFile
     let journal: Journal?
     let hasher: WatermarkHasher?
-    /// The records already on disk, verified (a resume), or none.
-    let resumed: [HashedRange]
+    /// The bytes already on disk, verified (a resume), or none.
+    let alreadyDone: RangeSet
     private let target: WriteTarget
     private let session: DownloadSession
     private let identity: ObjectIdentifier
@@ -17,12 +17,12 @@ final class DownloadResources: @unchecked Sendable {
     /// Staged outputs for this download's requests.
     var output: StagedOutputFactory { StagedOutputFactory(writer: session.writer, target: target) }
 
-    private init(file: OutputFile, journal: Journal?, hasher: WatermarkHasher?, resumed: [HashedRange],
+    private init(file: OutputFile, journal: Journal?, hasher: WatermarkHasher?, alreadyDone: RangeSet,
                  session: DownloadSession, identity: ObjectIdentifier) {
         self.file = file
         self.journal = journal
         self.hasher = hasher
-        self.resumed = resumed
+        self.alreadyDone = alreadyDone
         self.session = session
         self.identity = identity
         self.target = WriteTarget(file: file, computesCRC: journal != nil)
@@ -38,8 +38,8 @@ final class DownloadResources: @unchecked Sendable {
     ///   - identity: the download, for the session's accounting.
     static func open(path: String, header: JournalCodec.Header?, size: Int64?, options: DownloadOptions,
                      session: DownloadSession, identity: ObjectIdentifier,
-                     emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> (DownloadResources, alreadyDone: Int64) {
-        let (file, records) = try openFile(path, header: header, size: size, options: options, emit: emit)
+                     emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> DownloadResources {
+        let (file, records, covered) = try openFile(path, header: header, size: size, options: options, emit: emit)
         let journal: Journal?
         do {
             journal = try header.map { header throws(SpateError) in
@@ -52,9 +52,8 @@ final class DownloadResources: @unchecked Sendable {
             throw error
         }
         let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
-        let resources = DownloadResources(file: file, journal: journal, hasher: hasher, resumed: records,
-                                          session: session, identity: identity)
-        return (resources, HashedRangeList(records: records).covered.count)
+        return DownloadResources(file: file, journal: journal, hasher: hasher, alreadyDone: covered,
+                                 session: session, identity: identity)
     }
 
     /// The download is complete: every byte is written. Drains the writes, checks the digest,
@@ -112,13 +111,13 @@ final class DownloadResources: @unchecked Sendable {
     }
 
     /// Creates the partial file, or opens it to resume, following `ResumePlanner`. Returns the
-    /// file and the verified records already on disk.
+    /// file, the verified records already on disk, and the bytes they cover.
     private static func openFile(_ destination: String, header: JournalCodec.Header?, size: Int64?, options: DownloadOptions,
-                                 emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> (OutputFile, [HashedRange]) {
+                                 emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> (OutputFile, [HashedRange], RangeSet) {
         let partPath = OutputFile.partPath(for: destination)
         let journalPath = Journal.path(for: destination)
         guard options.journal else {
-            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
+            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [], RangeSet())
         }
         var found = ResumePlanner.Found(partExists: FilePaths.exists(partPath), journal: nil, journalError: nil)
         do { found.journal = try Journal.load(path: journalPath) } catch { found.journalError = error }
@@ -128,21 +127,21 @@ final class DownloadResources: @unchecked Sendable {
             throw error
         case .fresh:
             if found.journal != nil || found.journalError != nil || options.overwrite { try OutputFile.removeLeftovers(for: destination) }
-            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [])
+            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [], RangeSet())
         case .restart(let why):
             emit(.notice(why))
             try OutputFile.removeLeftovers(for: destination)
-            return (try OutputFile(creatingFor: destination, replacePartial: true), [])
+            return (try OutputFile(creatingFor: destination, replacePartial: true), [], RangeSet())
         case .resume(let records):
             let file = try OutputFile(resumingFor: destination, size: size ?? 0)
             let verified = options.verifyResume ? file.verify(records) : records
-            let done = HashedRangeList(records: verified).covered.count
-            var text = "resuming: \(ByteSize.format(done)) of \(ByteSize.format(size ?? 0)) already on disk"
+            let covered = HashedRangeList(records: verified).covered
+            var text = "resuming: \(ByteSize.format(covered.count)) of \(ByteSize.format(size ?? 0)) already on disk"
             if verified.count < records.count {
                 text += "; \(records.count - verified.count) recorded range(s) failed verification and will be fetched again"
             }
             emit(.notice(text))
-            return (file, verified)
+            return (file, verified, covered)
         }
     }
 }

@@ -36,9 +36,18 @@ struct DownloadTransport: Sendable {
         emit(.retrying(reason: error.message, attempt: attempt, delay: delay))
     }
 
-    /// Waits `delay` before asking again, telling the user why.
-    func retryWait(_ delay: Duration, after error: SpateError, attempt: Int) async throws {
-        noteRetry(delay, after: error, attempt: attempt)
-        try await clock.sleep(for: delay)
+    /// A request that is alone — no connection count to lower, no URL to resolve again (the
+    /// probe, a single stream) — ended with `end`: waits before it asks again, telling the user
+    /// why (`note` is added to the reason), or throws when `FailurePolicy` says stop.
+    func retryAlone(after end: TransferEnd, budget: inout RetryBudget, random: Double, note: String = "") async throws {
+        switch FailurePolicy.decide(end, madeProgress: false, budget: &budget, canResolveAgain: false, random: random) {
+        case .retry(let delay, _):
+            noteRetry(delay, after: SpateError(end.error.kind, end.error.message + note), attempt: budget.failures)
+            try await clock.sleep(for: delay)
+        case .stop(let error):
+            throw error
+        case .reResolve:
+            preconditionFailure("no re-resolving without canResolveAgain")
+        }
     }
 }

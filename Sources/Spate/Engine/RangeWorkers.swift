@@ -138,7 +138,8 @@ final class RangeWorkers: Sendable {
 
     private enum Step: Sendable {
         case done
-        case wait(until: ContinuousClock.Instant)
+        /// Someone took the work between the look and the slot: look again.
+        case lookAgain
         case ended(RangeSchedule.Next, TransferEnd, RemoteFile)
     }
 
@@ -186,7 +187,7 @@ final class RangeWorkers: Sendable {
                 case .done:
                     return .done
                 case .wait:
-                    return .wait(until: now)  // someone took it meanwhile: look again at once
+                    return .lookAgain
                 case .fetch(let job):
                     // A steal: the victim learns its new end before the thief starts.
                     if let victim, let shorten = job.shorten { victim.limit.store(shorten.end, ordering: .relaxed) }
@@ -198,7 +199,7 @@ final class RangeWorkers: Sendable {
             case .done:
                 finishAll()
                 return .worker
-            case .wait:
+            case .lookAgain:
                 continue
             case .ended(let next, let end, let remote):
                 try await follow(next, after: end, remote: remote)

@@ -156,13 +156,17 @@ final class RemoteResolver: Sendable {
                 }
                 throw SpateError(.http, "the server refused bytes=0-0 (416) for \(target.redacted)", httpStatus: 416)
             default:
-                // 202 "accepted, not ready yet" (Box while a new upload is processed) and other
-                // statuses below 300 that a probe cannot use.
-                let reply = StatusReply(status: head.status, retryAfter: RetryAfter.parse(head["retry-after"], now: transport.clock.wallSeconds),
-                                        message: head.status == 202
-                                            ? "the file at \(target.redacted) is not ready yet (202 Accepted)"
-                                            : "unexpected status \(head.status) from \(target.redacted)")
-                try await failed(.status(reply), budget: &budget)
+                // 202 "accepted, not ready yet" (Box while a new upload is processed): wait, ask
+                // again. Other statuses below 300 are replies a probe cannot use; 3xx without a
+                // redirect (300, 304) are the server's answer.
+                let message = head.status == 202
+                    ? "the file at \(target.redacted) is not ready yet (202 Accepted)"
+                    : "unexpected status \(head.status) from \(target.redacted)"
+                let end: TransferEnd = head.status == 202 || head.status >= 300
+                    ? .status(StatusReply(status: head.status, retryAfter: RetryAfter.parse(head["retry-after"], now: transport.clock.wallSeconds),
+                                          message: message))
+                    : .invalidReply(InvalidReply(.unexpectedStatus, message))
+                try await failed(end, budget: &budget)
             }
         }
     }
@@ -171,19 +175,7 @@ final class RemoteResolver: Sendable {
     /// original URL's own answers, so 401/403/404/410 stop at once (there is nothing to
     /// resolve again) and a throttling host counts like any retryable status.
     private func failed(_ end: TransferEnd, budget: inout RetryBudget) async throws {
-        var end = end
-        if case .status(let reply) = end, reply.status < 300 && reply.status != 202 {
-            end = .invalidReply(InvalidReply(.unexpectedStatus, reply.message))
-        }
-        let draw = random.withLock { $0.nextUnitInterval() }
-        switch FailurePolicy.decide(end, madeProgress: false, budget: &budget, canResolveAgain: false, random: draw) {
-        case .retry(let after, _):
-            try await transport.retryWait(after, after: end.error, attempt: budget.failures)
-        case .stop(let error):
-            throw error
-        case .reResolve:
-            preconditionFailure("no re-resolving without canResolveAgain")
-        }
+        try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
     }
 
     private func remoteFile(_ target: RemoteURL, head: ResponseHead, size: Int64?, acceptsRanges: Bool) -> RemoteFile {

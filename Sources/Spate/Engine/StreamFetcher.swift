@@ -32,18 +32,8 @@ struct StreamFetcher {
             if end == .completed { return sink.position }
             // Progress shown must not count bytes that will be written again.
             counters.bytesWritten.store(before, ordering: .relaxed)
-            let draw = random.nextUnitInterval()
-            // One request at a time: no connection count to lower, no resolver for the stream.
-            switch FailurePolicy.decide(end, madeProgress: false, budget: &budget, canResolveAgain: false, random: draw) {
-            case .retry(let after, _):
-                var reason = end.error.message
-                if sink.position > 0 { reason += "; the server cannot resume, starting over" }
-                try await transport.retryWait(after, after: SpateError(end.error.kind, reason), attempt: budget.failures)
-            case .stop(let error):
-                throw error
-            case .reResolve:
-                preconditionFailure("no re-resolving without canResolveAgain")
-            }
+            try await transport.retryAlone(after: end, budget: &budget, random: random.nextUnitInterval(),
+                                           note: sink.position > 0 ? "; the server cannot resume, starting over" : "")
         }
     }
 }

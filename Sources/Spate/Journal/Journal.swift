@@ -75,7 +75,7 @@ final class Journal: @unchecked Sendable {
 
     /// Records bytes that are written (not yet durable): they are claimed at the next commit.
     func record(_ range: HashedRange) {
-        let early = lock.withLock { () -> Committer? in
+        let early = lock.withLock { () -> JournalCommitter? in
             pending.append(range)
             guard pending.count == Self.commitEarlyAfterRecords else { return nil }
             news = true
@@ -84,12 +84,10 @@ final class Journal: @unchecked Sendable {
         early?.commitSoon()
     }
 
-    private typealias Committer = JournalCommitter
-
     /// Hands over the written prefixes of the requests in flight (committed at once, with the
     /// records waiting) and returns the journal's status.
     func noteInFlight(_ ranges: [HashedRange]) -> JournalStatus {
-        let (current, committer) = lock.withLock { () -> (JournalStatus, Committer?) in
+        let (current, committer) = lock.withLock { () -> (JournalStatus, JournalCommitter?) in
             inFlight = ranges
             news = true
             return (self.status, self.committer)

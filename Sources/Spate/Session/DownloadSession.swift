@@ -130,14 +130,16 @@ public final class DownloadSession: Sendable {
     func setConnections(_ count: Int?, for download: ObjectIdentifier) {
         let total = state.withLock { s -> Int in
             if let count { s.connections[download] = count } else { s.connections.removeValue(forKey: download) }
-            return min(limits.maxConnections, s.connections.values.reduce(0, +))
+            return planned(s)
         }
-        writer.resize(forConnections: max(1, total), bufferBytes: FileWriter.stagingBytes(connections: max(1, total)))
+        writer.resize(forConnections: total, bufferBytes: FileWriter.stagingBytes(connections: total))
     }
 
     /// The connections all downloads may use now (at most the global maximum).
-    var connectionsPlanned: Int {
-        state.withLock { s in min(limits.maxConnections, max(1, s.connections.values.reduce(0, +))) }
+    var connectionsPlanned: Int { state.withLock { planned($0) } }
+
+    private func planned(_ s: State) -> Int {
+        min(limits.maxConnections, max(1, s.connections.values.reduce(0, +)))
     }
 
     /// libcurl's receive buffer for the next request: a 2 MiB budget shared by the connections

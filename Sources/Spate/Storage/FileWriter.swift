@@ -177,10 +177,8 @@ final class FileWriter: @unchecked Sendable {
             return .some(wantsNext ? state.free.popLast() : nil)
         }
         if let next = queued { return next }
-        let bytes = UnsafeRawBufferPointer(rebasing: buffer.memory[0..<buffer.count])
-        let code = target.file.write(bytes, at: offset)
-        group.finish(HashedRange(range: ByteRange(offset, offset + Int64(buffer.count)), crc: target.computesCRC ? CRC32.checksum(bytes) : 0),
-                     error: code == 0 ? nil : Syscall.fail("write", path: target.file.partPath, errno: code))
+        let (piece, error) = target.write(UnsafeRawBufferPointer(rebasing: buffer.memory[0..<buffer.count]), at: offset)
+        group.finish(piece, error: error)
         release(buffer)
         return nil
     }
@@ -284,19 +282,17 @@ final class FileWriter: @unchecked Sendable {
             }
             if exit { return }
             for job in batch {
-                let bytes = UnsafeRawBufferPointer(rebasing: job.buffer.memory[0..<job.buffer.count])
                 let target = job.target
-                let code = target.file.write(bytes, at: job.offset)
                 // The CRC is taken here, on the writer's core, while the bytes are still in cache.
-                let crc = target.computesCRC ? CRC32.checksum(bytes) : 0
+                let (piece, error) = target.write(UnsafeRawBufferPointer(rebasing: job.buffer.memory[0..<job.buffer.count]),
+                                                  at: job.offset)
                 target.sinceWriteback += Int64(job.buffer.count)
                 if producersWaiting.load(ordering: .relaxed) > 0 {
                     lock.withLock { giveBackLocked(CollectionOfOne((job.buffer, target))) }
                 } else {
                     written.append((job.buffer, target))
                 }
-                job.group.finish(HashedRange(range: ByteRange(job.offset, job.offset + Int64(job.buffer.count)), crc: crc),
-                                 error: code == 0 ? nil : Syscall.fail("write", path: target.file.partPath, errno: code))
+                job.group.finish(piece, error: error)
                 if target.sinceWriteback >= Self.writebackInterval {
                     target.sinceWriteback = 0
                     _ = spate_start_writeback(target.file.fd, 0, 0)
@@ -386,6 +382,14 @@ final class WriteTarget: @unchecked Sendable {
         self.file = file
         self.computesCRC = computesCRC
     }
+
+    /// Writes `bytes` at `offset` (all of them, or an error) and hashes them when the journal
+    /// wants CRCs: what was written, as the journal records it.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) -> (HashedRange, SpateError?) {
+        let code = file.write(bytes, at: offset)
+        let piece = HashedRange(range: ByteRange(offset, offset + Int64(bytes.count)), crc: computesCRC ? CRC32.checksum(bytes) : 0)
+        return (piece, code == 0 ? nil : Syscall.fail("write", path: file.partPath, errno: code))
+    }
 }
 
 /// One sink's staging: copies body bytes into writer buffers and submits each full buffer.
@@ -414,12 +418,9 @@ struct StagedOutput {
             }
             guard var staged = buffer else {
                 // No free buffer for a long time: write the rest synchronously.
-                let rest = UnsafeRawBufferPointer(rebasing: bytes[done...])
-                let at = offset + Int64(done)
-                let code = target.file.write(rest, at: at)
-                if code != 0 { return Syscall.fail("write", path: target.file.partPath, errno: code) }
-                group.wroteDirectly(HashedRange(range: ByteRange(at, at + Int64(rest.count)),
-                                                crc: target.computesCRC ? CRC32.checksum(rest) : 0))
+                let (piece, error) = target.write(UnsafeRawBufferPointer(rebasing: bytes[done...]), at: offset + Int64(done))
+                if let error { return error }
+                group.wroteDirectly(piece)
                 return nil
             }
             let n = min(staged.space, bytes.count - done)

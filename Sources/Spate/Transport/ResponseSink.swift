@@ -40,6 +40,4 @@ struct TransferOutcome: Sendable {
     /// Body bytes delivered to the sink.
     var bodyBytes: Int64
 
-    /// True when the transfer ran to its natural end (the sink may still have rejected content).
-    var completedNormally: Bool { curlCode == 0 && stop == nil }
 }
