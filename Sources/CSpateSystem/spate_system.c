@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 #include <linux/magic.h>
 
 int spate_start_writeback(int fd, int64_t offset, int64_t count) {
@@ -33,4 +35,16 @@ int spate_is_memory_filesystem(int fd) {
 
 void spate_set_malloc_trim_threshold(int bytes) {
     mallopt(M_TRIM_THRESHOLD, bytes);
+}
+
+int spate_sync_file_system(int fd) {
+    return syncfs(fd) == 0 ? 0 : errno;
+}
+
+int spate_set_attribute(int fd, const char *name, const void *value, int length) {
+    return fsetxattr(fd, name, value, (size_t)length, 0) == 0 ? 0 : errno;
+}
+
+int spate_get_attribute(const char *path, const char *name, void *buffer, int capacity) {
+    return (int)lgetxattr(path, name, buffer, (size_t)capacity);
 }

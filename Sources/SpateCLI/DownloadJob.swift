@@ -5,8 +5,11 @@ import Spate
 struct DownloadJob: Sendable {
     let download: Download
     let quiet: Bool
+    let log: EventLog?
+    /// The download, as `--events` names it (one file: index 0).
+    let file: BatchFile
 
-    init(url: String, output: String?, options: DownloadOptions, quiet: Bool) throws(SpateError) {
+    init(url: String, output: String?, options: DownloadOptions, quiet: Bool, log: EventLog? = nil) throws(SpateError) {
         let remote = try RemoteURL(url)
         let path: String
         if options.nameFromServer {
@@ -23,6 +26,8 @@ struct DownloadJob: Sendable {
         }
         download = try Download(url: url, to: path, options: options)
         self.quiet = quiet
+        self.log = log
+        file = BatchFile(index: 0, line: 0, url: remote.redacted, path: path)
     }
 
     /// `-o PATH`, `-o DIR/` (default name inside DIR), or the URL's sanitized last segment.
@@ -55,16 +60,29 @@ struct DownloadJob: Sendable {
         return FilePaths.exists(Download.journalPath(for: path)) && FilePaths.exists(OutputFile.partPath(for: path))
     }
 
-    func run() async throws(SpateError) {
-        let result = try await DownloadJob.run(download, quiet: quiet)
+    func run() async throws(SpateError) -> Int32 {
+        log?.record(.queued(file))
+        let result = try await DownloadJob.run(download, quiet: quiet, log: log, file: file)
         Console.note(ProgressRenderer.summary(result))
+        if let log {
+            var summary = BatchSummary()
+            summary.succeeded = 1
+            summary.bytes = result.bytes
+            summary.elapsed = result.elapsed
+            log.summary(summary, exitCode: 0)
+        }
+        return 0
     }
 
-    /// Runs `download`, rendering its events until it ends.
-    static func run(_ download: Download, quiet: Bool) async throws(SpateError) -> DownloadResult {
+    /// Runs `download`, rendering its events (and writing them to `log`) until it ends.
+    static func run(_ download: Download, quiet: Bool, log: EventLog? = nil,
+                    file: BatchFile? = nil) async throws(SpateError) -> DownloadResult {
         let renderer = Task {
             var renderer = ProgressRenderer(quiet: quiet)
-            for await event in download.events { renderer.handle(event) }
+            for await event in download.events {
+                renderer.handle(event)
+                if let log, let file { log.record(.file(file, event)) }
+            }
             renderer.clearLine()
         }
         let result: Result<DownloadResult, SpateError>

@@ -38,21 +38,36 @@ enum Main {
     }
 
     static func run(_ command: SpateCommand) async -> Int32 {
+        var log: EventLog?
+        var single: BatchFile?
         do {
+            try command.checkModeOptions()
             let options = try command.downloadOptions()
-            let job: @Sendable () async throws(SpateError) -> Void
+            log = try command.events.map { path throws(SpateError) in try EventLog(path: path) }
+            if command.isBatch {
+                let batch = try BatchJob(command: command, options: options, log: log)
+                return try await Interruptible.run { () async throws(SpateError) -> Int32 in try await batch.run() }
+            }
+            let job: @Sendable () async throws(SpateError) -> Int32
             if let url = command.url {
-                let plan = try DownloadJob(url: url, output: command.output, options: options, quiet: command.quiet)
-                job = { () async throws(SpateError) in try await plan.run() }
+                let plan = try DownloadJob(url: url, output: command.output, options: options, quiet: command.quiet, log: log)
+                single = plan.file
+                job = { () async throws(SpateError) -> Int32 in try await plan.run() }
             } else {
                 let demo = try DemoJob(output: command.output, options: options, quiet: command.quiet, sizeText: command.demoSize)
-                job = { () async throws(SpateError) in try await demo.run() }
+                job = { () async throws(SpateError) -> Int32 in try await demo.run(); return 0 }
             }
             return try await Interruptible.run(job)
         } catch {
             Console.error(error.message)
             if DownloadJob.canResume(after: error, command: command) {
                 Console.note("the partial file and its journal are kept: run the same command again to resume")
+            }
+            if let log, let single {
+                log.record(.failed(single, error))
+                var summary = BatchSummary()
+                summary.failed = 1
+                log.summary(summary, exitCode: error.kind.exitCode)
             }
             return error.kind.exitCode
         }
@@ -62,8 +77,8 @@ enum Main {
 /// Runs a job so that SIGINT/SIGTERM cancel it (the partial file is removed) instead of killing
 /// the process mid-write.
 enum Interruptible {
-    static func run(_ job: @escaping @Sendable () async throws(SpateError) -> Void) async throws(SpateError) -> Int32 {
-        let task = Task { () async throws -> Void in try await job() }
+    static func run(_ job: @escaping @Sendable () async throws(SpateError) -> Int32) async throws(SpateError) -> Int32 {
+        let task = Task { () async throws -> Int32 in try await job() }
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
@@ -74,8 +89,7 @@ enum Interruptible {
         }
         defer { sources.forEach { $0.cancel() } }
         do {
-            try await task.value
-            return 0
+            return try await task.value
         } catch let error as SpateError {
             if error.kind == .cancelled {
                 Console.error("interrupted")

@@ -10,6 +10,8 @@ struct SpateCommand: ParsableCommand {
         abstract: "Download a large file fast over many HTTP connections, verified.",
         usage: """
             spate URL [-o PATH] [-c N] [--chunk-size SIZE] [--checksum ALG:HEX] [-H 'Name: value']... [-q] [--force]
+            spate -i FILE [URL...] [-d DIR] [-c N] [--max-per-host N] [-j N] [--shard K/N] [--events PATH] [--fail-fast]
+            spate URL URL... [-d DIR] [...]
             spate            (no URL: demo on a bundled loopback server with 1 GiB of generated data)
             """,
         discussion: """
@@ -22,6 +24,16 @@ struct SpateCommand: ParsableCommand {
             verified. An existing PATH is never replaced without --force. A resume journal,
             PATH.part.journal, records what is on disk: after an interruption, run the same
             command again to continue. Inspect it with: spate journal show PATH [--json]
+
+            Many files (-i FILE, or several URLs): manifest lines are "URL [DEST]" (pget's
+            format) or aria2's input-file format (a URL line, then indented out=, dir=,
+            checksum=ALG=HEX and header= lines); # comments and blank lines are allowed.
+            Every DEST stays inside -d DIR. -c is then the global connection maximum,
+            --max-per-host caps each host across all files. Running the same command again
+            skips complete files, resumes partial ones and fetches the rest. The batch exits
+            with 0 when every file is saved or already complete, else with the exit code of
+            the failed file that comes first in the list; 2 for a bad manifest line (before
+            any download starts).
 
             Exit codes:
               0    success
@@ -36,8 +48,47 @@ struct SpateCommand: ParsableCommand {
               130  interrupted
             """)
 
-    @Argument(help: "The http or https URL to download. Omit it to run the bundled demo.")
-    var url: String?
+    @Argument(help: "The http or https URL to download (several: a batch into --dir). Omit it to run the bundled demo.")
+    var urls: [String] = []
+
+    @Option(name: [.short, .customLong("input-file")], help: ArgumentHelp(
+        "Download every file listed in FILE ('-': standard input): 'URL [DEST]' lines, or aria2's input-file format.",
+        valueName: "FILE"))
+    var inputFile: String?
+
+    @Option(name: [.short, .customLong("dir")], help: ArgumentHelp(
+        "Base directory of a batch: every destination stays inside it (default: the current directory).",
+        valueName: "DIR"))
+    var dir: String?
+
+    @Option(help: ArgumentHelp(
+        "Batch: most connections to one host across all files, probes included (default \(DownloadSession.Limits.defaultMaxConnectionsPerHost)).",
+        valueName: "N"))
+    var maxPerHost: Int = DownloadSession.Limits.defaultMaxConnectionsPerHost
+
+    @Option(name: [.short, .customLong("max-files")], help: ArgumentHelp(
+        "Batch: most files in flight (default: twice -c). Files in flight finish before later ones start.",
+        valueName: "N"))
+    var maxFiles: Int?
+
+    @Flag(help: "Batch: stop at the first failed file (default: every file is tried).")
+    var failFast = false
+
+    @Option(help: ArgumentHelp(
+        "Batch: take only the entries whose destination hashes to K of N (0 <= K < N), to split a list across machines.",
+        valueName: "K/N"))
+    var shard: String?
+
+    @Option(help: ArgumentHelp(
+        "Write events as JSON lines (NDJSON) to PATH ('-': standard output); see docs/events.md.",
+        valueName: "PATH"))
+    var events: String?
+
+    /// The single URL of a one-file download (nil for the demo and for batches).
+    var url: String? { isBatch ? nil : urls.first }
+
+    /// Several URLs, or a manifest: many files into --dir.
+    var isBatch: Bool { inputFile != nil || urls.count > 1 }
 
     @Option(name: [.short, .customLong("output")], help: ArgumentHelp(
         "Output path (default: the URL's last path segment). A directory keeps the default name.",
@@ -45,7 +96,7 @@ struct SpateCommand: ParsableCommand {
     var output: String?
 
     @Option(name: [.short, .customLong("connections")], help: ArgumentHelp(
-        "Most simultaneous connections (1-\(DownloadOptions.maximumConnections)); spate starts with \(DownloadOptions().initialConnections) and adds more while they raise the throughput.", valueName: "N"))
+        "Most simultaneous connections (1-\(DownloadOptions.maximumConnections)); spate starts with \(DownloadOptions().initialConnections) and adds more while they raise the throughput. In a batch: the global maximum (1-\(DownloadSession.Limits.highestMaxConnections)).", valueName: "N"))
     var connections: Int = DownloadOptions.defaultConnections
 
     @Option(help: ArgumentHelp("Bytes per range request, e.g. 4M (default: automatic).", valueName: "SIZE"))
@@ -135,10 +186,22 @@ struct SpateCommand: ParsableCommand {
     @Option(help: .hidden)
     var stagingSize: String?
 
+    /// Batch options without a batch are mistakes worth saying so.
+    func checkModeOptions() throws(SpateError) {
+        guard !isBatch else { return }
+        let batchOnly: [(Bool, String)] = [
+            (dir != nil, "-d"), (maxFiles != nil, "-j"), (failFast, "--fail-fast"), (shard != nil, "--shard"),
+            (maxPerHost != DownloadSession.Limits.defaultMaxConnectionsPerHost, "--max-per-host"),
+        ]
+        if let (_, name) = batchOnly.first(where: { $0.0 }) {
+            throw SpateError(.usage, "\(name) is for batches: give -i FILE or several URLs (for one file, use -o PATH)")
+        }
+    }
+
     /// Builds the library's options, rejecting bad input before any network traffic.
     func downloadOptions() throws(SpateError) -> DownloadOptions {
         var options = DownloadOptions()
-        options.connections = connections
+        options.connections = isBatch ? min(connections, DownloadOptions.maximumConnections) : connections
         if let chunkSize {
             guard let bytes = ByteSize.parse(chunkSize), bytes > 0 else {
                 throw SpateError(.usage, "invalid --chunk-size \"\(chunkSize)\": use a positive size like 4M or 1048576")

@@ -19,4 +19,13 @@ int spate_is_memory_filesystem(int fd);
 /// returned to the system.
 void spate_set_malloc_trim_threshold(int bytes);
 
+/// Flushes every file system buffer of the file system holding `fd` (`syncfs`): one call makes
+/// many just-written files durable at once. Returns 0 or an errno value.
+int spate_sync_file_system(int fd);
+/// Sets the extended attribute `name` of `fd` to `length` bytes of `value`.
+/// Returns 0 or an errno value (ENOTSUP where the file system has none).
+int spate_set_attribute(int fd, const char *name, const void *value, int length);
+/// Reads the extended attribute `name` of the file at `path` (not following a final symlink)
+/// into `buffer`. Returns its length, or -1 with errno set.
+int spate_get_attribute(const char *path, const char *name, void *buffer, int capacity);
 #endif

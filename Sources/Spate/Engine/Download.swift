@@ -31,11 +31,23 @@ public final class Download: Sendable {
     public let events: AsyncStream<DownloadEvent>
     private let continuation: AsyncStream<DownloadEvent>.Continuation
     private let started = Atomic<Bool>(false)
+    /// Its place in the session's queue for connection slots (see `DownloadTransport.priority`).
+    private let priority: UInt64
+    /// Also receives every event, synchronously, in order (a batch forwards them without a
+    /// task per file, and never loses one).
+    private let observer: (@Sendable (DownloadEvent) -> Void)?
 
     /// Checks the URL and options (no network traffic yet).
-    public init(url: String, to destination: String, options: DownloadOptions = DownloadOptions(),
-                session: DownloadSession? = nil) throws(SpateError) {
+    public convenience init(url: String, to destination: String, options: DownloadOptions = DownloadOptions(),
+                            session: DownloadSession? = nil) throws(SpateError) {
+        try self.init(url: url, to: destination, options: options, session: session, priority: 0, observer: nil)
+    }
+
+    init(url: String, to destination: String, options: DownloadOptions, session: DownloadSession?, priority: UInt64,
+         observer: (@Sendable (DownloadEvent) -> Void)?) throws(SpateError) {
         try options.validate()
+        self.priority = priority
+        self.observer = observer
         self.url = try RemoteURL(url)
         guard !destination.isEmpty else { throw .usage("the output path is empty") }
         self.destination = destination
@@ -64,7 +76,10 @@ public final class Download: Sendable {
                 clock: SystemClock(), stagingBufferBytes: options.stagingBufferBytes)
         }
         defer { if self.session == nil { session.shutdown() } }
-        let engine = DownloadEngine(url: url, destination: destination, options: options, session: session) { event in
+        let observer = self.observer
+        let engine = DownloadEngine(url: url, destination: destination, options: options, session: session,
+                                    priority: priority) { event in
+            observer?(event)
             continuation.yield(event)
         }
         let reporter = Task { await Download.reportProgress(engine: engine, interval: options.progressInterval, clock: session.clock) }
@@ -72,6 +87,7 @@ public final class Download: Sendable {
         do {
             let result = try await engine.run()
             reporter.cancel()
+            observer?(.finished(result))
             continuation.yield(.finished(result))
             return result
         } catch let error as SpateError {

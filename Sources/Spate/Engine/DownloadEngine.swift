@@ -23,7 +23,9 @@ final class DownloadEngine: Sendable {
         return size >= 0 ? size : nil
     }
 
-    init(url: RemoteURL, destination: String, options: DownloadOptions, session: DownloadSession,
+    /// - Parameter priority: the download's place in the session's queue for connection slots
+    ///   (lower first; see `DownloadTransport.priority`).
+    init(url: RemoteURL, destination: String, options: DownloadOptions, session: DownloadSession, priority: UInt64 = 0,
          emit: @escaping @Sendable (DownloadEvent) -> Void) {
         self.url = url
         self.destination = destination
@@ -32,7 +34,7 @@ final class DownloadEngine: Sendable {
         self.session = session
         self.seed = options.randomSeed ?? UInt64.random(in: .min ... .max)
         requests = RequestBuilder(url: url, options: options)
-        transport = DownloadTransport(session: session, counters: counters, emit: emit)
+        transport = DownloadTransport(session: session, counters: counters, emit: emit, priority: priority)
         resolver = RemoteResolver(requests: requests, transport: transport, seed: SplitMix64.mix(seed &+ 1))
     }
 
@@ -116,6 +118,10 @@ final class DownloadEngine: Sendable {
         emit(.started(DownloadPlan(
             url: remote.url.redacted, totalBytes: plan.size, acceptsRanges: remote.acceptsRanges,
             connections: plan.connections, requestBytes: plan.segmented ? plan.sizer.baseBytes : nil)))
+        if let body = resolver.takeWholeBody(), let size = plan.size, Int64(body.count) == size {
+            try await saveWhole(body, path: path)
+            return (size, 1, nil)
+        }
         if !remote.acceptsRanges && (plan.size ?? 1) > 0 {
             emit(.notice("the server does not support byte ranges: downloading with one connection"))
         }
@@ -152,13 +158,39 @@ final class DownloadEngine: Sendable {
             }
             if options.checksum != nil { emit(.verifying) }
             let tail = try await resources.complete(size: total, truncate: !plan.segmented && plan.size != 0,
-                                                    checksum: options.checksum, overwrite: options.overwrite, clock: session.clock)
+                                                    checksum: options.checksum, overwrite: options.overwrite,
+                                                    mark: options.byteRange == nil ? SavedMark(size: total, url: url) : nil,
+                                                    clock: session.clock)
             return (total, used, tail)
         } catch let error as SpateError {
             resources.close(keepForResume: Self.resumable(error))
             throw error
         } catch {
             resources.close(keepForResume: true)  // cancellation
+            throw error
+        }
+    }
+
+    /// A small file that arrived whole in the probe's reply: checked against the checksum in
+    /// memory, written with one `pwrite`, marked, and made durable with the session's other
+    /// small files (`GroupPublisher`). No journal: there is nothing to resume in one request.
+    private func saveWhole(_ body: [UInt8], path: String) async throws {
+        if let expected = options.checksum {
+            emit(.verifying)
+            let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
+            guard actual == expected.digest else {
+                throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))")
+            }
+        }
+        let file = try OutputFile(creatingFor: path, replacePartial: options.overwrite)
+        do {
+            let code = body.withUnsafeBytes { file.write($0, at: 0) }
+            if code != 0 { throw Syscall.fail("write", path: file.partPath, errno: code) }
+            counters.bytesWritten.add(Int64(body.count), ordering: .relaxed)
+            SavedMark(size: Int64(body.count), url: url).write(to: file.fd)
+            try await session.publisher.publish(file, mode: FileMode.newFileMode, replaceExisting: options.overwrite)
+        } catch {
+            file.discard()
             throw error
         }
     }

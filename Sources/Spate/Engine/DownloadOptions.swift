@@ -11,6 +11,13 @@ public struct DownloadOptions: Sendable {
     /// a sampling window at the lower rate (on a 1 GiB download at 25 MB/s per connection, a
     /// start at 8 measured slower than a start at 16).
     public var initialConnections = 16
+    /// A file of at most this many bytes is fetched whole by the probe — one request, no range
+    /// requests, no journal — and made durable together with other small files (`syncfs` for
+    /// all that finished meanwhile). 0: the probe asks for one byte. Batches use
+    /// `wholeFileDefault`; ignored with `byteRange`.
+    public var wholeFileBytes = 0
+    /// The batches' `wholeFileBytes`: about one request's worth.
+    public static let wholeFileDefault = 1 << 20
     /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).
     public var chunkBytes: Int64?
     /// The expected whole-file digest; a mismatch fails the download and leaves no file.
@@ -89,6 +96,9 @@ public struct DownloadOptions: Sendable {
         if retry.maxDelay < .zero { throw .usage("retry max wait cannot be negative") }
         if let receiveBufferBytes, receiveBufferBytes < 16 * 1024 || receiveBufferBytes > 10 * 1024 * 1024 {
             throw .usage("receive buffer must be between 16 KiB and 10 MiB")
+        }
+        guard (0...(64 << 20)).contains(wholeFileBytes) else {
+            throw .usage("the whole-file probe size must be between 0 and 64 MiB")
         }
     }
 }

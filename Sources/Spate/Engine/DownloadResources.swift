@@ -61,7 +61,7 @@ final class DownloadResources: @unchecked Sendable {
     /// Returns how long the digest took after the last byte.
     ///
     /// Throws a checksum mismatch or a local I/O error; the caller then calls `close`.
-    func complete(size: Int64, truncate: Bool, checksum: Checksum?, overwrite: Bool,
+    func complete(size: Int64, truncate: Bool, checksum: Checksum?, overwrite: Bool, mark: SavedMark?,
                   clock: any EngineClock) async throws -> Duration? {
         session.writer.drain(target)
         if truncate { try file.truncate(to: size) }
@@ -81,7 +81,7 @@ final class DownloadResources: @unchecked Sendable {
             session.committer.unregister(journal)
             journal.close()
         }
-        try file.finish(mode: FileMode.newFileMode, replaceExisting: overwrite)
+        try file.finish(mode: FileMode.newFileMode, replaceExisting: overwrite, mark: mark)
         journal?.remove()
         release()
         return tail

@@ -5,13 +5,16 @@ struct DownloadTransport: Sendable {
     let session: DownloadSession
     let counters: DownloadCounters
     let emit: @Sendable (DownloadEvent) -> Void
+    /// The download's place in the session's queue for connection slots: lower first (a batch
+    /// numbers its files, so the files in flight finish before later ones start).
+    var priority: UInt64 = 0
 
     var clock: any EngineClock { session.clock }
 
     /// Runs `body` holding a connection slot for `origin`; the slot goes back when it returns
     /// or throws.
     func withSlot<T: Sendable>(for origin: RemoteURL.Origin, _ body: (BudgetSlot) async throws -> T) async throws -> T {
-        let slot = try await session.budgets.acquire(origin)
+        let slot = try await session.budgets.acquire(origin, priority: priority)
         do {
             let result = try await body(slot)
             session.budgets.release(slot)

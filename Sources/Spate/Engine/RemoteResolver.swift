@@ -13,6 +13,8 @@ final class RemoteResolver: Sendable {
         var current: RemoteFile?
         var refreshes = 0
         var inProgress: Task<RemoteFile, any Error>?
+        /// The whole file, when the first probe's reply held all of it (taken once).
+        var wholeBody: [UInt8]?
     }
 
     let requests: RequestBuilder
@@ -36,9 +38,21 @@ final class RemoteResolver: Sendable {
 
     /// Resolves the URL for the first time (or again, after the remote file changed).
     func resolve() async throws -> RemoteFile {
-        let remote = try await probe()
-        state.withLock { $0.current = remote }
+        let (remote, body) = try await probe(wholeFileBytes: requests.options.byteRange == nil ? requests.options.wholeFileBytes : 0)
+        state.withLock {
+            $0.current = remote
+            $0.wholeBody = body
+        }
         return remote
+    }
+
+    /// The file's bytes, when the probe's reply held all of them (see
+    /// `DownloadOptions.wholeFileBytes`). Returns them once.
+    func takeWholeBody() -> [UInt8]? {
+        state.withLock { s in
+            defer { s.wholeBody = nil }
+            return s.wholeBody
+        }
     }
 
     /// A request to `stale` was refused: resolve again from the original URL, unless that
@@ -55,7 +69,7 @@ final class RemoteResolver: Sendable {
             // The check against the old file happens inside the task, before anyone can use the
             // new URL: a changed file must never become `current` (its ranges would mix).
             let task = Task { [self] () async throws -> RemoteFile in
-                let fresh = try await self.probe()
+                let fresh = try await self.probe(wholeFileBytes: 0).0
                 if let change = Self.difference(current, fresh) { throw SpateError.remoteChanged(change) }
                 return fresh
             }
@@ -108,7 +122,7 @@ final class RemoteResolver: Sendable {
     /// the session's loop with a connection slot for each hop's host, following redirects by
     /// hand so credentials stay with their origin. Failures go through `FailurePolicy` like any
     /// request's.
-    private func probe() async throws -> RemoteFile {
+    private func probe(wholeFileBytes: Int) async throws -> (RemoteFile, [UInt8]?) {
         var target = url
         var redirects = 0
         var budget = RetryBudget(policy: requests.options.retry)
@@ -116,8 +130,9 @@ final class RemoteResolver: Sendable {
             try Task.checkCancellation()
             let hop = target
             let (outcome, sink) = try await transport.withSlot(for: hop.origin) { slot in
-                let sink = ProbeSink()
-                let spec = requests.probe(hop, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes), slot: slot)
+                let sink = ProbeSink(wholeFileBytes: wholeFileBytes)
+                let spec = requests.probe(hop, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes),
+                                          slot: slot, wholeFileBytes: wholeFileBytes)
                 return (try await transport.perform(spec, sink: sink), sink)
             }
             let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,
@@ -142,17 +157,19 @@ final class RemoteResolver: Sendable {
                     throw SpateError.invalidResponse("the probe's 206 reply has a bad Content-Range: \(head["content-range"]?.prefix(80) ?? "none")")
                 }
                 let rangesUsable = head["accept-ranges"]?.lowercased() != "none" && contentRange.completeLength != nil
-                return remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable)
+                return (remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable),
+                        Self.whole(sink, end: end, size: contentRange.completeLength))
             case 200:
                 var size: Int64?
                 if head["transfer-encoding"] == nil, let text = head["content-length"] {
                     size = ContentRange.parseDecimal(text)
                 }
-                return remoteFile(target, head: head, size: size, acceptsRanges: false)
+                let body = Self.whole(sink, end: end, size: size)
+                return (remoteFile(target, head: head, size: size ?? body.map { Int64($0.count) }, acceptsRanges: false), body)
             case 416:
                 if let contentRange = head["content-range"].flatMap(ContentRange.init(parsing:)),
                    contentRange.range == nil, contentRange.completeLength == 0 {
-                    return remoteFile(target, head: head, size: 0, acceptsRanges: true)
+                    return (remoteFile(target, head: head, size: 0, acceptsRanges: true), nil)
                 }
                 throw SpateError(.http, "the server refused bytes=0-0 (416) for \(target.redacted)", httpStatus: 416)
             default:
@@ -176,6 +193,14 @@ final class RemoteResolver: Sendable {
     /// resolve again) and a throttling host counts like any retryable status.
     private func failed(_ end: TransferEnd, budget: inout RetryBudget) async throws {
         try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
+    }
+
+    /// The probe's body when it is the whole file: the transfer completed and holds every byte.
+    private static func whole(_ sink: ProbeSink, end: TransferEnd, size: Int64?) -> [UInt8]? {
+        guard end == .completed, let body = sink.wholeBody else { return nil }
+        if let size, Int64(body.count) != size { return nil }
+        if let announced = sink.wholeLength, Int64(body.count) != announced { return nil }
+        return body
     }
 
     private func remoteFile(_ target: RemoteURL, head: ResponseHead, size: Int64?, acceptsRanges: Bool) -> RemoteFile {

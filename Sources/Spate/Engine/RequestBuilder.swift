@@ -22,9 +22,9 @@ struct RequestBuilder: Sendable {
     }
 
     /// The probe of `target`: `Range: bytes=0-0`, not HEAD (presigned GET URLs often reject HEAD).
-    func probe(_ target: RemoteURL, bufferBytes: Int, slot: BudgetSlot) -> TransferSpec {
+    func probe(_ target: RemoteURL, bufferBytes: Int, slot: BudgetSlot, wholeFileBytes: Int = 0) -> TransferSpec {
         var headers = userHeaders(for: target)
-        headers.append("Range: bytes=0-0")
+        headers.append("Range: bytes=0-\(max(0, wholeFileBytes - 1))")
         headers.append("Accept-Encoding: identity")
         return TransferSpec(url: target.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
                             secretPath: target.isRedirectTarget, host: slot.origin.key, hostBudget: slot.hostAllowed)

@@ -21,20 +21,68 @@ final class DownloadCounters: Sendable {
 /// A small body (the one byte of `bytes=0-0`, a redirect's or an error's text) is read to its
 /// end, so the connection stays open for the requests that follow; a whole file (a server that
 /// ignores Range answers 200) or any body beyond `ErrorBody.maxBytes` ends the transfer.
+///
+/// With `wholeFileBytes` > 0 the probe asks for that many bytes, and a file no longer than that
+/// arrives whole in its reply (`wholeBody`): a small file costs one request. The reply of a
+/// larger file is cut off after its head (its ranges come from the range requests).
 final class ProbeSink: ResponseSink, @unchecked Sendable {
     /// Set for error statuses (400 and up, but 416, which an empty file answers); redirects
     /// and successes are the probe's to read.
     private(set) var errorStatus: Int?
     private(set) var errorBody = ErrorBody()
+    private let wholeFileBytes: Int
+    /// The whole file, when the reply holds all of it (complete only if the transfer completed).
+    private(set) var wholeBody: [UInt8]?
+    /// The length the reply announced for `wholeBody` (nil: until the end of the body).
+    private(set) var wholeLength: Int64?
+
+    init(wholeFileBytes: Int = 0) {
+        self.wholeFileBytes = wholeFileBytes
+    }
 
     func accept(_ head: ResponseHead) -> TransferStop? {
+        if wholeFileBytes > 0, let length = wholeFileLength(head) {
+            wholeLength = length < 0 ? nil : length
+            wholeBody = []
+            wholeBody!.reserveCapacity(length < 0 ? 16 * 1024 : Int(length))
+            return nil
+        }
         if head.status == 200 { return .enough }
+        if wholeFileBytes > 0 && head.status == 206 { return .enough }
         if head.status >= 400 && head.status != 416 { errorStatus = head.status }
         return nil
     }
 
+    /// The length of the whole file in this reply, when it fits in `wholeFileBytes`: a 206 of
+    /// `0-(n-1)/n`, or a 200 with a small Content-Length (-1: chunked, length unknown).
+    private func wholeFileLength(_ head: ResponseHead) -> Int64? {
+        if let encoding = head["content-encoding"], encoding.lowercased() != "identity" { return nil }
+        switch head.status {
+        case 206:
+            guard let text = head["content-range"], let range = ContentRange(parsing: text),
+                  let total = range.completeLength, let got = range.range,
+                  total > 0, total <= Int64(wholeFileBytes), got.start == 0, got.end == total else { return nil }
+            return total
+        case 200:
+            if head["transfer-encoding"] != nil { return -1 }
+            guard let text = head["content-length"], let length = ContentRange.parseDecimal(text),
+                  length <= Int64(wholeFileBytes) else { return nil }
+            return length
+        default:
+            return nil
+        }
+    }
+
     func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop? {
-        errorBody.append(bytes) ? nil : .enough
+        if wholeBody != nil {
+            if wholeBody!.count + bytes.count > min(Int(wholeLength ?? Int64(wholeFileBytes)), wholeFileBytes) {
+                wholeBody = nil
+                return .enough
+            }
+            wholeBody!.append(contentsOf: bytes)
+            return nil
+        }
+        return errorBody.append(bytes) ? nil : .enough
     }
 }
 

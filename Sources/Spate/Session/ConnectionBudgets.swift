@@ -2,11 +2,13 @@ import Synchronization
 
 /// The connection budgets of a session, shared by its downloads: every request (probe or
 /// range) takes a slot for the host it really goes to before it starts and gives it back when
-/// its transfer ends. Waiting tasks are served first come, first served, as soon as both the
-/// global and the host's budget have room. One lock; the rules live in `BudgetBook`.
+/// its transfer ends. Waiting tasks are served by priority (lower first: a batch's earlier
+/// files), then first come, first served, as soon as both the global and the host's budget have
+/// room. One lock; the rules live in `BudgetBook`.
 final class ConnectionBudgets: Sendable {
     private struct Waiter {
         let id: UInt64
+        let priority: UInt64
         let origin: RemoteURL.Origin
         let continuation: CheckedContinuation<BudgetSlot, any Error>
     }
@@ -31,7 +33,7 @@ final class ConnectionBudgets: Sendable {
 
     /// Waits for a slot for a request to `origin`. Throws `CancellationError` when the task is
     /// cancelled while waiting.
-    func acquire(_ origin: RemoteURL.Origin) async throws -> BudgetSlot {
+    func acquire(_ origin: RemoteURL.Origin, priority: UInt64 = 0) async throws -> BudgetSlot {
         // Slots are handed to waiters as soon as they fit, so when one fits now nobody that
         // could use it is waiting: taking it at once is fair.
         if let slot = state.withLock({ s in s.book.canTake(origin) ? Self.take(origin, &s) : nil }) { return slot }
@@ -44,7 +46,9 @@ final class ConnectionBudgets: Sendable {
                 let now: Result<BudgetSlot, any Error>? = state.withLock { s in
                     if Task.isCancelled { return .failure(CancellationError()) }
                     if s.book.canTake(origin) { return .success(Self.take(origin, &s)) }
-                    s.waiters.append(Waiter(id: id, origin: origin, continuation: continuation))
+                    // Behind every waiter of the same or a higher priority (stable: FIFO within one).
+                    let at = s.waiters.firstIndex(where: { $0.priority > priority }) ?? s.waiters.count
+                    s.waiters.insert(Waiter(id: id, priority: priority, origin: origin, continuation: continuation), at: at)
                     return nil
                 }
                 if let now { continuation.resume(with: now) }
@@ -110,7 +114,7 @@ final class ConnectionBudgets: Sendable {
         return slot
     }
 
-    /// Hands slots to the waiters that fit now, in arrival order.
+    /// Hands slots to the waiters that fit now, in queue order (priority, then arrival).
     private static func grant(_ s: inout State) -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] {
         var granted: [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] = []
         var i = 0

@@ -60,6 +60,8 @@ public final class DownloadSession: Sendable {
     let budgets: ConnectionBudgets
     let writer: FileWriter
     let committer: JournalCommitter
+    /// Makes small files durable in groups (its thread starts with the first small file).
+    let publisher = GroupPublisher()
 
     private struct State {
         /// Each running download's connection count (for sizing the shared buffers).
@@ -114,6 +116,7 @@ public final class DownloadSession: Sendable {
         loop.shutdown()
         writer.stop()
         committer.stop()
+        publisher.stop()
     }
 
     /// The connection budget of the host `url` points at (its scheme, host and port).

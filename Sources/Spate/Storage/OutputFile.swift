@@ -140,8 +140,17 @@ public final class OutputFile: @unchecked Sendable {
     /// - Parameters:
     ///   - mode: final permission bits (0666 minus the umask, like any new file).
     ///   - replaceExisting: whether an existing final file may be replaced (`--force`).
-    func finish(mode: mode_t, replaceExisting: Bool) throws(SpateError) {
+    ///   - mark: the note a rerun of a batch reads to skip the file (see `SavedMark`).
+    func finish(mode: mode_t, replaceExisting: Bool, mark: SavedMark?) throws(SpateError) {
+        mark?.write(to: fd)
         if Syscall.retryingEINTR({ fsync(fd) }) != 0 { throw Syscall.fail("fsync", path: partPath) }
+        try publish(mode: mode, replaceExisting: replaceExisting)
+        OutputFile.syncDirectory(of: finalPath)
+    }
+
+    /// Gives the file (already durable: fsync'd, or flushed with its whole file system by
+    /// `GroupPublisher`) its final name and closes it. The directory is not synced here.
+    func publish(mode: mode_t, replaceExisting: Bool) throws(SpateError) {
         if fchmod(fd, mode) != 0 { throw Syscall.fail("chmod", path: partPath) }
         if replaceExisting {
             if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
@@ -166,7 +175,6 @@ public final class OutputFile: @unchecked Sendable {
                 _ = unlink(partPath)
             }
         }
-        OutputFile.syncDirectory(of: finalPath)
         close()
     }
 

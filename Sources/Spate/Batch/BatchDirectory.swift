@@ -1,0 +1,67 @@
+import Glibc
+
+/// The base directory of a batch (`-d DIR`) and the directories under it that destinations
+/// name, created on demand without ever following a symbolic link below the base: a link
+/// planted at `DIR/a` cannot send `a/b.bin` elsewhere.
+///
+/// Remaining window (documented): someone who can write inside DIR could swap a directory for
+/// a link between this check and the file's creation; spate does not defend against a local
+/// attacker racing it inside its own output directory.
+final class BatchDirectory: @unchecked Sendable {
+    let base: String
+    /// The last directory prepared (files of one directory usually come together).
+    private var lastPrepared: String?
+
+    /// Uses `base`, creating it (and its parents) if missing.
+    init(base: String) throws(SpateError) {
+        let trimmed = base.count > 1 && base.hasSuffix("/") ? String(base.dropLast()) : base
+        self.base = trimmed.isEmpty ? "." : trimmed
+        try Self.makeParents(self.base)
+        guard FilePaths.isDirectory(self.base) else { throw .localIO("\(self.base) is not a directory") }
+        guard access(self.base, W_OK | X_OK) == 0 else { throw .localIO("cannot write to directory \(self.base)") }
+    }
+
+    /// The path of `destination` (normalised, relative) under the base, after creating its
+    /// directories. Throws when a component is a symbolic link or not a directory.
+    func prepare(_ destination: String) throws(SpateError) -> String {
+        let path = base + "/" + destination
+        guard let slash = destination.lastIndex(of: "/") else { return path }
+        let directory = String(destination[..<slash])
+        if directory == lastPrepared { return path }
+        var fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw Syscall.fail("open", path: base) }
+        defer { _ = close(fd) }
+        var walked = base
+        for component in directory.split(separator: "/") {
+            let name = String(component)
+            walked += "/" + name
+            if mkdirat(fd, name, 0o777) != 0 && errno != EEXIST { throw Syscall.fail("create directory", path: walked) }
+            let next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if next < 0 {
+                let code = errno
+                if code == ELOOP || code == ENOTDIR {
+                    var info = stat()
+                    if fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
+                        throw .localIO("\(walked) is a symbolic link; spate never follows one below --dir")
+                    }
+                    throw .localIO("\(walked) exists and is not a directory")
+                }
+                throw Syscall.fail("open", path: walked, errno: code)
+            }
+            _ = close(fd)
+            fd = next
+        }
+        lastPrepared = directory
+        return path
+    }
+
+    /// `mkdir -p`.
+    private static func makeParents(_ path: String) throws(SpateError) {
+        if FilePaths.isDirectory(path) { return }
+        var walked = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            walked += "/" + component
+            if mkdir(walked, 0o777) != 0 && errno != EEXIST { throw Syscall.fail("create directory", path: walked) }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+import Glibc
+
+/// What a batch does with one destination before fetching it: a rerun skips files that are
+/// complete, resumes partial ones (the engine's journal), and refuses to replace a file it
+/// cannot vouch for.
+enum BatchSkipCheck {
+    enum Verdict: Equatable {
+        /// Nothing is there (or `--force`): download.
+        case fetch
+        /// The file is complete: spate saved it from this URL, with this size (and checksum).
+        case complete(bytes: Int64)
+        /// Something is there that spate will not replace without `--force`.
+        case refuse(String)
+    }
+
+    /// Judges `path` for `url`. Also removes leftovers no resume can use: a partial file that
+    /// is the complete file's other name (killed between link and unlink), a journal of a
+    /// complete file, and a partial file without a journal.
+    static func check(path: String, url: RemoteURL, checksum: Checksum?, overwrite: Bool) -> Verdict {
+        let part = OutputFile.partPath(for: path)
+        let journal = Journal.path(for: path)
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            // A partial file without a journal cannot be resumed: a small file's (no journal)
+            // or one killed before its journal's first byte. Start it again.
+            if !FilePaths.exists(journal) { _ = unlink(part) }
+            return .fetch
+        }
+        if overwrite { return .fetch }
+        guard (info.st_mode & S_IFMT) == S_IFREG, let mark = SavedMark.read(path: path),
+              mark == SavedMark(size: mark.size, url: url), Int64(info.st_size) == mark.size else {
+            return .refuse("\(path) already exists and spate did not save it from this URL; use --force to replace it")
+        }
+        if let checksum {
+            guard let actual = digest(of: path, algorithm: checksum.algorithm), actual == checksum.digest else {
+                return .refuse("\(path) already exists but does not match its checksum; use --force to fetch it again")
+            }
+        }
+        var partInfo = stat()
+        if lstat(part, &partInfo) == 0, partInfo.st_ino == info.st_ino, partInfo.st_dev == info.st_dev { _ = unlink(part) }
+        if !FilePaths.exists(part) { _ = unlink(journal) }
+        return .complete(bytes: mark.size)
+    }
+
+    /// The digest of the file at `path`, read in 1 MiB blocks; nil when it cannot be read.
+    static func digest(of path: String, algorithm: DigestAlgorithm) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = close(fd) }
+        let digest = Digest(algorithm)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while true {
+            let n = Syscall.preadFully(fd, buffer, at: offset)
+            if n < 0 { return nil }
+            if n == 0 { break }
+            digest.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            offset += Int64(n)
+        }
+        return digest.finalize()
+    }
+}

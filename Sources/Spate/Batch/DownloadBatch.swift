@@ -1,0 +1,143 @@
+/// Many files in one run, over one `DownloadSession`: the entries of a manifest (or any
+/// sequence of `ManifestEntry`) are pulled as there is room, at most `maxFilesInFlight` at
+/// once, and share the session's connection budgets (global and per host, probes included).
+///
+/// - Files in flight come first: each file's requests queue for connection slots with the
+///   file's position as priority, so a later file gets a connection only when the earlier ones
+///   have no request waiting.
+/// - A small file (at most `DownloadOptions.wholeFileBytes`) is one GET, and is made durable
+///   together with the other small files that finished meanwhile (`GroupPublisher`).
+/// - A rerun skips complete files (`BatchSkipCheck`: spate's mark, the size, the checksum when
+///   given) without a request, and resumes partial ones from their journals.
+/// - A failing file never stops the others, unless `failFast`.
+///
+/// ```swift
+/// var options = BatchOptions()
+/// options.directory = "data"
+/// let manifest = try Manifest(path: "files.txt")
+/// try manifest.validate()
+/// let batch = try DownloadBatch(options: options) { event in print(event) }
+/// let summary = try await batch.run(manifest.entries())
+/// ```
+public final class DownloadBatch: Sendable {
+    public let options: BatchOptions
+    private let emit: @Sendable (BatchEvent) -> Void
+
+    /// - Parameter events: receives every event, synchronously and from many threads; it must
+    ///   be quick and thread-safe. Nothing is dropped.
+    public init(options: BatchOptions, events: @escaping @Sendable (BatchEvent) -> Void) throws(SpateError) {
+        try options.validate()
+        self.options = options
+        self.emit = events
+    }
+
+    private enum Prepared {
+        case run(Download)
+        case skipped(Int64)
+        case failed(SpateError)
+    }
+
+    /// Runs every entry to its end. Throws only when the batch cannot start (the base
+    /// directory); each file's failure is in the summary (and its `failed` event).
+    public func run<Entries: IteratorProtocol>(_ entries: Entries) async throws(SpateError) -> BatchSummary
+    where Entries.Element == ManifestEntry {
+        let directory = try BatchDirectory(base: options.directory)
+        let session = try DownloadSession(limits: options.limits, clock: SystemClock(),
+                                          stagingBufferBytes: options.download.stagingBufferBytes)
+        defer { session.shutdown() }
+        let started = ContinuousClock.now
+        let limit = options.maxFilesInFlight ?? options.automaticFilesInFlight
+        var summary = BatchSummary()
+        var iterator = entries
+        var index = 0
+        var stop = false
+        await withTaskGroup(of: (BatchFile, Result<DownloadResult, SpateError>).self) { group in
+            var inFlight = 0
+            while true {
+                while !stop, inFlight < limit, let entry = iterator.next() {
+                    if Task.isCancelled {
+                        stop = true
+                        break
+                    }
+                    let (file, prepared) = prepare(entry, index: index, directory: directory, session: session)
+                    index += 1
+                    emit(.queued(file))
+                    switch prepared {
+                    case .skipped(let bytes):
+                        summary.skipped += 1
+                        emit(.skipped(file, bytes: bytes))
+                    case .failed(let error):
+                        record(error, for: file, in: &summary)
+                        if options.failFast { stop = true }
+                    case .run(let download):
+                        inFlight += 1
+                        group.addTask {
+                            do throws(SpateError) {
+                                return (file, .success(try await download.run()))
+                            } catch {
+                                return (file, .failure(error))
+                            }
+                        }
+                    }
+                }
+                guard let (file, result) = await group.next() else { break }
+                inFlight -= 1
+                switch result {
+                case .success(let result):
+                    summary.succeeded += 1
+                    summary.bytes += result.bytes
+                case .failure(let error):
+                    record(error, for: file, in: &summary)
+                    if options.failFast && error.kind != .cancelled && !stop {
+                        stop = true
+                        group.cancelAll()
+                    }
+                }
+            }
+        }
+        summary.stoppedEarly = stop || Task.isCancelled
+        summary.elapsed = ContinuousClock.now - started
+        return summary
+    }
+
+    private func record(_ error: SpateError, for file: BatchFile, in summary: inout BatchSummary) {
+        emit(.failed(file, error))
+        guard error.kind != .cancelled else { return }
+        summary.failed += 1
+        if summary.failures.count < BatchSummary.maxFailuresKept { summary.failures.append((file, error)) }
+        if summary.firstFailure.map({ file.index < $0.file.index }) ?? true { summary.firstFailure = (file, error) }
+    }
+
+    /// The file's path (directories created), the skip check, and its `Download`.
+    private func prepare(_ entry: ManifestEntry, index: Int, directory: BatchDirectory,
+                         session: DownloadSession) -> (BatchFile, Prepared) {
+        let redacted = (try? RemoteURL(entry.url))?.redacted ?? "(invalid URL)"
+        var file = BatchFile(index: index, line: entry.line, url: redacted, path: directory.base + "/" + entry.destination)
+        do {
+            let url = try RemoteURL(entry.url)
+            let path = try directory.prepare(entry.destination)
+            file = BatchFile(index: index, line: entry.line, url: redacted, path: path)
+            switch BatchSkipCheck.check(path: path, url: url, checksum: entry.checksum, overwrite: options.download.overwrite) {
+            case .complete(let bytes):
+                return (file, .skipped(bytes))
+            case .refuse(let message):
+                return (file, .failed(.localIO(message)))
+            case .fetch:
+                break
+            }
+            var fileOptions = options.download
+            fileOptions.checksum = entry.checksum
+            fileOptions.headers += entry.headers
+            fileOptions.connections = min(DownloadOptions.maximumConnections, session.limits.maxConnections,
+                                          session.limits.maxConnectionsPerHost)
+            if let seed = fileOptions.randomSeed { fileOptions.randomSeed = SplitMix64.mix(seed &+ UInt64(index)) }
+            let emit = self.emit
+            let forwarded = file
+            let download = try Download(url: entry.url, to: path, options: fileOptions, session: session,
+                                        priority: UInt64(index), observer: { event in emit(.file(forwarded, event)) })
+            return (file, .run(download))
+        } catch {
+            return (file, .failed(error))
+        }
+    }
+}

@@ -1,0 +1,156 @@
+import Glibc
+
+/// A list of files to download (`-i FILE`), read twice and never held in memory:
+///
+/// 1. `validate()` reads every line — a syntax error anywhere stops the batch before its first
+///    request — selects the shard's entries and finds duplicate destinations;
+/// 2. `entries()` reads it again, lazily, handing out the selected entries one at a time as the
+///    batch has room for them.
+///
+/// Memory: the duplicate check keeps 16 bytes per selected entry (a hash of the destination
+/// and of the URL), so a shard of a list costs only its share; the lines themselves are never
+/// kept. Standard input (`-`) is copied to an unlinked temporary file first, so it can be read
+/// twice.
+public final class Manifest: @unchecked Sendable {
+    /// How the input is named in messages.
+    public let name: String
+    public let shard: ManifestShard
+    private let fd: Int32
+    /// Destination hash → URL hash, for the selected entries (filled by `validate`).
+    private var seen: [UInt64: UInt64] = [:]
+    /// Lines that repeat an earlier line's destination and URL: skipped.
+    private var repeated: Set<Int> = []
+    /// The selected entries (after `validate`).
+    public private(set) var selectedCount = 0
+    /// Every entry of the list (after `validate`).
+    public private(set) var totalCount = 0
+
+    /// Opens `path` (`-`: standard input).
+    public init(path: String, shard: ManifestShard = .all) throws(SpateError) {
+        self.shard = shard
+        if path == "-" {
+            name = "standard input"
+            fd = try Self.spool(from: STDIN_FILENO)
+        } else {
+            name = path
+            let fd = Syscall.retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
+            guard fd >= 0 else { throw SpateError(.usage, Syscall.errorMessage("open the manifest", path: path, errno: errno)) }
+            var info = stat()
+            if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+                _ = close(fd)
+                throw SpateError(.usage, "the manifest \(path) is a directory")
+            }
+            self.fd = fd
+        }
+    }
+
+    deinit { _ = close(fd) }
+
+    /// Pass 1: checks every line; selects the shard; refuses two entries with one destination
+    /// and different URLs. Throws `.usage` naming the line.
+    public func validate() throws(SpateError) {
+        seen = [:]
+        repeated = []
+        selectedCount = 0
+        totalCount = 0
+        var first: [UInt64: Int] = [:]  // only while validating: destination hash → line, for messages
+        try forEachEntry { entry throws(SpateError) in
+            totalCount += 1
+            guard shard.contains(destination: entry.destination) else { return }
+            let key = BatchPath.stableHash(entry.destination)
+            let url = BatchPath.stableHash(entry.url)
+            if let other = seen[key] {
+                guard other == url else {
+                    let earlier = first[key].map { " (line \($0))" } ?? ""
+                    throw SpateError(.usage, "\(name): line \(entry.line): the destination \(entry.destination) is already taken by another URL\(earlier)")
+                }
+                repeated.insert(entry.line)
+                return
+            }
+            seen[key] = url
+            if first.count < 1_000_000 { first[key] = entry.line }
+            selectedCount += 1
+        }
+    }
+
+    /// Pass 2: the selected entries, in order, read lazily. Call after `validate()`.
+    public func entries() throws(SpateError) -> Entries {
+        guard lseek(fd, 0, SEEK_SET) == 0 else { throw Syscall.fail("rewind", path: name) }
+        return Entries(manifest: self)
+    }
+
+    /// The selected entries, read one at a time.
+    public struct Entries: IteratorProtocol {
+        fileprivate let manifest: Manifest
+        private var reader: LineReader
+        private var parser = ManifestParser()
+        private var done = false
+
+        fileprivate init(manifest: Manifest) {
+            self.manifest = manifest
+            reader = LineReader(fd: manifest.fd)
+        }
+
+        /// The next selected entry, or nil at the end (errors were found by `validate`).
+        public mutating func next() -> ManifestEntry? {
+            while !done {
+                let entry: ManifestEntry?
+                do {
+                    if let line = try reader.next() {
+                        entry = try parser.feed(line, number: reader.lineNumber)
+                    } else {
+                        done = true
+                        entry = try parser.finish()
+                    }
+                } catch {
+                    done = true  // the file changed since `validate`; stop here
+                    return nil
+                }
+                if let entry, manifest.selects(entry) { return entry }
+            }
+            return nil
+        }
+    }
+
+    private func selects(_ entry: ManifestEntry) -> Bool {
+        shard.contains(destination: entry.destination) && !repeated.contains(entry.line)
+    }
+
+    private func forEachEntry(_ body: (ManifestEntry) throws(SpateError) -> Void) throws(SpateError) {
+        guard lseek(fd, 0, SEEK_SET) == 0 else { throw Syscall.fail("rewind", path: name) }
+        var reader = LineReader(fd: fd)
+        var parser = ManifestParser()
+        do {
+            while let line = try reader.next() {
+                if let entry = try parser.feed(line, number: reader.lineNumber) { try body(entry) }
+            }
+            if let entry = try parser.finish() { try body(entry) }
+        } catch where error.kind == .usage && !error.message.hasPrefix(name + ":") {
+            throw SpateError(.usage, "\(name): \(error.message)")
+        }
+    }
+
+    /// Copies `source` to an unlinked temporary file and returns it, open for reading.
+    private static func spool(from source: Int32) throws(SpateError) -> Int32 {
+        let directory = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        var template = Array((directory + "/spate-manifest-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw Syscall.fail("create a temporary file in", path: directory) }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        var offset: Int64 = 0
+        while true {
+            let n = Syscall.retryingEINTR { read(source, buffer.baseAddress!, buffer.count) }
+            if n < 0 { _ = close(fd); throw Syscall.fail("read", path: "standard input") }
+            if n == 0 { break }
+            let code = Syscall.pwriteAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset)
+            guard code == 0 else {
+                _ = close(fd)
+                throw Syscall.fail("write a temporary file in", path: directory, errno: code)
+            }
+            offset += Int64(n)
+        }
+        return fd
+    }
+}

@@ -1,0 +1,56 @@
+import Spate
+
+/// One JSON object on one line, built field by field (RFC 8259 strings: `"`, `\` and control
+/// characters escaped, everything else UTF-8 as is).
+///
+/// Why not Foundation's JSONSerialization: the library and the `spate` binary do not link
+/// Foundation (it would add megabytes of resident memory to every run for a few flat objects).
+struct JSONLine {
+    private var text = "{"
+    private var first = true
+
+    mutating func add(_ key: String, _ value: String?) {
+        guard let value else { return addRaw(key, "null") }
+        addRaw(key, Self.quote(value))
+    }
+
+    mutating func add(_ key: String, _ value: Int64?) { addRaw(key, value.map { String($0) } ?? "null") }
+    mutating func add(_ key: String, _ value: Int) { addRaw(key, String(value)) }
+    mutating func add(_ key: String, _ value: Int32) { addRaw(key, String(value)) }
+    mutating func add(_ key: String, _ value: Bool) { addRaw(key, value ? "true" : "false") }
+
+    /// A number with up to 3 decimals (non-finite values are written as null).
+    mutating func add(_ key: String, _ value: Double) {
+        guard value.isFinite else { return addRaw(key, "null") }
+        addRaw(key, DecimalFormat.fixed(value, decimals: 3))
+    }
+
+    private mutating func addRaw(_ key: String, _ raw: String) {
+        if !first { text += "," }
+        first = false
+        text += Self.quote(key) + ":" + raw
+    }
+
+    var line: String { text + "}\n" }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}
