@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <linux/magic.h>
 
@@ -47,4 +48,8 @@ int spate_set_attribute(int fd, const char *name, const void *value, int length)
 
 int spate_get_attribute(const char *path, const char *name, void *buffer, int capacity) {
     return (int)lgetxattr(path, name, buffer, (size_t)capacity);
+}
+
+int spate_rename_noreplace(const char *from, const char *to) {
+    return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0 ? 0 : errno;
 }

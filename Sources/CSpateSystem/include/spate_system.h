@@ -28,4 +28,7 @@ int spate_set_attribute(int fd, const char *name, const void *value, int length)
 /// Reads the extended attribute `name` of the file at `path` (not following a final symlink)
 /// into `buffer`. Returns its length, or -1 with errno set.
 int spate_get_attribute(const char *path, const char *name, void *buffer, int capacity);
+/// Renames `from` to `to` only if `to` does not exist (`renameat2(RENAME_NOREPLACE)`), in one
+/// atomic step. Returns 0 or an errno value (EEXIST; EINVAL or ENOSYS where unsupported).
+int spate_rename_noreplace(const char *from, const char *to);
 #endif

@@ -23,7 +23,7 @@ enum BatchSkipCheck {
         guard lstat(path, &info) == 0 else {
             // A partial file without a journal cannot be resumed: a small file's (no journal)
             // or one killed before its journal's first byte. Start it again.
-            if !FilePaths.exists(journal) { _ = unlink(part) }
+            if FilePaths.exists(part) && !FilePaths.exists(journal) { _ = unlink(part) }
             return .fetch
         }
         if overwrite { return .fetch }

@@ -31,6 +31,14 @@ public final class DownloadBatch: Sendable {
         self.emit = events
     }
 
+    /// How one file's download ended (a struct, not a tuple with a typed-throws `Result`:
+    /// the task group's result copy of that shape crashed in release builds with Swift 6.3).
+    private struct Outcome: Sendable {
+        let file: BatchFile
+        let result: DownloadResult?
+        let error: SpateError?
+    }
+
     private enum Prepared {
         case run(Download)
         case skipped(Int64)
@@ -51,7 +59,7 @@ public final class DownloadBatch: Sendable {
         var iterator = entries
         var index = 0
         var stop = false
-        await withTaskGroup(of: (BatchFile, Result<DownloadResult, SpateError>).self) { group in
+        await withTaskGroup(of: Outcome.self) { group in
             var inFlight = 0
             while true {
                 while !stop, inFlight < limit, let entry = iterator.next() {
@@ -72,22 +80,22 @@ public final class DownloadBatch: Sendable {
                     case .run(let download):
                         inFlight += 1
                         group.addTask {
-                            do throws(SpateError) {
-                                return (file, .success(try await download.run()))
+                            do {
+                                return Outcome(file: file, result: try await download.run(), error: nil)
                             } catch {
-                                return (file, .failure(error))
+                                let error = error as? SpateError ?? SpateError(.localIO, "unexpected error: \(error)")
+                                return Outcome(file: file, result: nil, error: error)
                             }
                         }
                     }
                 }
-                guard let (file, result) = await group.next() else { break }
+                guard let outcome = await group.next() else { break }
                 inFlight -= 1
-                switch result {
-                case .success(let result):
+                if let result = outcome.result {
                     summary.succeeded += 1
                     summary.bytes += result.bytes
-                case .failure(let error):
-                    record(error, for: file, in: &summary)
+                } else if let error = outcome.error {
+                    record(error, for: outcome.file, in: &summary)
                     if options.failFast && error.kind != .cancelled && !stop {
                         stop = true
                         group.cancelAll()
@@ -128,6 +136,7 @@ public final class DownloadBatch: Sendable {
             var fileOptions = options.download
             fileOptions.checksum = entry.checksum
             fileOptions.headers += entry.headers
+            fileOptions.destinationPrepared = true
             fileOptions.connections = min(DownloadOptions.maximumConnections, session.limits.maxConnections,
                                           session.limits.maxConnectionsPerHost)
             if let seed = fileOptions.randomSeed { fileOptions.randomSeed = SplitMix64.mix(seed &+ UInt64(index)) }

@@ -77,16 +77,33 @@ public final class Download: Sendable {
         }
         defer { if self.session == nil { session.shutdown() } }
         let observer = self.observer
+        // Progress reports start with the download, or — when small files arrive whole in the
+        // probe's reply — once the probe says the file is bigger than that: a task and a timer
+        // per small file of a batch cost more than the file itself.
+        let reporter = Mutex<Task<Void, Never>?>(nil)
+        let wholeFileBytes = options.wholeFileBytes
+        let interval = options.progressInterval
+        let engineBox = Mutex<DownloadEngine?>(nil)
+        let startReporter: @Sendable () -> Void = {
+            reporter.withLock { task in
+                guard task == nil, let engine = engineBox.withLock({ $0 }) else { return }
+                task = Task { await Download.reportProgress(engine: engine, interval: interval, clock: session.clock) }
+            }
+        }
         let engine = DownloadEngine(url: url, destination: destination, options: options, session: session,
                                     priority: priority) { event in
+            if wholeFileBytes > 0, case .started(let plan) = event, plan.totalBytes.map({ $0 > wholeFileBytes }) ?? true {
+                startReporter()
+            }
             observer?(event)
             continuation.yield(event)
         }
-        let reporter = Task { await Download.reportProgress(engine: engine, interval: options.progressInterval, clock: session.clock) }
-        defer { reporter.cancel() }
+        engineBox.withLock { $0 = engine }
+        if wholeFileBytes == 0 { startReporter() }
+        defer { reporter.withLock { $0?.cancel() } }
         do {
             let result = try await engine.run()
-            reporter.cancel()
+            reporter.withLock { $0?.cancel() }
             observer?(.finished(result))
             continuation.yield(.finished(result))
             return result

@@ -44,7 +44,7 @@ final class DownloadEngine: Sendable {
             guard FilePaths.isDirectory(destination), FilePaths.directoryIsWritable(for: destination + "/x") else {
                 throw SpateError.localIO("cannot write to directory \(destination)")
             }
-        } else {
+        } else if !options.destinationPrepared {
             try checkDestination(destination)
         }
         var remote = try await resolver.resolve()

@@ -16,6 +16,9 @@ public struct DownloadOptions: Sendable {
     /// all that finished meanwhile). 0: the probe asks for one byte. Batches use
     /// `wholeFileDefault`; ignored with `byteRange`.
     public var wholeFileBytes = 0
+    /// Set by a batch, which has already created the directory and judged an existing file
+    /// (`BatchSkipCheck`): the engine skips its own check of the destination.
+    var destinationPrepared = false
     /// The batches' `wholeFileBytes`: about one request's worth.
     public static let wholeFileDefault = 1 << 20
     /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).

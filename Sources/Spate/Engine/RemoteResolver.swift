@@ -131,8 +131,10 @@ final class RemoteResolver: Sendable {
             let hop = target
             let (outcome, sink) = try await transport.withSlot(for: hop.origin) { slot in
                 let sink = ProbeSink(wholeFileBytes: wholeFileBytes)
-                let spec = requests.probe(hop, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes),
-                                          slot: slot, wholeFileBytes: wholeFileBytes)
+                // A probe reads at most a small file: a 64 KiB buffer (libcurl allocates it per
+                // request; a bigger one is an mmap and page faults per small file of a batch).
+                let buffer = min(64 * 1024, transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes))
+                let spec = requests.probe(hop, bufferBytes: buffer, slot: slot, wholeFileBytes: wholeFileBytes)
                 return (try await transport.perform(spec, sink: sink), sink)
             }
             let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,

@@ -117,12 +117,17 @@ final class ConnectionBudgets: Sendable {
     /// Hands slots to the waiters that fit now, in queue order (priority, then arrival).
     private static func grant(_ s: inout State) -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] {
         var granted: [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] = []
+        // Hosts found full in this pass (a batch may queue hundreds of requests to one host:
+        // each is then skipped by a comparison, not a budget lookup).
+        var full: [RemoteURL.Origin] = []
         var i = 0
         while i < s.waiters.count && s.book.inUse < s.book.maxConnections {
-            if s.book.canTake(s.waiters[i].origin) {
+            let origin = s.waiters[i].origin
+            if !full.contains(origin) && s.book.canTake(origin) {
                 let waiter = s.waiters.remove(at: i)
                 granted.append((waiter.continuation, take(waiter.origin, &s)))
             } else {
+                if !full.contains(origin) { full.append(origin) }
                 i += 1
             }
         }

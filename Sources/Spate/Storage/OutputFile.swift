@@ -155,27 +155,40 @@ public final class OutputFile: @unchecked Sendable {
         if replaceExisting {
             if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
         } else {
-            // link(2) fails with EEXIST instead of replacing: no window where another file
-            // created at the final name meanwhile is silently overwritten.
-            if link(partPath, finalPath) != 0 {
-                let code = errno
-                if code == EEXIST {
-                    throw SpateError.localIO("\(finalPath) already exists; use --force to replace it")
-                }
-                if code == EPERM || code == ENOTSUP || code == EOPNOTSUPP || code == EXDEV || code == EMLINK {
-                    // File systems without hard links: check, then rename.
-                    if access(finalPath, F_OK) == 0 {
-                        throw SpateError.localIO("\(finalPath) already exists; use --force to replace it")
-                    }
-                    if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
-                } else {
-                    throw Syscall.fail("link", path: finalPath, errno: code)
-                }
-            } else {
-                _ = unlink(partPath)
+            // RENAME_NOREPLACE fails with EEXIST instead of replacing, in one step: no window
+            // where another file created at the final name meanwhile is silently overwritten.
+            let code = spate_rename_noreplace(partPath, finalPath)
+            if code == EEXIST {
+                throw SpateError.localIO("\(finalPath) already exists; use --force to replace it")
             }
+            if code != 0 { try linkThenUnlink(after: code) }
         }
         close()
+    }
+
+    /// Where the file system has no RENAME_NOREPLACE: link(2), which also fails with EEXIST
+    /// instead of replacing, then unlink the partial name.
+    private func linkThenUnlink(after renameError: Int32) throws(SpateError) {
+        guard renameError == EINVAL || renameError == ENOSYS || renameError == ENOTSUP || renameError == EOPNOTSUPP else {
+            throw Syscall.fail("rename to", path: finalPath, errno: renameError)
+        }
+        if link(partPath, finalPath) != 0 {
+            let code = errno
+            if code == EEXIST {
+                throw SpateError.localIO("\(finalPath) already exists; use --force to replace it")
+            }
+            if code == EPERM || code == ENOTSUP || code == EOPNOTSUPP || code == EXDEV || code == EMLINK {
+                // File systems with neither: check, then rename.
+                if access(finalPath, F_OK) == 0 {
+                    throw SpateError.localIO("\(finalPath) already exists; use --force to replace it")
+                }
+                if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
+            } else {
+                throw Syscall.fail("link", path: finalPath, errno: code)
+            }
+        } else {
+            _ = unlink(partPath)
+        }
     }
 
     /// Closes and deletes the partial file (after a failure that leaves nothing to resume).

@@ -74,10 +74,24 @@ struct ResponseHeadBuilder {
             fields[fields.count - 1].value += " " + text.trimmingSpaces()
             return .more
         }
-        guard let colon = text.firstIndex(of: ":") else { return .malformed }
+        // Name and value on bytes (hot with many small files: a Unicode-aware lowercase per
+        // header showed in profiles). Names are tokens (RFC 9110 §5.1): ASCII lowercase is
+        // exact for them; other bytes are kept as they are.
+        let bytes = UnsafeRawBufferPointer(rebasing: line[0..<length])
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { return .malformed }
         if fields.count >= Self.maxFields { return .tooLarge }
-        let name = text[..<colon].lowercased()
-        let value = text[text.index(after: colon)...].trimmingSpaces()
+        let name = String(unsafeUninitializedCapacity: colon) { out in
+            for i in 0..<colon {
+                let b = bytes[i]
+                out[i] = b >= 0x41 && b <= 0x5A ? b | 0x20 : b
+            }
+            return colon
+        }
+        var start = colon + 1
+        var end = bytes.count
+        while start < end && (bytes[start] == 0x20 || bytes[start] == 0x09) { start += 1 }
+        while end > start && (bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09) { end -= 1 }
+        let value = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
         fields.append((name, value))
         return .more
     }

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Many-files benchmark: spate -i vs aria2c -i, curl -Z and wget2 -i on nginx over loopback.
+
+Scenarios (every tool held to 16 connections to the host):
+  mixed  300 files of 1 MiB + 4 of 256 MiB (seeded shuffle), nginx limit_rate 25m per connection
+         with sendfile_max_chunk 256k so every byte is paced; ideal 16 x 25 MiB/s.
+  small  10,000 files of 0-64 KiB (seeded sizes) from an uncapped nginx.
+
+Every output file is compared byte for byte with its source; runs are interleaved tool by tool,
+nginx is restarted and `sync` run before each; medians, CPU seconds and peak RSS are printed as
+a Markdown table with ratios against the best peer.
+
+Usage: many_files.py --spate PATH [--runs 3] [--scenarios mixed,small] [--tools ...]
+                     [--pause-page-reporting]
+"""
+import argparse, filecmp, os, random, shutil, statistics, subprocess, sys, datetime, platform, socket, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import run_timed, pause_page_reporting, restore_page_reporting  # noqa: E402
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    types {{ }}
+    default_type application/octet-stream;
+    server {{ listen 127.0.0.1:{port_small}; root {www}; }}
+    server {{ listen 127.0.0.1:{port_mixed}; root {www}; limit_rate 25m; sendfile_max_chunk 256k; }}
+}}
+"""
+PORTS = {"small": 18290, "mixed": 18291}
+
+
+def make_tree(www, scenario):
+    """Creates the scenario's files (once); returns [(relative path, size)] in manifest order."""
+    root = os.path.join(www, scenario)
+    rng = random.Random(20261130)
+    if scenario == "mixed":
+        files = [(f"s/{i:03}.bin", 1 << 20) for i in range(300)] + [(f"big/{i}.bin", 256 << 20) for i in range(4)]
+        rng.shuffle(files)
+    else:
+        files = [(f"{i // 1000}/{i:05}.bin", rng.randrange(0, 64 * 1024 + 1)) for i in range(10_000)]
+    stamp = os.path.join(root, ".complete")
+    if not os.path.exists(stamp):
+        print(f"generating {len(files)} files under {root}", file=sys.stderr)
+        with open("/dev/urandom", "rb") as src:
+            for rel, size in files:
+                path = os.path.join(root, rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as dst:
+                    left = size
+                    while left:
+                        chunk = src.read(min(left, 1 << 24))
+                        dst.write(chunk)
+                        left -= len(chunk)
+        open(stamp, "w").close()
+    return [(f"{scenario}/{rel}", size) for rel, size in files]
+
+
+def write_lists(work, scenario, files, base):
+    """Each tool's input list; returns their paths."""
+    lists = {}
+    p = os.path.join(work, f"{scenario}.spate.txt")
+    with open(p, "w") as f:
+        for rel, _ in files:
+            f.write(f"{base}/{rel} {rel}\n")
+    lists["spate"] = p
+    p = os.path.join(work, f"{scenario}.aria2.txt")
+    with open(p, "w") as f:
+        for rel, _ in files:
+            f.write(f"{base}/{rel}\n  out={rel}\n")
+    lists["aria2c"] = p
+    p = os.path.join(work, f"{scenario}.curl.txt")
+    with open(p, "w") as f:
+        for rel, _ in files:
+            f.write(f'url = "{base}/{rel}"\noutput = "{rel}"\n')
+    lists["curl"] = p
+    p = os.path.join(work, f"{scenario}.wget2.txt")
+    with open(p, "w") as f:
+        for rel, _ in files:
+            f.write(f"{base}/{rel}\n")
+    lists["wget2"] = p
+    return lists
+
+
+def tools_for(args, lists, out):
+    spate = args.spate
+    return {
+        "spate": [spate, "-i", lists["spate"], "-d", out, "-c", "16", "--max-per-host", "16", "-q"],
+        "aria2c-j4x4": ["aria2c", "-i", lists["aria2c"], "-d", out, "-j4", "-x4", "-s4", "-k1M", "-q",
+                        "--allow-overwrite=true", "--auto-file-renaming=false"],
+        "aria2c-j16x1": ["aria2c", "-i", lists["aria2c"], "-d", out, "-j16", "-x1", "-q",
+                         "--allow-overwrite=true", "--auto-file-renaming=false"],
+        "curl": ["curl", "-s", "-Z", "--parallel-max", "16", "--create-dirs", "--output-dir", out, "-K", lists["curl"]],
+        "wget2": ["wget2", "-q", "-i", lists["wget2"], "--max-threads=16", "-nH", "-x", "-P", out,
+                  "--no-robots", "--compression=identity"],
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spate", required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--scenarios", default="mixed,small")
+    ap.add_argument("--tools", default="spate,aria2c-j4x4,aria2c-j16x1,curl,wget2")
+    ap.add_argument("--work-dir", default="/tmp/spate-many")
+    ap.add_argument("--pause-page-reporting", action="store_true")
+    args = ap.parse_args()
+
+    work = args.work_dir
+    www = os.path.join(work, "www")
+    out = os.path.join(work, "out")
+    os.makedirs(www, exist_ok=True)
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(work=work, www=www, port_small=PORTS["small"], port_mixed=PORTS["mixed"]))
+
+    def start_nginx():
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", PORTS["small"]), timeout=0.2).close()
+                time.sleep(0.05)
+            except OSError:
+                break
+        proc = subprocess.Popen(["nginx", "-c", conf, "-e", os.path.join(work, "error.log")])
+        for _ in range(100):
+            try:
+                for port in PORTS.values():
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return proc
+            except OSError:
+                if proc.poll() is not None:
+                    sys.exit("nginx did not start: see " + os.path.join(work, "error.log"))
+                time.sleep(0.05)
+        sys.exit("nginx did not start listening")
+
+    reporting = pause_page_reporting() if args.pause_page_reporting else None
+    results = {}
+    sizes = {}
+    try:
+        for scenario in args.scenarios.split(","):
+            files = make_tree(www, scenario)
+            sizes[scenario] = (len(files), sum(s for _, s in files))
+            lists = write_lists(work, scenario, files, f"http://127.0.0.1:{PORTS[scenario]}")
+            tools = tools_for(args, lists, out)
+            order = [t for t in args.tools.split(",") if t in tools]
+            for run in range(args.runs):
+                for tool in order:
+                    shutil.rmtree(out, ignore_errors=True)
+                    os.makedirs(out)
+                    subprocess.run(["sync"])
+                    nginx = start_nginx()
+                    try:
+                        wall, cpu, rss, status, err = run_timed(tools[tool])
+                    finally:
+                        nginx.terminate()
+                        nginx.wait()
+                    wrong = sum(1 for rel, _ in files
+                                if not os.path.exists(os.path.join(out, rel))
+                                or not filecmp.cmp(os.path.join(www, rel), os.path.join(out, rel), shallow=False))
+                    ok = status == 0 and wrong == 0
+                    results.setdefault((scenario, tool), []).append((wall, cpu, rss, ok))
+                    print(f"{scenario:6} run {run + 1} {tool:13} {wall:6.2f} s  cpu {cpu:5.2f} s  rss {rss / 1024:5.1f} MiB  "
+                          f"{'all exact' if ok else f'FAILED: exit {status}, {wrong} wrong/missing ' + err.strip()[:200]}",
+                          file=sys.stderr, flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+    finally:
+        if reporting:
+            restore_page_reporting(reporting)
+
+    print()
+    print(f"{datetime.date.today()} · {platform.node()} · {os.cpu_count()} cores · median of {args.runs}, interleaved"
+          f"{' · free page reporting paused' if reporting else ''}")
+    print()
+    print("| scenario | tool | median time | throughput | files/s | CPU s | peak RSS | tool ÷ spate | all exact |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for scenario in args.scenarios.split(","):
+        count, total = sizes[scenario]
+        spate_med = statistics.median(r[0] for r in results.get((scenario, "spate"), [(0,)])) or None
+        for tool in [t for t in args.tools.split(",") if (scenario, t) in results]:
+            rs = results[(scenario, tool)]
+            med = statistics.median(r[0] for r in rs)
+            cpu = statistics.median(r[1] for r in rs)
+            rss = max(r[2] for r in rs) / 1024
+            ratio = f"{med / spate_med:.2f}×" if spate_med and tool != "spate" else "—"
+            ok = "yes" if all(r[3] for r in rs) else "NO"
+            print(f"| {scenario} | {tool} | {med:.2f} s | {total / med / 1048576:.0f} MiB/s | {count / med:.0f} | "
+                  f"{cpu:.2f} | {rss:.1f} MiB | {ratio} | {ok} |")
+    print()
+    print("tool ÷ spate: the tool's median time divided by spate's (above 1: spate is faster).")
+    print("mixed: ideal 16 x 25 MiB/s = 400 MiB/s.")
+
+
+if __name__ == "__main__":
+    main()
