@@ -220,6 +220,18 @@ public final class TestServer: Sendable {
     /// Content bytes sent so far, reply by reply (for measuring what a client fetched twice).
     public var servedBytes: [ServedBytes] { state.withLock { $0.served } }
 
+    /// Content bytes sent so far per request path (without the query), for asserting that a
+    /// client never fetched a file again.
+    public func servedBytesByPath() -> [String: Int64] {
+        state.withLock { s in
+            var paths: [Int: String] = [:]
+            for request in s.requests { paths[request.index] = String(request.uri.prefix(while: { $0 != "?" })) }
+            var totals: [String: Int64] = [:]
+            for served in s.served { totals[paths[served.requestIndex] ?? "?", default: 0] += served.count }
+            return totals
+        }
+    }
+
     func plan(for request: RequestInfo) -> ResponsePlan {
         let hook = state.withLock { $0.hook }
         if let hook, let plan = hook(request) { return plan }

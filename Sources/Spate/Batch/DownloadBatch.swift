@@ -137,6 +137,9 @@ public final class DownloadBatch: Sendable {
             fileOptions.checksum = entry.checksum
             fileOptions.headers += entry.headers
             fileOptions.destinationPrepared = true
+            // A journal means the file was bigger than one request: probe one byte, so the
+            // bytes already on disk are not sent again in the probe's reply.
+            if FilePaths.exists(Journal.path(for: path)) { fileOptions.wholeFileBytes = 0 }
             fileOptions.connections = min(DownloadOptions.maximumConnections, session.limits.maxConnections,
                                           session.limits.maxConnectionsPerHost)
             if let seed = fileOptions.randomSeed { fileOptions.randomSeed = SplitMix64.mix(seed &+ UInt64(index)) }

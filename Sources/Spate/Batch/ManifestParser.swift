@@ -35,10 +35,11 @@ public struct ManifestParser: Sendable {
             return nil
         }
         let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        // aria2 puts mirrors of one file on one line, TAB-separated: not a destination.
+        if fields.dropFirst().contains(where: { $0.contains("://") }) {
+            throw Self.error(number, "several URLs on one line (mirrors) are not supported; use one URL, then optionally a destination")
+        }
         guard fields.count <= 2 else {
-            if text.contains("\t") {
-                throw Self.error(number, "several URLs on one line (mirrors) are not supported; use one URL, then optionally a destination")
-            }
             throw Self.error(number, "expected \"URL [DEST]\", found \(fields.count) fields")
         }
         let url = String(fields[0])

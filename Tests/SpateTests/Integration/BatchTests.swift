@@ -1,0 +1,216 @@
+import Foundation
+@testable import Spate
+import SpateTestContent
+import SpateTestServer
+import Synchronization
+import Testing
+
+/// Many files in one run (`DownloadBatch`), against the loopback server: shared budgets seen at
+/// the server, reruns that fetch nothing complete, failure isolation, small files in one
+/// request, and destinations that never leave the base directory.
+@Suite("Batches", .timeLimit(.minutes(5)))
+struct BatchTests {
+    static let hosts = ["127.0.0.1", "127.0.0.2"]
+
+    struct File {
+        let url: String
+        let destination: String
+        let content: GeneratedContent
+    }
+
+    /// `count` files spread over `hosts`: every fourth is `big` bytes, the others small.
+    func files(on server: TestServer, count: Int, big: Int64, small: Int64, hosts: [String] = ["127.0.0.1"]) -> [File] {
+        (0..<count).map { i in
+            let content = GeneratedContent(seed: UInt64(700 + i), size: i % 4 == 3 ? big : small + Int64(i))
+            server.addFile("/b/\(i).bin", TestServer.File(content: content))
+            return File(url: server.url("/b/\(i).bin", host: hosts[i % hosts.count]), destination: "d\(i % 3)/f\(i).bin",
+                        content: content)
+        }
+    }
+
+    func options(_ dir: TemporaryDirectory, maxConnections: Int = 8, perHost: Int = 4) -> BatchOptions {
+        var options = BatchOptions()
+        options.directory = dir.path + "/out"
+        options.limits = DownloadSession.Limits(maxConnections: maxConnections, maxConnectionsPerHost: perHost)
+        options.download = testOptions(connections: perHost)
+        options.download.wholeFileBytes = DownloadOptions.wholeFileDefault
+        return options
+    }
+
+    /// Runs a batch of `files`; returns the summary and every event.
+    func run(_ files: [File], options: BatchOptions, checksums: Bool = false) async throws -> (BatchSummary, [BatchEvent]) {
+        let events = Mutex<[BatchEvent]>([])
+        let batch = try DownloadBatch(options: options) { event in events.withLock { $0.append(event) } }
+        let entries = files.enumerated().map { i, f in
+            ManifestEntry(line: i + 1, url: f.url, destination: f.destination,
+                          checksum: checksums ? sha256Checksum(of: f.content) : nil)
+        }
+        let summary = try await batch.run(entries.makeIterator())
+        return (summary, events.withLock { $0 })
+    }
+
+    func expectExact(_ files: [File], in dir: TemporaryDirectory) {
+        for f in files {
+            #expect(compareFile(dir.path + "/out/" + f.destination, with: f.content) == nil, "\(f.destination)")
+        }
+    }
+
+    @Test func twoHostsNeverSeeMoreThanThePerHostBudget() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer(hosts: Self.hosts) { server in
+            // Paced replies overlap at the server, so a budget overrun would show.
+            server.setHook { request in
+                var plan = server.standardPlan(for: request)
+                plan.bytesPerSecond = 16 << 20
+                return plan
+            }
+            let files = files(on: server, count: 24, big: 4 << 20, small: 96 << 10, hosts: Self.hosts)
+            let (summary, _) = try await run(files, options: options(dir, maxConnections: 6, perHost: 4))
+            #expect(summary.succeeded == 24)
+            #expect(summary.failed == 0)
+            expectExact(files, in: dir)
+            for host in Self.hosts {
+                #expect(server.peakOpenConnections(host: host) <= 4, "\(host): \(server.peakOpenConnections(host: host)) open at once")
+                #expect(server.peakOpenConnections(host: host) >= 2, "\(host) was never used in parallel")
+            }
+        }
+    }
+
+    @Test func smallFilesTakeOneRequestEach() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = (0..<20).map { i in
+                let content = GeneratedContent(seed: UInt64(900 + i), size: Int64([0, 1, 4096, 1 << 20][i % 4]))
+                server.addFile("/s/\(i)", TestServer.File(content: content))
+                return File(url: server.url("/s/\(i)"), destination: "s\(i)", content: content)
+            }
+            let (summary, _) = try await run(files, options: options(dir), checksums: true)
+            #expect(summary.succeeded == 20)
+            expectExact(files, in: dir)
+            #expect(server.requests.count == 20, "\(server.requests.map(\.uri))")
+            #expect(!FileManager.default.fileExists(atPath: dir.path + "/out/s3.part"))
+        }
+    }
+
+    @Test func aRerunSkipsCompleteFilesWithoutARequest() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = files(on: server, count: 12, big: 3 << 20, small: 10_000)
+            let (first, _) = try await run(files, options: options(dir), checksums: true)
+            #expect(first.succeeded == 12)
+            server.clearRequests()
+            let (second, events) = try await run(files, options: options(dir), checksums: true)
+            #expect(second.skipped == 12)
+            #expect(second.succeeded == 0)
+            #expect(server.requests.isEmpty)
+            let skipped = events.filter { if case .skipped = $0 { true } else { false } }
+            #expect(skipped.count == 12)
+            expectExact(files, in: dir)
+        }
+    }
+
+    @Test func aFileThatSpateDidNotSaveIsNeverReplaced() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = files(on: server, count: 2, big: 1 << 20, small: 1000)
+            try FileManager.default.createDirectory(atPath: dir.path + "/out/d0", withIntermediateDirectories: true)
+            try Data("mine".utf8).write(to: URL(fileURLWithPath: dir.path + "/out/" + files[0].destination))
+            let (summary, _) = try await run(files, options: options(dir))
+            #expect(summary.succeeded == 1)
+            #expect(summary.failed == 1)
+            #expect(summary.failures.first?.error.kind == .localIO)
+            #expect(summary.failures.first?.error.message.contains("spate did not save it") == true)
+            #expect(try String(contentsOfFile: dir.path + "/out/" + files[0].destination, encoding: .utf8) == "mine")
+            var force = options(dir)
+            force.download.overwrite = true
+            let (again, _) = try await run(files, options: force)
+            #expect(again.succeeded == 2)
+            expectExact(files, in: dir)
+        }
+    }
+
+    @Test func aFailingFileNeverStopsTheOthers() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            var files = files(on: server, count: 10, big: 2 << 20, small: 50_000)
+            files.insert(File(url: server.url("/missing.bin"), destination: "missing.bin",
+                              content: GeneratedContent(seed: 1, size: 1)), at: 3)
+            let (summary, events) = try await run(files, options: options(dir))
+            #expect(summary.succeeded == 10)
+            #expect(summary.failed == 1)
+            #expect(summary.exitCode == SpateError.Kind.http.exitCode)
+            #expect(summary.firstFailure?.file.line == 4)
+            expectExact(files.filter { $0.destination != "missing.bin" }, in: dir)
+            let failed = events.compactMap { if case .failed(let f, _) = $0 { f } else { nil } }
+            #expect(failed.map(\.line) == [4])
+        }
+    }
+
+    @Test func failFastStopsAtTheFirstFailure() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            var files = files(on: server, count: 40, big: 1 << 20, small: 20_000)
+            files.insert(File(url: server.url("/missing.bin"), destination: "missing.bin",
+                              content: GeneratedContent(seed: 1, size: 1)), at: 0)
+            var opts = options(dir)
+            opts.failFast = true
+            opts.maxFilesInFlight = 1
+            let (summary, _) = try await run(files, options: opts)
+            #expect(summary.failed == 1)
+            #expect(summary.stoppedEarly)
+            #expect(summary.succeeded == 0)
+            #expect(summary.exitCode == 4)
+        }
+    }
+
+    @Test func aSymlinkBelowTheBaseIsNeverFollowed() async throws {
+        let dir = try TemporaryDirectory()
+        let outside = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = files(on: server, count: 3, big: 1000, small: 1000)
+            try FileManager.default.createDirectory(atPath: dir.path + "/out", withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(atPath: dir.path + "/out/d1", withDestinationPath: outside.path)
+            let (summary, _) = try await run(files, options: options(dir))
+            #expect(summary.failed == 1)
+            #expect(summary.failures.first?.error.message.contains("symbolic link") == true)
+            #expect(outside.contents.isEmpty)
+            #expect(summary.succeeded == 2)
+        }
+    }
+
+    /// A file interrupted mid-way keeps its journal and resumes; the complete ones are skipped.
+    @Test func aBatchResumesPartialFilesFromTheirJournals() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = files(on: server, count: 4, big: 8 << 20, small: 2 << 20)
+            let big = files[3]
+            // The big file's replies stop after 3 MiB the first time: the run fails it with
+            // its journal kept.
+            let cut = Atomic<Bool>(true)
+            server.setHook { request in
+                var plan = server.standardPlan(for: request)
+                if request.uri.hasPrefix("/b/3.bin"), cut.load(ordering: .relaxed) { plan.closeAfterBodyBytes = 1 << 20 }
+                return plan
+            }
+            var opts = options(dir)
+            opts.download.retry = RetryPolicy(maxRetries: 0, baseDelay: .milliseconds(1), maxDelay: .milliseconds(1))
+            opts.download.chunkBytes = 2 << 20
+            let (first, _) = try await run(files, options: opts)
+            #expect(first.failed == 1)
+            #expect(FileManager.default.fileExists(atPath: dir.path + "/out/" + big.destination + ".part.journal"))
+            cut.store(false, ordering: .relaxed)
+            let before = server.servedBytesByPath()
+            let (second, _) = try await run(files, options: options(dir))
+            #expect(second.skipped == 3)
+            #expect(second.succeeded == 1)
+            let after = server.servedBytesByPath()
+            for f in files.dropLast() {
+                let path = URL(string: f.url)!.path
+                #expect(after[path] == before[path], "\(path) fetched again")
+            }
+            let bigPath = URL(string: big.url)!.path
+            #expect((after[bigPath] ?? 0) - (before[bigPath] ?? 0) < big.content.size, "the partial file was fetched from the start")
+            expectExact(files, in: dir)
+        }
+    }
+}

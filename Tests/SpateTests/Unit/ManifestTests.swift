@@ -1,0 +1,184 @@
+import Foundation
+@testable import Spate
+import Testing
+
+/// Manifest lines (pget's and aria2's formats), destination rules, shards, and the two passes.
+@Suite("Manifests")
+struct ManifestTests {
+    /// Parses `text` as a whole manifest; returns the entries or throws the first error.
+    func parse(_ text: String) throws(SpateError) -> [ManifestEntry] {
+        var parser = ManifestParser()
+        var entries: [ManifestEntry] = []
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let entry = try parser.feed(line, number: i + 1) { entries.append(entry) }
+        }
+        if let entry = try parser.finish() { entries.append(entry) }
+        return entries
+    }
+
+    func error(_ text: String) -> String? {
+        do {
+            _ = try parse(text)
+            return nil
+        } catch {
+            #expect(error.kind == .usage)
+            return error.message
+        }
+    }
+
+    @Test func pgetLinesWithAndWithoutADestination() throws {
+        let entries = try parse("""
+            # a comment
+            https://example.com/data/a%20b.bin   sub/dir/a.bin
+
+            http://example.com:8080/x/y.tar.gz\r
+            """)
+        #expect(entries == [
+            ManifestEntry(line: 2, url: "https://example.com/data/a%20b.bin", destination: "sub/dir/a.bin"),
+            ManifestEntry(line: 4, url: "http://example.com:8080/x/y.tar.gz", destination: "y.tar.gz"),
+        ])
+    }
+
+    @Test func defaultNamesAreTheURLsSanitizedLastSegment() throws {
+        let entries = try parse("https://example.com/files/..%2F..%2Fetc%2Fpasswd\nhttps://example.com/dir/%2Ehidden")
+        #expect(entries.map(\.destination) == ["passwd", "hidden"])
+    }
+
+    @Test func aria2InputFileOptions() throws {
+        let hex = String(repeating: "ab", count: 32)
+        let entries = try parse("""
+            https://example.com/a.bin
+              out=renamed.bin
+              dir=models/v1
+              checksum=sha-256=\(hex)
+              header=X-Token: abc
+            https://example.com/b.bin
+            \tdir=other
+            """)
+        #expect(entries.count == 2)
+        #expect(entries[0].destination == "models/v1/renamed.bin")
+        #expect(entries[0].checksum == (try Checksum(parsing: "sha256:\(hex)")))
+        #expect(entries[0].headers == [try HTTPHeader(parsing: "X-Token: abc")])
+        #expect(entries[1].destination == "other/b.bin")
+        #expect(entries[1].line == 6)
+    }
+
+    @Test(arguments: [
+        ("https://e.com/a b c", "line 1: expected \"URL [DEST]\", found 3 fields"),
+        ("https://e.com/a\thttps://m.com/a", "line 1: several URLs on one line"),
+        ("ftp://e.com/a", "line 1: "),
+        ("  out=x", "line 1: an indented option line must follow a URL line"),
+        ("https://e.com/a\n  split=4", "line 2: unsupported option \"split\""),
+        ("https://e.com/a\n  out", "line 2: expected an option as key=value"),
+        ("https://e.com/a\n  checksum=sha-256=abc", "line 2: "),
+        ("https://e.com/a\n  header=Range: bytes=0-1", "line 2: "),
+        ("https://e.com/a /etc/passwd", "line 1: the destination \"/etc/passwd\" is an absolute path"),
+        ("https://e.com/a ../x", "line 1: the destination \"../x\" leaves --dir"),
+        ("https://e.com/a a/../../x", "line 1: the destination \"a/../../x\" leaves --dir"),
+        ("https://e.com/a\n  dir=..\n  out=x", "line 1: the destination \"../x\" leaves --dir"),
+        ("https://e.com/a x.bin.part", "line 1: the destination \"x.bin.part\" ends in .part"),
+        ("https://e.com/a ./", "line 1: the destination \"./\" names no file"),
+    ] as [(String, String)])
+    func badLinesNameTheirLine(text: String, expected: String) {
+        let message = error(text)
+        #expect(message?.hasPrefix(expected) == true, "\(String(describing: message)) should start with \(expected)")
+    }
+
+    @Test func destinationsAreNormalised() throws {
+        #expect(try BatchPath.normalize("a//b/./c.bin") == "a/b/c.bin")
+        #expect(try BatchPath.normalize("./x") == "x")
+        #expect(throws: SpateError.self) { try BatchPath.normalize("a/\u{1}b") }
+        #expect(throws: SpateError.self) { try BatchPath.normalize(String(repeating: "n", count: 256)) }
+    }
+
+    /// FNV-1a 64: the published test vectors. A shard is this hash modulo N, so it must never
+    /// change between versions (machines of one job may run different builds).
+    @Test func theShardHashIsFNV1a64() {
+        #expect(BatchPath.stableHash("") == 0xcbf2_9ce4_8422_2325)
+        #expect(BatchPath.stableHash("a") == 0xaf63_dc4c_8601_ec8c)
+        #expect(BatchPath.stableHash("foobar") == 0x8594_4171_f739_67e8)
+    }
+
+    @Test func shardsPartitionTheList() throws {
+        let names = (0..<1000).map { "dir\($0 % 7)/file-\($0).bin" }
+        var owners = [String: Int]()
+        for k in 0..<5 {
+            let shard = try ManifestShard(index: k, count: 5)
+            for name in names where shard.contains(destination: name) {
+                #expect(owners[name] == nil, "\(name) in two shards")
+                owners[name] = k
+            }
+        }
+        #expect(owners.count == names.count)
+        // Each shard gets a fair share (a hash, not a bug, decides: 200 ± 60 of 1000).
+        for k in 0..<5 { #expect((140...260).contains(owners.values.filter { $0 == k }.count)) }
+        #expect(throws: SpateError.self) { try ManifestShard(parsing: "5/5") }
+        #expect(throws: SpateError.self) { try ManifestShard(parsing: "-1/5") }
+        #expect(throws: SpateError.self) { try ManifestShard(parsing: "1") }
+        #expect(try ManifestShard(parsing: "3/8") == (try ManifestShard(index: 3, count: 8)))
+    }
+
+    func manifest(_ text: String, shard: ManifestShard = .all) throws -> Manifest {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("m.txt")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return try Manifest(path: path, shard: shard)  // the descriptor stays open after the directory goes
+    }
+
+    @Test func theSecondPassYieldsTheSelectedEntriesOnce() throws {
+        let m = try manifest("""
+            https://e.com/a a.bin
+            https://e.com/b b.bin
+            https://e.com/a a.bin
+            https://e.com/c
+            """)
+        try m.validate()
+        #expect(m.totalCount == 4)
+        #expect(m.selectedCount == 3)
+        var entries = try m.entries()
+        var got: [String] = []
+        while let entry = entries.next() { got.append(entry.destination) }
+        #expect(got == ["a.bin", "b.bin", "c"])
+    }
+
+    @Test func oneDestinationForTwoURLsIsAnError() throws {
+        let m = try manifest("https://e.com/a x.bin\n# comment\nhttps://e.com/b x.bin\n")
+        #expect {
+            try m.validate()
+        } throws: { error in
+            (error as? SpateError)?.message.contains("line 3: the destination x.bin is already taken by another URL (line 1)") == true
+        }
+    }
+
+    @Test func anErrorOnTheLastLineStopsTheBatchBeforeItStarts() throws {
+        let lines = (0..<5000).map { "https://e.com/f\($0)" } + ["not a url"]
+        let m = try manifest(lines.joined(separator: "\n"))
+        #expect {
+            try m.validate()
+        } throws: { error in
+            (error as? SpateError)?.message.contains("line 5001:") == true
+        }
+    }
+
+    @Test func aShardSelectsByDestination() throws {
+        let text = (0..<300).map { "https://e.com/f\($0).bin d/f\($0).bin" }.joined(separator: "\n")
+        var seen = Set<String>()
+        for k in 0..<3 {
+            let m = try manifest(text, shard: try ManifestShard(index: k, count: 3))
+            try m.validate()
+            var entries = try m.entries()
+            var count = 0
+            while let entry = entries.next() {
+                #expect(seen.insert(entry.destination).inserted)
+                count += 1
+            }
+            #expect(count == m.selectedCount)
+        }
+        #expect(seen.count == 300)
+    }
+
+    @Test func linesLongerThanTheLimitAreRefused() throws {
+        let m = try manifest("https://e.com/" + String(repeating: "a", count: LineReader.maxLineBytes + 10))
+        #expect(throws: SpateError.self) { try m.validate() }
+    }
+}
