@@ -66,7 +66,7 @@ struct SpateCommand: ParsableCommand {
         valueName: "N"))
     var maxPerHost: Int = DownloadSession.Limits.defaultMaxConnectionsPerHost
 
-    @Option(name: [.short, .customLong("max-files")], help: ArgumentHelp(
+    @Option(name: [.customShort("j"), .customLong("max-files")], help: ArgumentHelp(
         "Batch: most files in flight (default: twice -c). Files in flight finish before later ones start.",
         valueName: "N"))
     var maxFiles: Int?

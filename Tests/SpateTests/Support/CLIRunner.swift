@@ -16,8 +16,10 @@ struct CLIRunner {
         return dir.appendingPathComponent("spate").path
     }
 
-    /// Runs `spate` with `arguments` in `directory`, waiting for it to exit.
-    static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) throws -> Output {
+    /// Runs `spate` with `arguments` in `directory`, waiting for it to exit; its standard
+    /// input is `stdinPath` (default: empty).
+    static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:],
+                    stdinPath: String? = nil) throws -> Output {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -28,7 +30,7 @@ struct CLIRunner {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        process.standardInput = stdinPath.flatMap { FileHandle(forReadingAtPath: $0) } ?? FileHandle.nullDevice
         try process.run()
         // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
         let group = DispatchGroup()

@@ -1,0 +1,162 @@
+import Foundation
+import Spate
+import SpateTestContent
+import SpateTestServer
+import Testing
+
+/// `spate -i FILE` and `spate URL URL...` end to end: manifests, exit codes, the summary, and
+/// `--events` as a program reads it.
+@Suite("CLI batches")
+struct BatchCLITests {
+    /// Serves `count` files of generated content at /m/N.bin; returns them.
+    func serve(_ server: TestServer, count: Int, size: (Int) -> Int64) -> [GeneratedContent] {
+        (0..<count).map { i in
+            let content = GeneratedContent(seed: UInt64(1200 + i), size: size(i))
+            server.addFile("/m/\(i).bin", TestServer.File(content: content))
+            return content
+        }
+    }
+
+    func write(_ text: String, to path: String) throws {
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// Every line of an NDJSON file, parsed.
+    func parseEvents(at path: String) throws -> [[String: Any]] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { line in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8))
+            guard let dict = object as? [String: Any] else { throw POSIXError(.EINVAL) }
+            return dict
+        }
+    }
+
+    @Test func aManifestWithEventsSavesEveryFileAndReportsEachOnce() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let contents = serve(server, count: 30, size: { $0 % 10 == 9 ? 3 << 20 : Int64($0) * 3000 })
+            var lines = ["# thirty files, one missing, one with a secret header"]
+            for i in 0..<30 { lines.append("\(server.url("/m/\(i).bin"))?sig=query-secret-\(i) f/\(i).bin") }
+            lines.append(server.url("/missing.bin"))
+            lines.append("  header=Authorization: Bearer header-secret-value")
+            try write(lines.joined(separator: "\r\n") + "\r\n", to: dir.file("list.txt"))
+            let out = try CLIRunner.run(["-i", "list.txt", "-d", "out", "--events", "events.ndjson", "-c", "8",
+                                         "--max-per-host", "4"], in: dir.path)
+            #expect(out.status == 4, "stderr: \(out.stderr)")
+            #expect(out.stderr.contains("31 files: 30 saved, 1 failed, 0 skipped"), "stderr: \(out.stderr)")
+            #expect(out.stderr.contains("spate: error: out/missing.bin: "), "stderr: \(out.stderr)")
+            for (i, content) in contents.enumerated() {
+                #expect(compareFile(dir.file("out/f/\(i).bin"), with: content) == nil)
+            }
+            let text = try String(contentsOfFile: dir.file("events.ndjson"), encoding: .utf8)
+            #expect(!text.contains("secret"), "a secret reached the events")
+            let events = try parseEvents(at: dir.file("events.ndjson"))
+            var ends: [Int: Int] = [:]
+            for event in events {
+                let name = event["event"] as? String
+                #expect(event["time"] is Double || event["time"] is Int)
+                if name == "finished" || name == "failed" { ends[event["index"] as! Int, default: 0] += 1 }
+            }
+            #expect(ends.count == 31)
+            #expect(ends.values.allSatisfy { $0 == 1 })
+            let failed = events.first { $0["event"] as? String == "failed" }
+            #expect(failed?["exit_code"] as? Int == 4)
+            #expect(failed?["path"] as? String == "out/missing.bin")
+            let summary = events.last!
+            #expect(summary["event"] as? String == "summary")
+            #expect(summary["ok"] as? Int == 30)
+            #expect(summary["failed"] as? Int == 1)
+            #expect(summary["exit_code"] as? Int == 4)
+            let started = events.filter { $0["event"] as? String == "started" }
+            #expect(started.allSatisfy { $0["url"] is String && $0["size"] != nil && $0["connections"] is Int })
+
+            // The same command again: everything saved is skipped, without a request for it.
+            server.clearRequests()
+            let again = try CLIRunner.run(["-i", "list.txt", "-d", "out", "--events", "again.ndjson"], in: dir.path)
+            #expect(again.status == 4)
+            #expect(again.stderr.contains("31 files: 0 saved, 1 failed, 30 skipped"), "stderr: \(again.stderr)")
+            #expect(server.requests.map(\.uri) == ["/missing.bin"])
+            let skipped = try parseEvents(at: dir.file("again.ndjson")).filter { $0["skipped"] as? Bool == true }
+            #expect(skipped.count == 30)
+        }
+    }
+
+    @Test func aBadLineStopsTheBatchBeforeAnyRequest() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            _ = serve(server, count: 2, size: { _ in 100 })
+            try write("\(server.url("/m/0.bin"))\n\(server.url("/m/1.bin")) ../escape.bin\n", to: dir.file("list.txt"))
+            let out = try CLIRunner.run(["-i", "list.txt", "-d", "out"], in: dir.path)
+            #expect(out.status == 2)
+            #expect(out.stderr.contains("spate: error: list.txt: line 2: the destination \"../escape.bin\" leaves --dir"), "stderr: \(out.stderr)")
+            #expect(server.requests.isEmpty)
+            #expect(dir.contents == ["list.txt"])
+        }
+    }
+
+    @Test func aManifestOnStandardInput() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let contents = serve(server, count: 3, size: { Int64($0 + 1) * 1000 })
+            let list = (0..<3).map { server.url("/m/\($0).bin") }.joined(separator: "\n")
+            try write(list, to: dir.file("list.txt"))
+            let out = try CLIRunner.run(["-i", "-", "-d", "out"], in: dir.path, stdinPath: dir.file("list.txt"))
+            #expect(out.status == 0, "stderr: \(out.stderr)")
+            for (i, content) in contents.enumerated() { #expect(compareFile(dir.file("out/\(i).bin"), with: content) == nil) }
+        }
+    }
+
+    @Test func severalURLsOnTheCommandLine() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let contents = serve(server, count: 2, size: { Int64($0 + 1) * 70_000 })
+            let out = try CLIRunner.run([server.url("/m/0.bin"), server.url("/m/1.bin"), "-d", "got"], in: dir.path)
+            #expect(out.status == 0, "stderr: \(out.stderr)")
+            #expect(compareFile(dir.file("got/0.bin"), with: contents[0]) == nil)
+            #expect(compareFile(dir.file("got/1.bin"), with: contents[1]) == nil)
+        }
+    }
+
+    @Test("options that do not fit the mode", arguments: [
+        (["-i", "list.txt", "-o", "x"], "-o names one file"),
+        (["-i", "list.txt", "--checksum", "sha256:\(String(repeating: "0", count: 64))"], "--checksum is for one file"),
+        (["URL", "-d", "x"], "-d is for batches"),
+        (["URL", "--shard", "0/2"], "--shard is for batches"),
+        (["-i", "list.txt", "--shard", "2/2"], "invalid shard 2/2"),
+        (["-i", "missing.txt"], "open the manifest missing.txt"),
+        (["-i", "list.txt", "--max-per-host", "0"], "per-host connection maximum must be at least 1"),
+        (["-i", "list.txt", "-j", "0"], "most files in flight must be between"),
+    ] as [([String], String)])
+    func modeMismatches(arguments: [String], message: String) async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            try write(server.url("/m/0.bin"), to: dir.file("list.txt"))
+            let out = try CLIRunner.run(arguments.map { $0 == "URL" ? server.url("/m/0.bin") : $0 }, in: dir.path)
+            #expect(out.status == 2, "stderr: \(out.stderr)")
+            #expect(out.stderr.contains(message), "stderr: \(out.stderr)")
+            #expect(server.requests.isEmpty)
+        }
+    }
+
+    @Test func aSingleDownloadWritesTheSameEvents() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let contents = serve(server, count: 1, size: { _ in 2 << 20 })
+            let out = try CLIRunner.run([server.url("/m/0.bin"), "-o", "one.bin", "--events", "ev.ndjson"], in: dir.path)
+            #expect(out.status == 0, "stderr: \(out.stderr)")
+            #expect(compareFile(dir.file("one.bin"), with: contents[0]) == nil)
+            let names = try parseEvents(at: dir.file("ev.ndjson")).map { $0["event"] as! String }
+            #expect(names.first == "queued")
+            #expect(names.contains("started"))
+            #expect(names.filter { $0 == "finished" }.count == 1)
+            #expect(names.last == "summary")
+        }
+    }
+
+    @Test func helpDocumentsTheBatchOptions() throws {
+        let out = try CLIRunner.run(["--help"])
+        for option in ["--input-file", "--dir", "--max-per-host", "--max-files", "--fail-fast", "--shard", "--events"] {
+            #expect(out.stdout.contains(option), "\(option) missing from --help")
+        }
+        #expect(out.stdout.contains("the failed file that comes first in the list"))
+    }
+}
