@@ -12,23 +12,49 @@ public enum BatchPath {
     /// absolute path, a `..` component, a control character, a component over 255 bytes, a
     /// name that is spate's own temporary file (`.part`, `.part.journal`), or an empty path.
     public static func normalize(_ raw: String) throws(SpateError) -> String {
-        if raw.hasPrefix("/") { throw .usage("the destination \(quoted(raw)) is an absolute path; destinations are relative to --dir") }
-        if raw.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-            throw .usage("the destination \(quoted(raw)) contains a control character")
+        var raw = raw
+        raw.makeContiguousUTF8()
+        // On bytes: a manifest of a million lines normalises a million destinations, and most
+        // are already normal (returned as they are, without a copy).
+        let result: Result<[Range<Int>]?, SpateError> = raw.utf8.withContiguousStorageIfAvailable { bytes in
+            scan(bytes, raw)
+        }!
+        guard let components = try result.get() else { return raw }
+        let utf8 = Array(raw.utf8)
+        return components.map { String(decoding: utf8[$0], as: UTF8.self) }.joined(separator: "/")
+    }
+
+    /// Checks `bytes`; returns nil when they are already normal, else the ranges of the
+    /// components to keep.
+    private static func scan(_ bytes: UnsafeBufferPointer<UInt8>, _ raw: String) -> Result<[Range<Int>]?, SpateError> {
+        let slash = UInt8(ascii: "/"), dot = UInt8(ascii: ".")
+        if bytes.first == slash { return .failure(.usage("the destination \(quoted(raw)) is an absolute path; destinations are relative to --dir")) }
+        if bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            return .failure(.usage("the destination \(quoted(raw)) contains a control character"))
         }
-        var parts: [Substring] = []
-        for part in raw.split(separator: "/", omittingEmptySubsequences: true) where part != "." {
-            if part == ".." { throw .usage("the destination \(quoted(raw)) leaves --dir (\"..\")") }
-            if part.utf8.count > 255 { throw .usage("a component of the destination \(quoted(raw)) is longer than 255 bytes") }
-            parts.append(part)
+        if bytes.count > maxBytes { return .failure(.usage("the destination \(quoted(String(raw.prefix(60))))… is longer than \(maxBytes) bytes")) }
+        var kept: [Range<Int>] = []
+        var changed = false
+        var start = 0
+        for i in 0...bytes.count where i == bytes.count || bytes[i] == slash {
+            let length = i - start
+            if length == 0 || (length == 1 && bytes[start] == dot) {
+                changed = true
+            } else if length == 2 && bytes[start] == dot && bytes[start + 1] == dot {
+                return .failure(.usage("the destination \(quoted(raw)) leaves --dir (\"..\")"))
+            } else if length > 255 {
+                return .failure(.usage("a component of the destination \(quoted(raw)) is longer than 255 bytes"))
+            } else {
+                kept.append(start..<i)
+            }
+            start = i + 1
         }
-        guard let last = parts.last else { throw .usage("the destination \(quoted(raw)) names no file") }
-        if last.hasSuffix(".part") || last.hasSuffix(".part.journal") {
-            throw .usage("the destination \(quoted(raw)) ends in .part or .part.journal, the names spate gives its partial files")
+        guard let last = kept.last else { return .failure(.usage("the destination \(quoted(raw)) names no file")) }
+        let name = UnsafeBufferPointer(rebasing: bytes[last])
+        if name.ends(with: ".part") || name.ends(with: ".part.journal") {
+            return .failure(.usage("the destination \(quoted(raw)) ends in .part or .part.journal, the names spate gives its partial files"))
         }
-        let path = parts.joined(separator: "/")
-        if path.utf8.count > maxBytes { throw .usage("the destination \(quoted(String(raw.prefix(60))))… is longer than \(maxBytes) bytes") }
-        return path
+        return .success(changed ? kept : nil)
     }
 
     /// A stable 64-bit hash of a normalised destination (FNV-1a over its UTF-8 bytes): the
@@ -78,4 +104,12 @@ public struct ManifestShard: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(index)/\(count)" }
+}
+
+extension UnsafeBufferPointer<UInt8> {
+    fileprivate func ends(with suffix: StaticString) -> Bool {
+        let n = suffix.utf8CodeUnitCount
+        guard count >= n else { return false }
+        return suffix.withUTF8Buffer { tail in (0..<n).allSatisfy { self[count - n + $0] == tail[$0] } }
+    }
 }

@@ -54,9 +54,8 @@ public final class Manifest: @unchecked Sendable {
         selectedCount = 0
         totalCount = 0
         var first: [UInt64: Int] = [:]  // only while validating: destination hash → line, for messages
-        try forEachEntry { entry throws(SpateError) in
+        let skipped = try forEachEntry { entry throws(SpateError) in
             totalCount += 1
-            guard shard.contains(destination: entry.destination) else { return }
             let key = BatchPath.stableHash(entry.destination)
             let url = BatchPath.stableHash(entry.url)
             if let other = seen[key] {
@@ -71,6 +70,7 @@ public final class Manifest: @unchecked Sendable {
             if first.count < 1_000_000 { first[key] = entry.line }
             selectedCount += 1
         }
+        totalCount += skipped
     }
 
     /// Pass 2: the selected entries, in order, read lazily. Call after `validate()`.
@@ -83,12 +83,13 @@ public final class Manifest: @unchecked Sendable {
     public struct Entries: IteratorProtocol {
         fileprivate let manifest: Manifest
         private var reader: LineReader
-        private var parser = ManifestParser()
+        private var parser: ManifestParser
         private var done = false
 
         fileprivate init(manifest: Manifest) {
             self.manifest = manifest
             reader = LineReader(fd: manifest.fd)
+            parser = ManifestParser(shard: manifest.shard)
         }
 
         /// The next selected entry, or nil at the end (errors were found by `validate`).
@@ -113,13 +114,14 @@ public final class Manifest: @unchecked Sendable {
     }
 
     private func selects(_ entry: ManifestEntry) -> Bool {
-        shard.contains(destination: entry.destination) && !repeated.contains(entry.line)
+        !repeated.contains(entry.line)
     }
 
-    private func forEachEntry(_ body: (ManifestEntry) throws(SpateError) -> Void) throws(SpateError) {
+    /// Calls `body` with each of the shard's entries; returns how many were outside it.
+    private func forEachEntry(_ body: (ManifestEntry) throws(SpateError) -> Void) throws(SpateError) -> Int {
         guard lseek(fd, 0, SEEK_SET) == 0 else { throw Syscall.fail("rewind", path: name) }
         var reader = LineReader(fd: fd)
-        var parser = ManifestParser()
+        var parser = ManifestParser(shard: shard)
         do {
             while let line = try reader.next() {
                 if let entry = try parser.feed(line, number: reader.lineNumber) { try body(entry) }
@@ -128,6 +130,7 @@ public final class Manifest: @unchecked Sendable {
         } catch where error.kind == .usage && !error.message.hasPrefix(name + ":") {
             throw SpateError(.usage, "\(name): \(error.message)")
         }
+        return parser.skipped
     }
 
     /// Copies `source` to an unlinked temporary file and returns it, open for reading.

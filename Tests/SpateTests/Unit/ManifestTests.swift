@@ -181,4 +181,24 @@ struct ManifestTests {
         let m = try manifest("https://e.com/" + String(repeating: "a", count: LineReader.maxLineBytes + 10))
         #expect(throws: SpateError.self) { try m.validate() }
     }
+
+    /// In a shard, every line's syntax is checked, but only the shard's own URLs go through
+    /// libcurl's parser (the shard that owns a line reports what only that parser finds).
+    @Test func aShardChecksEveryLineAndParsesItsOwnURLs() throws {
+        let destination = "own.bin"
+        let owner = Int(BatchPath.stableHash(destination) % 4)
+        let other = (owner + 1) % 4
+        let text = "https://example.com:99999999/x \(destination)\n"
+        var ownParser = ManifestParser(shard: try ManifestShard(index: owner, count: 4))
+        #expect(throws: SpateError.self) {
+            _ = try ownParser.feed(Substring(text.dropLast()), number: 1)
+            _ = try ownParser.finish()
+        }
+        var otherParser = ManifestParser(shard: try ManifestShard(index: other, count: 4))
+        _ = try otherParser.feed(Substring(text.dropLast()), number: 1)
+        #expect(try otherParser.finish() == nil)
+        #expect(otherParser.skipped == 1)
+        var syntax = ManifestParser(shard: try ManifestShard(index: other, count: 4))
+        #expect(throws: SpateError.self) { _ = try syntax.feed("ftp://example.com/x \(destination)", number: 1) }
+    }
 }
