@@ -94,7 +94,8 @@ struct BatchJob: Sendable {
     static func summaryLine(_ s: BatchSummary, total: Int) -> String {
         var text = "\(total) file\(total == 1 ? "" : "s"): \(s.succeeded) saved"
         text += ", \(s.failed) failed, \(s.skipped) skipped (already complete)"
-        if s.stoppedEarly { text += ", \(max(0, total - s.succeeded - s.failed - s.skipped)) not started" }
+        if s.cancelled > 0 { text += ", \(s.cancelled) stopped in flight" }
+        if s.stoppedEarly { text += ", \(max(0, total - s.succeeded - s.failed - s.skipped - s.cancelled)) not started" }
         text += "; \(ByteSize.format(s.bytes)) in \(ProgressRenderer.seconds(s.elapsed.secondsDouble)), \(ByteSize.formatRate(s.bytesPerSecond))"
         return text
     }

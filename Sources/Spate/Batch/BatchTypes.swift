@@ -63,6 +63,8 @@ public struct BatchSummary: Sendable {
     public var succeeded = 0
     public var failed = 0
     public var skipped = 0
+    /// Files stopped in flight (interrupted, or `failFast`): their journals are kept.
+    public var cancelled = 0
     /// Bytes written by this run (skipped files not included).
     public var bytes: Int64 = 0
     public var elapsed: Duration = .zero

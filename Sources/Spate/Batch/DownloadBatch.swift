@@ -110,7 +110,10 @@ public final class DownloadBatch: Sendable {
 
     private func record(_ error: SpateError, for file: BatchFile, in summary: inout BatchSummary) {
         emit(.failed(file, error))
-        guard error.kind != .cancelled else { return }
+        guard error.kind != .cancelled else {
+            summary.cancelled += 1
+            return
+        }
         summary.failed += 1
         if summary.failures.count < BatchSummary.maxFailuresKept { summary.failures.append((file, error)) }
         if summary.firstFailure.map({ file.index < $0.file.index }) ?? true { summary.firstFailure = (file, error) }
