@@ -213,4 +213,31 @@ struct BatchTests {
             expectExact(files, in: dir)
         }
     }
+
+    /// The README's library example, as written (paths made absolute).
+    @Test func theReadmeBatchExampleRuns() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = files(on: server, count: 6, big: 2 << 20, small: 5000)
+            let text = files.map { "\($0.url) \($0.destination)" }.joined(separator: "\n") + "\n" + server.url("/nope") + "\n"
+            try text.write(toFile: dir.file("files.txt"), atomically: true, encoding: .utf8)
+
+            var options = BatchOptions()
+            options.directory = dir.path + "/out"
+            options.limits = DownloadSession.Limits(maxConnections: 32, maxConnectionsPerHost: 8)
+            let manifest = try Manifest(path: dir.file("files.txt"))
+            try manifest.validate()
+            let failures = Mutex<[String]>([])
+            let batch = try DownloadBatch(options: options) { event in
+                if case .failed(let file, let error) = event { failures.withLock { $0.append("\(file.path): \(error.message)") } }
+            }
+            let summary = try await batch.run(try manifest.entries())
+
+            #expect(summary.succeeded == 6)
+            #expect(summary.exitCode == 4)
+            #expect(failures.withLock { $0.count } == 1)
+            #expect(failures.withLock { $0.first?.contains("/out/nope: HTTP 404") } == true)
+            expectExact(files, in: dir)
+        }
+    }
 }
