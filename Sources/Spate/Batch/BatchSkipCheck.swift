@@ -7,13 +7,16 @@ enum BatchSkipCheck {
     enum Verdict: Equatable {
         /// Nothing is there (or `--force`): download.
         case fetch
+        /// A journal is there: download, resuming what it records.
+        case resume
         /// The file is complete: spate saved it from this URL, with this size (and checksum).
         case complete(bytes: Int64)
         /// Something is there that spate will not replace without `--force`.
         case refuse(String)
     }
 
-    /// Judges `path` for `url`. Also removes leftovers no resume can use: a partial file that
+    /// Judges `path` for `url` (`.resume` may still find the journal unusable: the engine
+    /// decides). Also removes leftovers no resume can use: a partial file that
     /// is the complete file's other name (killed between link and unlink), a journal of a
     /// complete file, and a partial file without a journal.
     static func check(path: String, url: RemoteURL, checksum: Checksum?, overwrite: Bool) -> Verdict {
@@ -21,10 +24,9 @@ enum BatchSkipCheck {
         let journal = Journal.path(for: path)
         var info = stat()
         guard lstat(path, &info) == 0 else {
-            // A partial file without a journal cannot be resumed: a small file's (no journal)
-            // or one killed before its journal's first byte. Start it again.
-            if FilePaths.exists(part) && !FilePaths.exists(journal) { _ = unlink(part) }
-            return .fetch
+            // A journal means a partial download to resume. (A partial file without one is a
+            // leftover the engine replaces: `DownloadOptions.replacesUnjournaledPartial`.)
+            return FilePaths.exists(journal) ? .resume : .fetch
         }
         if overwrite { return .fetch }
         guard (info.st_mode & S_IFMT) == S_IFREG, let mark = SavedMark.read(path: path),

@@ -16,9 +16,10 @@ public struct BatchOptions: Sendable {
 
     public init() {}
 
-    /// Twice the global connection budget: enough small files to fill every connection while
-    /// the previous ones are being made durable; a big file takes many connections by itself.
-    public var automaticFilesInFlight: Int { min(1024, 2 * limits.maxConnections) }
+    /// Four times the global connection budget: enough small files to keep every connection
+    /// busy while earlier ones wait for their group flush (two flushes each); a big file takes
+    /// many connections by itself. Files waiting for a connection hold no buffer.
+    public var automaticFilesInFlight: Int { min(1024, 4 * limits.maxConnections) }
 
     public func validate() throws(SpateError) {
         try limits.validate()

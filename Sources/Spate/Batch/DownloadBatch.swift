@@ -122,12 +122,14 @@ public final class DownloadBatch: Sendable {
     /// The file's path (directories created), the skip check, and its `Download`.
     private func prepare(_ entry: ManifestEntry, index: Int, directory: BatchDirectory,
                          session: DownloadSession) -> (BatchFile, Prepared) {
-        let redacted = (try? RemoteURL(entry.url))?.redacted ?? "(invalid URL)"
+        let parsed = Result { () throws(SpateError) in try RemoteURL(entry.url) }
+        let redacted = (try? parsed.get())?.redacted ?? "(invalid URL)"
         var file = BatchFile(index: index, line: entry.line, url: redacted, path: directory.base + "/" + entry.destination)
         do {
-            let url = try RemoteURL(entry.url)
+            let url = try parsed.get()
             let path = try directory.prepare(entry.destination)
             file = BatchFile(index: index, line: entry.line, url: redacted, path: path)
+            var resuming = false
             switch BatchSkipCheck.check(path: path, url: url, checksum: entry.checksum, overwrite: options.download.overwrite) {
             case .complete(let bytes):
                 return (file, .skipped(bytes))
@@ -135,20 +137,23 @@ public final class DownloadBatch: Sendable {
                 return (file, .failed(.localIO(message)))
             case .fetch:
                 break
+            case .resume:
+                resuming = true
             }
             var fileOptions = options.download
             fileOptions.checksum = entry.checksum
             fileOptions.headers += entry.headers
             fileOptions.destinationPrepared = true
+            fileOptions.replacesUnjournaledPartial = !resuming
             // A journal means the file was bigger than one request: probe one byte, so the
             // bytes already on disk are not sent again in the probe's reply.
-            if FilePaths.exists(Journal.path(for: path)) { fileOptions.wholeFileBytes = 0 }
+            if resuming { fileOptions.wholeFileBytes = 0 }
             fileOptions.connections = min(DownloadOptions.maximumConnections, session.limits.maxConnections,
                                           session.limits.maxConnectionsPerHost)
             if let seed = fileOptions.randomSeed { fileOptions.randomSeed = SplitMix64.mix(seed &+ UInt64(index)) }
             let emit = self.emit
             let forwarded = file
-            let download = try Download(url: entry.url, to: path, options: fileOptions, session: session,
+            let download = try Download(url: url, to: path, options: fileOptions, session: session,
                                         priority: UInt64(index), observer: { event in emit(.file(forwarded, event)) })
             return (file, .run(download))
         } catch {

@@ -40,15 +40,15 @@ public final class Download: Sendable {
     /// Checks the URL and options (no network traffic yet).
     public convenience init(url: String, to destination: String, options: DownloadOptions = DownloadOptions(),
                             session: DownloadSession? = nil) throws(SpateError) {
-        try self.init(url: url, to: destination, options: options, session: session, priority: 0, observer: nil)
+        try self.init(url: try RemoteURL(url), to: destination, options: options, session: session, priority: 0, observer: nil)
     }
 
-    init(url: String, to destination: String, options: DownloadOptions, session: DownloadSession?, priority: UInt64,
+    init(url: RemoteURL, to destination: String, options: DownloadOptions, session: DownloadSession?, priority: UInt64,
          observer: (@Sendable (DownloadEvent) -> Void)?) throws(SpateError) {
         try options.validate()
         self.priority = priority
         self.observer = observer
-        self.url = try RemoteURL(url)
+        self.url = url
         guard !destination.isEmpty else { throw .usage("the output path is empty") }
         self.destination = destination
         self.options = options

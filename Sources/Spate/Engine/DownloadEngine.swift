@@ -182,7 +182,9 @@ final class DownloadEngine: Sendable {
                 throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))")
             }
         }
-        let file = try OutputFile(creatingFor: path, replacePartial: options.overwrite)
+        // A leftover partial file without a journal (a run killed mid-save) is replaced in a
+        // batch; elsewhere it is refused like any existing partial file.
+        let file = try OutputFile(creatingFor: path, replacePartial: options.overwrite || options.replacesUnjournaledPartial)
         do {
             let code = body.withUnsafeBytes { file.write($0, at: 0) }
             if code != 0 { throw Syscall.fail("write", path: file.partPath, errno: code) }

@@ -19,6 +19,10 @@ public struct DownloadOptions: Sendable {
     /// Set by a batch, which has already created the directory and judged an existing file
     /// (`BatchSkipCheck`): the engine skips its own check of the destination.
     var destinationPrepared = false
+    /// Set by a batch that found no journal for the file: a partial file there is a leftover
+    /// (a small file's, or one killed before its journal's first byte) and is replaced, not
+    /// refused.
+    var replacesUnjournaledPartial = false
     /// The batches' `wholeFileBytes`: about one request's worth.
     public static let wholeFileDefault = 1 << 20
     /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).

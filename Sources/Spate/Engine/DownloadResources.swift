@@ -117,12 +117,14 @@ final class DownloadResources: @unchecked Sendable {
         let partPath = OutputFile.partPath(for: destination)
         let journalPath = Journal.path(for: destination)
         guard options.journal else {
-            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [], RangeSet())
+            let replace = options.overwrite || options.replacesUnjournaledPartial
+            return (try OutputFile(creatingFor: destination, replacePartial: replace), [], RangeSet())
         }
         var found = ResumePlanner.Found(partExists: FilePaths.exists(partPath), journal: nil, journalError: nil)
         do { found.journal = try Journal.load(path: journalPath) } catch { found.journalError = error }
         switch ResumePlanner.decide(found: found, expected: header, partPath: partPath, journalPath: journalPath,
-                                    overwrite: options.overwrite, restartOnChange: options.restartOnChange) {
+                                    overwrite: options.overwrite, restartOnChange: options.restartOnChange,
+                                    replacesUnjournaledPartial: options.replacesUnjournaledPartial) {
         case .refuse(let error):
             throw error
         case .fresh:

@@ -1,21 +1,28 @@
 import CSpateSystem
 import Glibc
 
-/// Makes many small finished files durable together: one `syncfs` per file system for every
-/// file that finished meanwhile, then each gets its final name, then each directory is synced
-/// once. A file is reported saved only after its bytes and its name are on disk.
+/// Makes many small finished files durable together, with one `syncfs` per round for every
+/// file that finished meanwhile. A file is reported saved only after its bytes and its name are
+/// on disk.
 ///
-/// Why: an fsync per file costs a journal commit of the file system each (milliseconds here), so
-/// 10,000 small files would spend most of their time waiting for the disk one at a time. The
-/// publisher's thread takes everything that queued while it was flushing, so the cost of one
-/// flush is shared by as many files as arrive during it (group commit, as databases do), and
-/// nothing waits for a timer. Large files keep their own fsync (`OutputFile.finish`): a flush of
-/// the whole file system would wait for their gigabytes too.
+/// Each round's flush does two jobs (a pipeline): it makes durable the bytes of the files
+/// queued since the last round — which then get their final names — and the names given in the
+/// previous round, whose files are then reported saved. So a file waits for two flushes, and
+/// each flush is shared by every file that arrived while the previous one ran (group commit, as
+/// databases do); nothing waits for a timer, and no directory needs an fsync of its own
+/// (`syncfs` commits the file system's journal, renames included).
+///
+/// Why: an fsync per file costs a journal commit each (milliseconds here), so 10,000 small
+/// files would spend most of their time waiting for the disk one at a time. Large files keep
+/// their own fsync (`OutputFile.finish`): a flush of the whole file system would wait for their
+/// gigabytes too.
 final class GroupPublisher: @unchecked Sendable {
     private struct Item {
         let file: OutputFile
         let mode: mode_t
         let replaceExisting: Bool
+        /// The file system (`st_dev`): one flush per file system.
+        let device: UInt64
         let continuation: CheckedContinuation<Void, any Error>
     }
 
@@ -30,10 +37,12 @@ final class GroupPublisher: @unchecked Sendable {
     /// Throws what publishing throws (e.g. the final name exists); a stopped publisher throws
     /// `.cancelled`. On a throw the file is still the caller's to discard.
     func publish(_ file: OutputFile, mode: mode_t, replaceExisting: Bool) async throws {
+        var info = stat()
+        let device = fstat(file.fd, &info) == 0 ? UInt64(info.st_dev) : UInt64.max
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let refused = lock.withLock { () -> Bool in
                 if stopping { return true }
-                queue.append(Item(file: file, mode: mode, replaceExisting: replaceExisting, continuation: continuation))
+                queue.append(Item(file: file, mode: mode, replaceExisting: replaceExisting, device: device, continuation: continuation))
                 if thread == nil { thread = LoopThread(name: "spate-publish") { [self] in self.run() } }
                 lock.broadcast()
                 return false
@@ -53,46 +62,46 @@ final class GroupPublisher: @unchecked Sendable {
     }
 
     private func run() {
+        var named: [Item] = []  // renamed in the last round; saved once the next flush returns
         while true {
-            let batch: [Item]? = lock.withLock {
-                while queue.isEmpty && !stopping { lock.wait() }
-                if queue.isEmpty { return nil }
+            let arrived: [Item]? = lock.withLock {
+                while queue.isEmpty && named.isEmpty && !stopping { lock.wait() }
+                if queue.isEmpty && named.isEmpty { return nil }
                 let n = min(queue.count, Self.maxBatch)
                 defer { queue.removeFirst(n) }
                 return Array(queue[0..<n])
             }
-            guard let batch else { return }
-            flush(batch)
+            guard let arrived else { return }
+            named = round(arrived: arrived, named: named)
         }
     }
 
-    private func flush(_ batch: [Item]) {
-        // One flush per file system (almost always one).
-        let devices = batch.map { item -> UInt64 in
-            var info = stat()
-            return fstat(item.file.fd, &info) == 0 ? UInt64(info.st_dev) : UInt64.max
-        }
-        var flushed: [UInt64: Int32] = [:]
-        for (item, device) in zip(batch, devices) where flushed[device] == nil {
-            flushed[device] = spate_sync_file_system(item.file.fd)
-        }
-        var directories = Set<String>()
-        var results: [(CheckedContinuation<Void, any Error>, Result<Void, SpateError>)] = []
-        for (item, device) in zip(batch, devices) {
-            if let code = flushed[device], code != 0 {
-                let error = Syscall.fail("syncfs", path: item.file.partPath, errno: code)
-                results.append((item.continuation, .failure(error)))
-                continue
+    /// One flush: `named` are then saved (or failed by the flush); `arrived` are then durable
+    /// and get their names. Returns the ones named now.
+    private func round(arrived: [Item], named: [Item]) -> [Item] {
+        var flushed: [UInt64: Int32] = [:]  // device → syncfs result
+        let devices = (named + arrived).map { ($0, $0.device) }
+        for (item, dev) in devices where flushed[dev] == nil { flushed[dev] = spate_sync_file_system(item.file.fd) }
+        for (item, dev) in devices.prefix(named.count) {
+            let code = flushed[dev] ?? 0
+            item.file.close()
+            if code == 0 {
+                item.continuation.resume()
+            } else {
+                item.continuation.resume(throwing: Syscall.fail("syncfs", path: item.file.finalPath, errno: code))
             }
+        }
+        var nowNamed: [Item] = []
+        for (item, dev) in devices.dropFirst(named.count) {
+            let code = flushed[dev] ?? 0
             do {
-                try item.file.publish(mode: item.mode, replaceExisting: item.replaceExisting)
-                directories.insert(FilePaths.directory(of: item.file.finalPath))
-                results.append((item.continuation, .success(())))
+                if code != 0 { throw Syscall.fail("syncfs", path: item.file.partPath, errno: code) }
+                try item.file.publish(mode: item.mode, replaceExisting: item.replaceExisting, close: false)
+                nowNamed.append(item)
             } catch {
-                results.append((item.continuation, .failure(error)))
+                item.continuation.resume(throwing: error)
             }
         }
-        for directory in directories { OutputFile.syncDirectory(of: directory + "/x") }
-        for (continuation, result) in results { continuation.resume(with: result.mapError { $0 as any Error }) }
+        return nowNamed
     }
 }

@@ -21,6 +21,12 @@ public enum Redactor {
 
     /// A URL with `user:password@` removed and every query value replaced by `***`.
     public static func url(_ text: String) -> String {
+        // Most URLs have nothing to hide: no user info, no query, no fragment, no Backendless
+        // key. Checked on bytes (a batch redacts every URL it lists).
+        if !text.utf8.contains(where: { $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }),
+           !containsFilesSegment(text) {
+            return text
+        }
         var s = Substring(text)
         var fragmentless = s
         if let hash = s.firstIndex(of: "#") { fragmentless = s[..<hash] }
@@ -51,6 +57,14 @@ public enum Redactor {
             result += redactPath(s)
         }
         return result
+    }
+
+    /// Whether `text` contains `/files` (where `redactPath` may have a key to hide).
+    private static func containsFilesSegment(_ text: String) -> Bool {
+        let needle = Array("/files".utf8)
+        let bytes = Array(text.utf8)
+        guard bytes.count >= needle.count else { return false }
+        return (0...(bytes.count - needle.count)).contains { i in bytes[i..<(i + needle.count)].elementsEqual(needle) }
     }
 
     /// Backendless puts the application's REST API key in the path:
