@@ -136,6 +136,73 @@ let benchmarks: @Sendable () -> Void = {
         await server.stop()
     }
 
+    // MARK: Many files
+
+    // The issue's mixed batch: 300 files of 1 MiB and 4 of 256 MiB (shuffled with a fixed
+    // seed), every reply paced at 25 MiB/s, 16 connections to the one host: the ideal is
+    // 16 × 25 MiB/s = 400 MiB/s, 3.31 s for the 1,324 MiB. Small files are one request each;
+    // the big ones take the connections the small ones leave.
+    var batchFiles = (0..<300).map { (name: "s\($0).bin", content: GeneratedContent(seed: 900 + UInt64($0), size: 1 << 20)) }
+        + (0..<4).map { (name: "b\($0).bin", content: GeneratedContent(seed: 1900 + UInt64($0), size: 256 << 20)) }
+    var shuffle = SplitMix64(seed: 20_261_130)
+    batchFiles.shuffle(using: &shuffle)
+    let batchBytes = batchFiles.reduce(Int64(0)) { $0 + $1.content.size }
+    Benchmark("Batch: 300 files of 1 MiB and 4 of 256 MiB, 25 MiB per second per connection, 16 connections",
+              configuration: .init(metrics: [.wallClock, .cpuTotal, .peakMemoryResident], warmupIterations: 0,
+                                   maxDuration: .seconds(90), maxIterations: 3)) { benchmark in
+        let server = try await TestServer.start()
+        for file in batchFiles { server.addFile("/m/" + file.name, TestServer.File(content: file.content)) }
+        server.setHook { request in
+            var plan = server.standardPlan(for: request)
+            plan.bytesPerSecond = 25 << 20
+            return plan
+        }
+        let dir = FileManager_temporaryDirectory()
+        for _ in benchmark.scaledIterations {
+            var options = BatchOptions()
+            options.directory = dir
+            options.limits = DownloadSession.Limits(maxConnections: 16, maxConnectionsPerHost: 16)
+            options.download.wholeFileBytes = DownloadOptions.wholeFileDefault
+            let batch = try DownloadBatch(options: options) { _ in }
+            let entries = batchFiles.enumerated().map { ManifestEntry(line: $0 + 1, url: server.url("/m/" + $1.name), destination: $1.name) }
+            let started = ContinuousClock.now
+            benchmark.startMeasurement()
+            let summary = try await batch.run(entries.makeIterator())
+            benchmark.stopMeasurement()
+            precondition(summary.succeeded == batchFiles.count, "batch: \(summary.failed) failed")
+            let seconds = (ContinuousClock.now - started).secondsDouble
+            let rate = Double(batchBytes) / seconds / 1_048_576
+            print("batch: \(batchBytes >> 20) MiB in \(String(format: "%.2f", seconds)) s: \(String(format: "%.0f", rate)) MiB/s, \(String(format: "%.1f", rate / 4)) % of 16 × 25 MiB/s")
+            for file in batchFiles { unlink(dir + "/" + file.name) }
+        }
+        rmdir(dir)
+        await server.stop()
+    }
+
+    // Checking a list of a million lines and taking one shard of a thousand: the work before
+    // the first request of `spate -i LIST --shard 0/1000` (the list is never held in memory).
+    Benchmark("Manifest: check 1,000,000 lines, take one shard of 1000",
+              configuration: .init(metrics: [.wallClock, .peakMemoryResident], warmupIterations: 0, maxIterations: 5)) { benchmark in
+        let dir = FileManager_temporaryDirectory()
+        let path = dir + "/list.txt"
+        var text = ""
+        text.reserveCapacity(80 << 20)
+        for i in 0..<1_000_000 { text += "https://data.example.com/sets/v1/f\(i).bin?seed=\(i) d\(i % 100)/f\(i).bin\n" }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        text = ""
+        for _ in benchmark.scaledIterations {
+            benchmark.startMeasurement()
+            let manifest = try Manifest(path: path, shard: ManifestShard(index: 0, count: 1000))
+            try manifest.validate()
+            benchmark.stopMeasurement()
+            blackHole(manifest.selectedCount)
+        }
+        unlink(path)
+        rmdir(dir)
+    }
+
     // MARK: Memory against file size
 
     // Peak resident memory must not grow with the file: the same download at 1 GiB and 8 GiB.
