@@ -67,7 +67,7 @@ struct SpateCommand: ParsableCommand {
     var maxPerHost: Int = DownloadSession.Limits.defaultMaxConnectionsPerHost
 
     @Option(name: [.customShort("j"), .customLong("max-files")], help: ArgumentHelp(
-        "Batch: most files in flight (default: twice -c). Files in flight finish before later ones start.",
+        "Batch: most files in flight (default: 4 x -c, at least 256). Files in flight finish before later ones start.",
         valueName: "N"))
     var maxFiles: Int?
 

@@ -16,10 +16,12 @@ public struct BatchOptions: Sendable {
 
     public init() {}
 
-    /// Four times the global connection budget: enough small files to keep every connection
-    /// busy while earlier ones wait for their group flush (two flushes each); a big file takes
-    /// many connections by itself. Files waiting for a connection hold no buffer.
-    public var automaticFilesInFlight: Int { min(1024, 4 * limits.maxConnections) }
+    /// Four times the global connection budget, at least 256: enough small files to keep every
+    /// connection busy while earlier ones wait for their group flush (two flushes each: 10,000
+    /// files of 0-64 KiB took 1.85 s with 64 in flight, 1.53 s with 256, no faster with more);
+    /// a big file takes many connections by itself. A file waiting for a connection holds no
+    /// buffer and no descriptor.
+    public var automaticFilesInFlight: Int { min(1024, max(256, 4 * limits.maxConnections)) }
 
     public func validate() throws(SpateError) {
         try limits.validate()

@@ -122,7 +122,10 @@ public final class DownloadBatch: Sendable {
     /// The file's path (directories created), the skip check, and its `Download`.
     private func prepare(_ entry: ManifestEntry, index: Int, directory: BatchDirectory,
                          session: DownloadSession) -> (BatchFile, Prepared) {
-        let parsed = Result { () throws(SpateError) in try RemoteURL(entry.url) }
+        let parsed = Result { () throws(SpateError) -> RemoteURL in
+            if let remote = entry.remote { return remote }
+            return try RemoteURL(entry.url)
+        }
         let redacted = (try? parsed.get())?.redacted ?? "(invalid URL)"
         var file = BatchFile(index: index, line: entry.line, url: redacted, path: directory.base + "/" + entry.destination)
         do {

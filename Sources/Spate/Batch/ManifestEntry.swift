@@ -10,6 +10,9 @@ public struct ManifestEntry: Sendable, Hashable {
     public var checksum: Checksum?
     /// Extra request headers for this file only (`header=`), sent only to its URL's origin.
     public var headers: [HTTPHeader]
+    /// The URL as the parser already parsed it (saves parsing it again per file); not part of
+    /// the entry's identity.
+    var remote: RemoteURL?
 
     public init(line: Int, url: String, destination: String, checksum: Checksum? = nil, headers: [HTTPHeader] = []) {
         self.line = line
@@ -17,5 +20,17 @@ public struct ManifestEntry: Sendable, Hashable {
         self.destination = destination
         self.checksum = checksum
         self.headers = headers
+    }
+}
+
+extension ManifestEntry {
+    public static func == (a: ManifestEntry, b: ManifestEntry) -> Bool {
+        a.line == b.line && a.url == b.url && a.destination == b.destination && a.checksum == b.checksum && a.headers == b.headers
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(line)
+        hasher.combine(url)
+        hasher.combine(destination)
     }
 }

@@ -160,8 +160,11 @@ public struct ManifestParser: Sendable {
             skipped += 1
             return nil
         }
-        if entry.parsed == nil { _ = try Self.parse(entry.url, line: entry.line) }
-        return ManifestEntry(line: entry.line, url: entry.url, destination: path, checksum: entry.checksum, headers: entry.headers)
+        let remote: RemoteURL
+        if let parsed = entry.parsed { remote = parsed } else { remote = try Self.parse(entry.url, line: entry.line) }
+        var result = ManifestEntry(line: entry.line, url: entry.url, destination: path, checksum: entry.checksum, headers: entry.headers)
+        result.remote = remote
+        return result
     }
 
     private static func parse(_ url: String, line: Int) throws(SpateError) -> RemoteURL {

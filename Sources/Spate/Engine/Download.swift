@@ -33,8 +33,8 @@ public final class Download: Sendable {
     private let started = Atomic<Bool>(false)
     /// Its place in the session's queue for connection slots (see `DownloadTransport.priority`).
     private let priority: UInt64
-    /// Also receives every event, synchronously, in order (a batch forwards them without a
-    /// task per file, and never loses one).
+    /// Receives every event instead of `events`, synchronously, in order (a batch forwards
+    /// them without a task per file, and never loses one; nobody reads its downloads' streams).
     private let observer: (@Sendable (DownloadEvent) -> Void)?
 
     /// Checks the URL and options (no network traffic yet).
@@ -95,8 +95,7 @@ public final class Download: Sendable {
             if wholeFileBytes > 0, case .started(let plan) = event, plan.totalBytes.map({ $0 > wholeFileBytes }) ?? true {
                 startReporter()
             }
-            observer?(event)
-            continuation.yield(event)
+            if let observer { observer(event) } else { continuation.yield(event) }
         }
         engineBox.withLock { $0 = engine }
         if wholeFileBytes == 0 { startReporter() }
@@ -104,8 +103,7 @@ public final class Download: Sendable {
         do {
             let result = try await engine.run()
             reporter.withLock { $0?.cancel() }
-            observer?(.finished(result))
-            continuation.yield(.finished(result))
+            if let observer { observer(.finished(result)) } else { continuation.yield(.finished(result)) }
             return result
         } catch let error as SpateError {
             throw error

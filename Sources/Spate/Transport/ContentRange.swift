@@ -14,27 +14,53 @@ public struct ContentRange: Hashable, Sendable {
     }
 
     public init?(parsing text: String) {
-        let value = text.trimmingSpaces()
-        guard value.count > 6, value.lowercased().hasPrefix("bytes ") else { return nil }
-        let spec = value.dropFirst(6).trimmingSpaces()
-        let parts = spec.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2 else { return nil }
-        let rangePart = parts[0], lengthPart = parts[1]
+        var text = text
+        // On bytes: every reply's header is parsed at least once (a batch of small files
+        // parses one per file, and a Character-based version showed in its profile).
+        guard let parsed = text.withUTF8({ ContentRange.parse($0) }) else { return nil }
+        self = parsed
+    }
+
+    private static func parse(_ b: UnsafeBufferPointer<UInt8>) -> ContentRange? {
+        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 }
+        var i = 0, end = b.count
+        while i < end, isSpace(b[i]) { i += 1 }
+        while end > i, isSpace(b[end - 1]) { end -= 1 }
+        guard end - i > 6 else { return nil }
+        for (k, c) in "bytes ".utf8.enumerated() where (k < 5 ? b[i + k] | 0x20 : b[i + k]) != c { return nil }
+        i += 6
+        while i < end, isSpace(b[i]) { i += 1 }
+        guard let slash = (i..<end).first(where: { b[$0] == UInt8(ascii: "/") }) else { return nil }
+        let star = UInt8(ascii: "*")
         var complete: Int64?
-        if lengthPart != "*" {
-            guard let n = ContentRange.parseDecimal(lengthPart) else { return nil }
+        if !(end - slash == 2 && b[slash + 1] == star) {
+            guard let n = decimal(b, slash + 1, end) else { return nil }
             complete = n
         }
-        if rangePart == "*" {
+        if slash - i == 1 && b[i] == star {
             guard complete != nil else { return nil }
-            self.init(range: nil, completeLength: complete)
-            return
+            return ContentRange(range: nil, completeLength: complete)
         }
-        let bounds = rangePart.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
-        guard bounds.count == 2, let first = ContentRange.parseDecimal(bounds[0]),
-              let last = ContentRange.parseDecimal(bounds[1]), first <= last, last < Int64.max else { return nil }
+        guard let dash = (i..<slash).first(where: { b[$0] == UInt8(ascii: "-") }),
+              let first = decimal(b, i, dash), let last = decimal(b, dash + 1, slash),
+              first <= last, last < Int64.max else { return nil }
         if let complete, last >= complete { return nil }
-        self.init(range: ByteRange(first, last + 1), completeLength: complete)
+        return ContentRange(range: ByteRange(first, last + 1), completeLength: complete)
+    }
+
+    /// Digits only in `b[from..<to]`, at most 19, fitting in Int64.
+    private static func decimal(_ b: UnsafeBufferPointer<UInt8>, _ from: Int, _ to: Int) -> Int64? {
+        guard from < to, to - from <= 19 else { return nil }
+        var value: Int64 = 0
+        for k in from..<to {
+            let d = b[k] &- 48
+            guard d <= 9 else { return nil }
+            let (times, o1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times.addingReportingOverflow(Int64(d))
+            guard !o1, !o2 else { return nil }
+            value = sum
+        }
+        return value
     }
 
     /// A non-negative decimal that fits in Int64, digits only (no sign, no spaces).
