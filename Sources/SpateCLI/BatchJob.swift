@@ -32,7 +32,7 @@ struct BatchJob: Sendable {
         commandLine = entries
         if let input = command.inputFile {
             let manifest = try Manifest(path: input, shard: shard)
-            try manifest.validate()
+            try manifest.validate(alongside: entries)
             self.manifest = manifest
         } else {
             manifest = nil
@@ -78,7 +78,11 @@ struct BatchJob: Sendable {
         let summary = try await batch.run(entries)
         progress.clear()
         let interrupted = Task.isCancelled
-        let code: Int32 = interrupted ? SpateError.Kind.cancelled.exitCode : summary.exitCode
+        var code: Int32 = interrupted ? SpateError.Kind.cancelled.exitCode : summary.exitCode
+        if let failure = manifest?.failure {
+            Console.error(failure.message)
+            if code == 0 { code = failure.kind.exitCode }
+        }
         Console.note(Self.summaryLine(summary, total: total))
         for (file, error) in summary.failures {
             Console.error("\(file.path): \(error.message)\(file.line > 0 ? " (line \(file.line))" : "")")

@@ -62,7 +62,15 @@ struct DownloadJob: Sendable {
 
     func run() async throws(SpateError) -> Int32 {
         log?.record(.queued(file))
-        let result = try await DownloadJob.run(download, quiet: quiet, log: log, file: file)
+        let result: DownloadResult
+        do {
+            result = try await DownloadJob.run(download, quiet: quiet, log: log, file: file)
+        } catch {
+            // Interrupted too (SIGINT/SIGTERM end here as `.cancelled`): the events end with
+            // `failed` and `summary` like any failure.
+            if let log, error.kind == .cancelled { DownloadJob.logFailure(error, file: file, to: log) }
+            throw error
+        }
         Console.note(ProgressRenderer.summary(result))
         if let log {
             var summary = BatchSummary()
@@ -72,6 +80,14 @@ struct DownloadJob: Sendable {
             log.summary(summary, exitCode: 0)
         }
         return 0
+    }
+
+    /// The last two events of a failed single download.
+    static func logFailure(_ error: SpateError, file: BatchFile, to log: EventLog) {
+        log.record(.failed(file, error))
+        var summary = BatchSummary()
+        if error.kind == .cancelled { summary.cancelled = 1 } else { summary.failed = 1 }
+        log.summary(summary, exitCode: error.kind.exitCode)
     }
 
     /// Runs `download`, rendering its events (and writing them to `log`) until it ends.

@@ -14,6 +14,13 @@ enum Main {
         // raises that threshold as large blocks come and go): about 1 MiB less resident memory
         // when the connection count changes, measured here.
         spate_set_malloc_trim_threshold(64 * 1024)
+        // A batch holds a descriptor per file being saved plus a socket per connection: take
+        // the hard limit (as many servers do) rather than fail with EMFILE at 1024.
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "journal" {
             // `spate journal show FILE`: a separate command tree, so `spate URL` keeps its form.
@@ -63,12 +70,7 @@ enum Main {
             if DownloadJob.canResume(after: error, command: command) {
                 Console.note("the partial file and its journal are kept: run the same command again to resume")
             }
-            if let log, let single {
-                log.record(.failed(single, error))
-                var summary = BatchSummary()
-                summary.failed = 1
-                log.summary(summary, exitCode: error.kind.exitCode)
-            }
+            if let log, let single { DownloadJob.logFailure(error, file: single, to: log) }
             return error.kind.exitCode
         }
     }

@@ -33,7 +33,7 @@ struct SpateCommand: ParsableCommand {
             skips complete files, resumes partial ones and fetches the rest. The batch exits
             with 0 when every file is saved or already complete, else with the exit code of
             the failed file that comes first in the list; 2 for a bad manifest line (before
-            any download starts).
+            any download starts; with --shard, other shards' URLs are left to their shard).
 
             Exit codes:
               0    success
@@ -67,7 +67,7 @@ struct SpateCommand: ParsableCommand {
     var maxPerHost: Int = DownloadSession.Limits.defaultMaxConnectionsPerHost
 
     @Option(name: [.customShort("j"), .customLong("max-files")], help: ArgumentHelp(
-        "Batch: most files in flight (default: 4 x -c, at least 256). Files in flight finish before later ones start.",
+        "Batch: most files in flight (default: 4 x -c, at least 256, at most 1024). Files in flight finish before later ones start.",
         valueName: "N"))
     var maxFiles: Int?
 

@@ -9,8 +9,9 @@ enum BatchSkipCheck {
         case fetch
         /// A journal is there: download, resuming what it records.
         case resume
-        /// The file is complete: spate saved it from this URL, with this size (and checksum).
-        case complete(bytes: Int64)
+        /// The file is complete: spate saved it from this URL, with this size (and checksum);
+        /// `note` says why it is trusted when that is weaker (no extended attributes).
+        case complete(bytes: Int64, note: String?)
         /// Something is there that spate will not replace without `--force`.
         case refuse(String)
     }
@@ -29,9 +30,20 @@ enum BatchSkipCheck {
             return FilePaths.exists(journal) ? .resume : .fetch
         }
         if overwrite { return .fetch }
-        guard (info.st_mode & S_IFMT) == S_IFREG, let mark = SavedMark.read(path: path),
-              mark == SavedMark(size: mark.size, url: url), Int64(info.st_size) == mark.size else {
-            return .refuse("\(path) already exists and spate did not save it from this URL; use --force to replace it")
+        let notSpates = "\(path) already exists and spate did not save it from this URL; use --force to replace it"
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return .refuse(notSpates) }
+        var note: String?
+        switch SavedMark.lookup(path: path) {
+        case .marked(let mark):
+            guard mark == SavedMark(size: mark.size, url: url), Int64(info.st_size) == mark.size else { return .refuse(notSpates) }
+        case .unmarked:
+            return .refuse(notSpates)
+        case .unsupported:
+            // Nothing on this file system says who wrote the file: trust its name (never
+            // replacing it loses nothing), and the checksum when there is one.
+            note = checksum == nil
+                ? "already there; kept as complete without a check (this file system keeps no extended attributes, so spate cannot tell it saved the file)"
+                : "already there; its checksum matches (this file system keeps no extended attributes)"
         }
         if let checksum {
             guard let actual = digest(of: path, algorithm: checksum.algorithm), actual == checksum.digest else {
@@ -41,7 +53,7 @@ enum BatchSkipCheck {
         var partInfo = stat()
         if lstat(part, &partInfo) == 0, partInfo.st_ino == info.st_ino, partInfo.st_dev == info.st_dev { _ = unlink(part) }
         if !FilePaths.exists(part) { _ = unlink(journal) }
-        return .complete(bytes: mark.size)
+        return .complete(bytes: Int64(info.st_size), note: note)
     }
 
     /// The digest of the file at `path`, read in 1 MiB blocks; nil when it cannot be read.

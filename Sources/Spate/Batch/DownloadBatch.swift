@@ -41,7 +41,7 @@ public final class DownloadBatch: Sendable {
 
     private enum Prepared {
         case run(Download)
-        case skipped(Int64)
+        case skipped(Int64, note: String?)
         case failed(SpateError)
     }
 
@@ -71,12 +71,16 @@ public final class DownloadBatch: Sendable {
                     index += 1
                     emit(.queued(file))
                     switch prepared {
-                    case .skipped(let bytes):
+                    case .skipped(let bytes, let note):
                         summary.skipped += 1
+                        if let note { emit(.file(file, .notice(note))) }
                         emit(.skipped(file, bytes: bytes))
                     case .failed(let error):
                         record(error, for: file, in: &summary)
-                        if options.failFast { stop = true }
+                        if options.failFast {
+                            stop = true
+                            group.cancelAll()
+                        }
                     case .run(let download):
                         inFlight += 1
                         group.addTask {
@@ -134,8 +138,8 @@ public final class DownloadBatch: Sendable {
             file = BatchFile(index: index, line: entry.line, url: redacted, path: path)
             var resuming = false
             switch BatchSkipCheck.check(path: path, url: url, checksum: entry.checksum, overwrite: options.download.overwrite) {
-            case .complete(let bytes):
-                return (file, .skipped(bytes))
+            case .complete(let bytes, let note):
+                return (file, .skipped(bytes, note: note))
             case .refuse(let message):
                 return (file, .failed(.localIO(message)))
             case .fetch:

@@ -11,7 +11,14 @@ struct LineReader {
     /// The number of the line `next()` returned last (1-based).
     private(set) var lineNumber = 0
 
-    init(fd: Int32) { self.fd = fd }
+    /// Bytes still allowed to be read (nil: to the end of the file).
+    private var remaining: Int64?
+
+    /// Reads `fd` from its current offset, at most `limit` bytes when given.
+    init(fd: Int32, limit: Int64? = nil) {
+        self.fd = fd
+        self.remaining = limit
+    }
 
     /// The next line without its `\n`, or nil at the end. Throws for a line over
     /// `maxLineBytes`, for bytes that are not UTF-8, and for a read error.
@@ -50,12 +57,18 @@ struct LineReader {
             start = 0
         }
         let old = buffer.count
-        buffer.append(contentsOf: repeatElement(0, count: 64 * 1024))
+        let want = Int(min(Int64(64 * 1024), remaining ?? Int64.max))
+        guard want > 0 else {
+            atEnd = true
+            return
+        }
+        buffer.append(contentsOf: repeatElement(0, count: want))
         let n = buffer.withUnsafeMutableBytes { raw in
-            Syscall.retryingEINTR { read(fd, raw.baseAddress! + old, 64 * 1024) }
+            Syscall.retryingEINTR { read(fd, raw.baseAddress! + old, want) }
         }
         if n < 0 { throw Syscall.fail("read", path: "the manifest") }
-        buffer.removeLast(64 * 1024 - n)
+        buffer.removeLast(want - n)
+        if let r = remaining { remaining = r - Int64(n) }
         if n == 0 { atEnd = true }
     }
 }

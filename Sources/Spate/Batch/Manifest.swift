@@ -24,6 +24,11 @@ public final class Manifest: @unchecked Sendable {
     public private(set) var selectedCount = 0
     /// Every entry of the list (after `validate`).
     public private(set) var totalCount = 0
+    /// The bytes `validate` read: the second pass reads no further (lines appended meanwhile
+    /// were never checked).
+    private var validatedBytes: Int64 = 0
+    /// Why the second pass stopped early, if it did (the file changed after `validate`).
+    public private(set) var failure: SpateError?
 
     /// Opens `path` (`-`: standard input).
     public init(path: String, shard: ManifestShard = .all) throws(SpateError) {
@@ -36,31 +41,43 @@ public final class Manifest: @unchecked Sendable {
             let fd = Syscall.retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
             guard fd >= 0 else { throw SpateError(.usage, Syscall.errorMessage("open the manifest", path: path, errno: errno)) }
             var info = stat()
-            if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+            let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
+            if kind == S_IFDIR {
                 _ = close(fd)
                 throw SpateError(.usage, "the manifest \(path) is a directory")
             }
-            self.fd = fd
+            if kind == S_IFREG {
+                self.fd = fd
+            } else {
+                // A pipe (`-i <(generate)`) or a device: read once, so copy it first.
+                defer { _ = close(fd) }
+                self.fd = try Self.spool(from: fd)
+            }
         }
     }
 
     deinit { _ = close(fd) }
 
     /// Pass 1: checks every line; selects the shard; refuses two entries with one destination
-    /// and different URLs. Throws `.usage` naming the line.
-    public func validate() throws(SpateError) {
+    /// and different URLs — also against `alongside`, entries that run in the same batch (the
+    /// command line's URLs). Throws `.usage` naming the line.
+    public func validate(alongside: [ManifestEntry] = []) throws(SpateError) {
         seen = [:]
         repeated = []
         selectedCount = 0
         totalCount = 0
         var first: [UInt64: Int] = [:]  // only while validating: destination hash → line, for messages
+        for entry in alongside {
+            seen[BatchPath.stableHash(entry.destination)] = BatchPath.stableHash(entry.url)
+            first[BatchPath.stableHash(entry.destination)] = 0
+        }
         let skipped = try forEachEntry { entry throws(SpateError) in
             totalCount += 1
             let key = BatchPath.stableHash(entry.destination)
             let url = BatchPath.stableHash(entry.url)
             if let other = seen[key] {
                 guard other == url else {
-                    let earlier = first[key].map { " (line \($0))" } ?? ""
+                    let earlier = first[key].map { $0 == 0 ? " (a URL on the command line)" : " (line \($0))" } ?? ""
                     throw SpateError(.usage, "\(name): line \(entry.line): the destination \(entry.destination) is already taken by another URL\(earlier)")
                 }
                 repeated.insert(entry.line)
@@ -71,6 +88,7 @@ public final class Manifest: @unchecked Sendable {
             selectedCount += 1
         }
         totalCount += skipped
+        validatedBytes = Int64(lseek(fd, 0, SEEK_CUR))
     }
 
     /// Pass 2: the selected entries, in order, read lazily. Call after `validate()`.
@@ -88,7 +106,7 @@ public final class Manifest: @unchecked Sendable {
 
         fileprivate init(manifest: Manifest) {
             self.manifest = manifest
-            reader = LineReader(fd: manifest.fd)
+            reader = LineReader(fd: manifest.fd, limit: manifest.validatedBytes)
             parser = ManifestParser(shard: manifest.shard)
         }
 
@@ -104,7 +122,9 @@ public final class Manifest: @unchecked Sendable {
                         entry = try parser.finish()
                     }
                 } catch {
-                    done = true  // the file changed since `validate`; stop here
+                    // The file changed since `validate`: stop, and say so (the batch fails).
+                    done = true
+                    manifest.failure = SpateError(.usage, "\(manifest.name) changed while the batch ran (\(error.message)); the rest of it was not read")
                     return nil
                 }
                 if let entry, manifest.selects(entry) { return entry }

@@ -110,10 +110,14 @@ public struct ManifestParser: Sendable {
 
     private mutating func option(_ text: Substring, number: Int) throws(SpateError) {
         guard pending != nil else { throw Self.error(number, "an indented option line must follow a URL line") }
+        // Never echo the line: an option line may hold a secret (header=Authorization: ...).
         guard let equals = text.firstIndex(of: "=") else {
-            throw Self.error(number, "expected an option as key=value, found \(BatchPath.quoted(String(text.prefix(40))))")
+            throw Self.error(number, "expected an indented option as key=value (out=, dir=, checksum= or header=)")
         }
         let key = text[..<equals].trimmingSpaces.lowercased()
+        guard key.count <= 32, key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw Self.error(number, "expected an indented option as key=value (out=, dir=, checksum= or header=)")
+        }
         let value = String(text[text.index(after: equals)...].trimmingSpaces)
         switch key {
         case "out":

@@ -102,7 +102,10 @@ public final class Download: Sendable {
         defer { reporter.withLock { $0?.cancel() } }
         do {
             let result = try await engine.run()
-            reporter.withLock { $0?.cancel() }
+            // No progress after `.finished`: the reporter may be inside an emit right now.
+            let task = reporter.withLock { $0 }
+            task?.cancel()
+            await task?.value
             if let observer { observer(.finished(result)) } else { continuation.yield(.finished(result)) }
             return result
         } catch let error as SpateError {

@@ -184,7 +184,7 @@ final class DownloadEngine: Sendable {
         }
         // A leftover partial file without a journal (a run killed mid-save) is replaced in a
         // batch; elsewhere it is refused like any existing partial file.
-        let file = try OutputFile(creatingFor: path, replacePartial: options.overwrite || options.replacesUnjournaledPartial)
+        let file = try OutputFile(creatingFor: path, replacing: options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never)
         do {
             let code = body.withUnsafeBytes { file.write($0, at: 0) }
             if code != 0 { throw Syscall.fail("write", path: file.partPath, errno: code) }

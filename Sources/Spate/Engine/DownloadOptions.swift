@@ -20,8 +20,8 @@ public struct DownloadOptions: Sendable {
     /// (`BatchSkipCheck`): the engine skips its own check of the destination.
     var destinationPrepared = false
     /// Set by a batch that found no journal for the file: a partial file there is a leftover
-    /// (a small file's, or one killed before its journal's first byte) and is replaced, not
-    /// refused.
+    /// (a small file's, or one killed before its journal's first byte) and is replaced when it
+    /// is spate's and unlocked (`OutputFile.Replace.leftover`), not refused.
     var replacesUnjournaledPartial = false
     /// The batches' `wholeFileBytes`: about one request's worth.
     public static let wholeFileDefault = 1 << 20

@@ -116,15 +116,20 @@ final class DownloadResources: @unchecked Sendable {
                                  emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> (OutputFile, [HashedRange], RangeSet) {
         let partPath = OutputFile.partPath(for: destination)
         let journalPath = Journal.path(for: destination)
+        let replacing: OutputFile.Replace = options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never
         guard options.journal else {
-            let replace = options.overwrite || options.replacesUnjournaledPartial
-            return (try OutputFile(creatingFor: destination, replacePartial: replace), [], RangeSet())
+            return (try OutputFile(creatingFor: destination, replacing: replacing), [], RangeSet())
         }
         var found = ResumePlanner.Found(partExists: FilePaths.exists(partPath), journal: nil, journalError: nil)
         do { found.journal = try Journal.load(path: journalPath) } catch { found.journalError = error }
+        if options.replacesUnjournaledPartial && found.partExists && found.journal == nil && found.journalError == nil {
+            // A batch's leftover (a small file's, or one killed before its journal's first
+            // byte): replaced if it is spate's and nobody holds it.
+            emit(.notice("\(partPath) has no journal (left by an interrupted run): starting over"))
+            return (try OutputFile(creatingFor: destination, replacing: .leftover), [], RangeSet())
+        }
         switch ResumePlanner.decide(found: found, expected: header, partPath: partPath, journalPath: journalPath,
-                                    overwrite: options.overwrite, restartOnChange: options.restartOnChange,
-                                    replacesUnjournaledPartial: options.replacesUnjournaledPartial) {
+                                    overwrite: options.overwrite, restartOnChange: options.restartOnChange) {
         case .refuse(let error):
             throw error
         case .fresh:

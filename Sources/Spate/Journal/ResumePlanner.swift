@@ -33,14 +33,9 @@ public enum ResumePlanner {
     /// - Parameters:
     ///   - expected: the header this download would write (URL fingerprint, size, validator),
     ///     or nil when the download cannot be journaled (no range support, no size or validator).
-    /// - `replacesUnjournaledPartial`: a partial file without a journal starts over instead of
-    ///   being refused (a batch's rerun: see `DownloadOptions.replacesUnjournaledPartial`).
     public static func decide(found: Found, expected: JournalCodec.Header?, partPath: String, journalPath: String,
-                              overwrite: Bool, restartOnChange: Bool, replacesUnjournaledPartial: Bool = false) -> Decision {
+                              overwrite: Bool, restartOnChange: Bool) -> Decision {
         if overwrite { return .fresh }
-        if replacesUnjournaledPartial && found.partExists && found.journal == nil && found.journalError == nil {
-            return .restart("\(partPath) has no journal (a leftover of an interrupted run): starting it over")
-        }
         if !found.partExists {
             return .fresh  // a journal without data is stale
         }

@@ -88,6 +88,10 @@ final class GroupPublisher: @unchecked Sendable {
             if code == 0 {
                 item.continuation.resume()
             } else {
+                // The name is ours (given last round, without replacing anything) but its bytes
+                // may not be on disk: take it back, so a rerun fetches the file again instead of
+                // trusting its mark.
+                if !item.replaceExisting { _ = unlink(item.file.finalPath) }
                 item.continuation.resume(throwing: Syscall.fail("syncfs", path: item.file.finalPath, errno: code))
             }
         }

@@ -21,9 +21,27 @@ public final class OutputFile: @unchecked Sendable {
     /// The partial-file name for a final path.
     public static func partPath(for finalPath: String) -> String { finalPath + ".part" }
 
+    /// What to do when the partial file already exists.
+    enum Replace {
+        /// Refuse (another download in progress, or someone else's file).
+        case never
+        /// Remove it (`--force`).
+        case always
+        /// Remove it if it is a leftover of spate's — marked `user.spate.partial` when it was
+        /// created, or empty — and no process holds its lock. Else refuse (a batch's rerun).
+        case leftover
+    }
+
     /// Creates a new partial file beside `finalPath`.
     /// - Parameter replacePartial: remove an existing partial file first (`--force`).
-    init(creatingFor finalPath: String, replacePartial: Bool) throws(SpateError) {
+    convenience init(creatingFor finalPath: String, replacePartial: Bool) throws(SpateError) {
+        try self.init(creatingFor: finalPath, replacing: replacePartial ? .always : .never)
+    }
+
+    /// Creates a new partial file beside `finalPath`, marked as spate's and locked
+    /// (`flock`) for as long as it is open, so another run can tell a live download from a
+    /// leftover.
+    init(creatingFor finalPath: String, replacing: Replace) throws(SpateError) {
         self.finalPath = finalPath
         let partPath = OutputFile.partPath(for: finalPath)
         self.partPath = partPath
@@ -31,9 +49,10 @@ public final class OutputFile: @unchecked Sendable {
             Syscall.retryingEINTR { open(partPath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         }
         var fd = create()
-        if fd < 0 && errno == EEXIST && replacePartial {
+        if fd < 0 && errno == EEXIST && replacing != .never {
             // Replaced only when one is there (no unlink on the common path: one lookup less
             // per file, which a batch of small files notices).
+            if replacing == .leftover { try Self.checkLeftover(partPath) }
             if unlink(partPath) != 0 && errno != ENOENT { throw Syscall.fail("remove", path: partPath) }
             fd = create()
         }
@@ -45,7 +64,26 @@ public final class OutputFile: @unchecked Sendable {
             }
             throw Syscall.fail("create", path: partPath, errno: code)
         }
+        _ = flock(fd, LOCK_EX | LOCK_NB)
+        SavedMark.markPartial(fd)
         self.fd = fd
+    }
+
+    /// Throws unless the partial file at `partPath` is a leftover of spate's — marked, or
+    /// empty (a run killed between creating and marking it; removing an empty file loses
+    /// nothing) — and not locked by a live process.
+    private static func checkLeftover(_ partPath: String) throws(SpateError) {
+        let fd = Syscall.retryingEINTR { open(partPath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else { throw Syscall.fail("open", path: partPath) }
+        defer { _ = Glibc.close(fd) }
+        var info = stat()
+        let empty = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_size == 0
+        guard empty || SavedMark.isPartialMarked(path: partPath) else {
+            throw SpateError.localIO("\(partPath) already exists and spate did not create it; remove it or use --force")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            throw SpateError.localIO("\(partPath) is being written by another spate process")
+        }
     }
 
     /// Opens an existing partial file to resume it (never following a symlink).
@@ -59,6 +97,11 @@ public final class OutputFile: @unchecked Sendable {
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
             _ = Glibc.close(fd)
             throw SpateError.localIO("\(partPath) is not a regular file")
+        }
+        // Two runs must never write one partial file: the live one holds its lock.
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            _ = Glibc.close(fd)
+            throw SpateError.localIO("\(partPath) is being written by another spate process")
         }
         self.fd = fd
     }

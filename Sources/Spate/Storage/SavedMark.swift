@@ -46,9 +46,36 @@ public struct SavedMark: Sendable, Hashable {
 
     /// The mark of the file at `path`, if it has one.
     public static func read(path: String) -> SavedMark? {
+        if case .marked(let mark) = lookup(path: path) { return mark }
+        return nil
+    }
+
+    /// What the file at `path` says about itself.
+    public enum Lookup: Sendable, Equatable {
+        case marked(SavedMark)
+        /// No mark (or one spate cannot read): not saved by spate.
+        case unmarked
+        /// The file system keeps no user extended attributes: nothing can be known.
+        case unsupported
+    }
+
+    public static func lookup(path: String) -> Lookup {
         var buffer = [UInt8](repeating: 0, count: 128)
         let n = buffer.withUnsafeMutableBytes { spate_get_attribute(path, attribute, $0.baseAddress, Int32($0.count)) }
-        guard n > 0 else { return nil }
-        return parse(String(decoding: buffer[0..<Int(n)], as: UTF8.self))
+        if n < 0 { return errno == ENOTSUP || errno == EOPNOTSUPP ? .unsupported : .unmarked }
+        return parse(String(decoding: buffer[0..<Int(n)], as: UTF8.self)).map { .marked($0) } ?? .unmarked
+    }
+
+    /// Marks a partial file as spate's while it is written (`user.spate.partial`), so a later
+    /// run can tell its own leftovers from someone else's file of the same name.
+    static let partialAttribute = "user.spate.partial"
+
+    static func markPartial(_ fd: Int32) {
+        _ = spate_set_attribute(fd, partialAttribute, "1", 1)
+    }
+
+    static func isPartialMarked(path: String) -> Bool {
+        var byte: UInt8 = 0
+        return spate_get_attribute(path, partialAttribute, &byte, 1) == 1
     }
 }

@@ -55,7 +55,7 @@ struct BatchKillTests {
                     #expect(status == SIGKILL)
                 } else {
                     // The batch ended before the kill point: every file must be exact; start over.
-                    #expect(status == 0)
+                    #expect(status == 0, "stderr: \((try? String(contentsOfFile: dir.file("stderr.txt"), encoding: .utf8)) ?? "")")
                     expectAllExact(contents, in: dir)
                     completedRuns += 1
                     try FileManager.default.removeItem(atPath: dir.file("out"))
@@ -94,7 +94,8 @@ struct BatchKillTests {
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        FileManager.default.createFile(atPath: directory + "/stderr.txt", contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: directory + "/stderr.txt")
         process.standardInput = FileHandle.nullDevice
         try process.run()
         let fd = open(fifo, O_RDONLY)  // returns once spate opens its end

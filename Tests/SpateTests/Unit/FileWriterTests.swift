@@ -150,3 +150,4 @@ struct FileWriterTests {
         #expect(content.differences(inFileAt: OutputFile.partPath(for: path)) == nil)
     }
 }
+

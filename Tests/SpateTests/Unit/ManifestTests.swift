@@ -69,7 +69,10 @@ struct ManifestTests {
         ("ftp://e.com/a", "line 1: "),
         ("  out=x", "line 1: an indented option line must follow a URL line"),
         ("https://e.com/a\n  split=4", "line 2: unsupported option \"split\""),
-        ("https://e.com/a\n  out", "line 2: expected an option as key=value"),
+        ("https://e.com/a\n  out", "line 2: expected an indented option as key=value"),
+        ("https://e.com/a\n  header:Authorization: Basic c2VjcmV0=", "line 2: expected an indented option as key=value (out="),
+        ("https://e.com/a x.part.journal.tmp", "line 1: the destination \"x.part.journal.tmp\" ends in .part"),
+        ("https://e.com/a d/" + String(repeating: "n", count: 239), "line 1: the file name of the destination"),
         ("https://e.com/a\n  checksum=sha-256=abc", "line 2: "),
         ("https://e.com/a\n  header=Range: bytes=0-1", "line 2: "),
         ("https://e.com/a /etc/passwd", "line 1: the destination \"/etc/passwd\" is an absolute path"),
@@ -200,5 +203,40 @@ struct ManifestTests {
         #expect(otherParser.skipped == 1)
         var syntax = ManifestParser(shard: try ManifestShard(index: other, count: 4))
         #expect(throws: SpateError.self) { _ = try syntax.feed("ftp://example.com/x \(destination)", number: 1) }
+    }
+}
+
+extension ManifestTests {
+    /// Lines appended after the check are never read (they were not checked), and a command
+    /// line URL and a manifest line may not share a destination with different URLs.
+    @Test func theSecondPassReadsOnlyWhatWasChecked() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("m.txt")
+        try "https://e.com/a a.bin\nhttps://e.com/b b.bin\n".write(toFile: path, atomically: false, encoding: .utf8)
+        let m = try Manifest(path: path)
+        try m.validate()
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data("https://e.com/c c.bin\nnot a url\n".utf8))
+        try handle.close()
+        var entries = try m.entries()
+        var got: [String] = []
+        while let entry = entries.next() { got.append(entry.destination) }
+        #expect(got == ["a.bin", "b.bin"])
+        #expect(m.failure == nil)
+    }
+
+    @Test func commandLineURLsShareTheDuplicateCheck() throws {
+        let m = try manifest("https://e.com/a x.bin\nhttps://e.com/b y.bin\n")
+        #expect {
+            try m.validate(alongside: [ManifestEntry(line: 0, url: "https://other.com/x", destination: "x.bin")])
+        } throws: { error in
+            (error as? SpateError)?.message.contains("line 1: the destination x.bin is already taken by another URL (a URL on the command line)") == true
+        }
+        let same = try manifest("https://e.com/a x.bin\nhttps://e.com/b y.bin\n")
+        try same.validate(alongside: [ManifestEntry(line: 0, url: "https://e.com/a", destination: "x.bin")])
+        var entries = try same.entries()
+        #expect(entries.next()?.destination == "y.bin")
+        #expect(entries.next() == nil)
     }
 }
