@@ -7,6 +7,8 @@ and ratios against each peer are printed as a Markdown table.
 
 Usage: compare.py --spate PATH [--size 1G] [--runs 3] [--scenarios uncapped,capped,straggler]
                   [--out-dir DIR] [--connections 16] [--extra-spate "--flag ..."]
+       compare.py --spate PATH --scenarios mixed,small [--runs 3] [--pause-page-reporting]
+                  (many files: runs many_files.py, see there)
 """
 import argparse, hashlib, os, shutil, statistics, subprocess, sys, tempfile, time, datetime, platform
 
@@ -99,7 +101,18 @@ def restore_page_reporting(old):
         f.write(old)
     print(f"free page reporting restored (page_reporting_order {old})", file=sys.stderr)
 
+MANY_FILES_SCENARIOS = {"mixed", "small"}
+
 def main():
+    # The many-files scenarios (lists of files, each tool's own list mode) live in
+    # many_files.py; `--scenarios mixed,small` here runs them with the same flags.
+    if "--scenarios" in sys.argv:
+        wanted = set(sys.argv[sys.argv.index("--scenarios") + 1].split(","))
+        if wanted and wanted <= MANY_FILES_SCENARIOS:
+            import many_files
+            if "small" in wanted and os.geteuid() == 0 and "--fresh-fs" not in sys.argv:
+                sys.argv += ["--fresh-fs", "small"]
+            return many_files.main()
     ap = argparse.ArgumentParser()
     ap.add_argument("--spate", required=True)
     ap.add_argument("--size", default="1G")
