@@ -184,12 +184,14 @@ final class DownloadEngine: Sendable {
         }
         // A leftover partial file without a journal (a run killed mid-save) is replaced in a
         // batch; elsewhere it is refused like any existing partial file.
-        let file = try OutputFile(creatingFor: path, replacing: options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never)
+        // Marked with its final note at creation (before its bytes: a leftover is never an
+        // unmarked non-empty file).
+        let file = try OutputFile(creatingFor: path, replacing: options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never,
+                                  mark: SavedMark(size: Int64(body.count), url: url))
         do {
             let code = body.withUnsafeBytes { file.write($0, at: 0) }
             if code != 0 { throw Syscall.fail("write", path: file.partPath, errno: code) }
             counters.bytesWritten.add(Int64(body.count), ordering: .relaxed)
-            SavedMark(size: Int64(body.count), url: url).write(to: file.fd)
             try await session.publisher.publish(file, mode: FileMode.newFileMode, replaceExisting: options.overwrite)
         } catch {
             file.discard()

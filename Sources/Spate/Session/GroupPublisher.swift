@@ -21,12 +21,13 @@ final class GroupPublisher: @unchecked Sendable {
         let file: OutputFile
         let mode: mode_t
         let replaceExisting: Bool
-        /// The file system (`st_dev`): one flush per file system.
-        let device: UInt64
         let continuation: CheckedContinuation<Void, any Error>
     }
 
     private let lock = ConditionLock()
+    /// Directory → its file system (`st_dev`), on the publisher's thread only: one flush per
+    /// file system, without a `stat` per file (a batch writes many files to few directories).
+    private var devices: [String: UInt64] = [:]
     private var queue: [Item] = []  // guarded by `lock`
     private var stopping = false  // guarded by `lock`
     private var thread: LoopThread?  // guarded by `lock`; started by the first file
@@ -37,12 +38,10 @@ final class GroupPublisher: @unchecked Sendable {
     /// Throws what publishing throws (e.g. the final name exists); a stopped publisher throws
     /// `.cancelled`. On a throw the file is still the caller's to discard.
     func publish(_ file: OutputFile, mode: mode_t, replaceExisting: Bool) async throws {
-        var info = stat()
-        let device = fstat(file.fd, &info) == 0 ? UInt64(info.st_dev) : UInt64.max
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let refused = lock.withLock { () -> Bool in
                 if stopping { return true }
-                queue.append(Item(file: file, mode: mode, replaceExisting: replaceExisting, device: device, continuation: continuation))
+                queue.append(Item(file: file, mode: mode, replaceExisting: replaceExisting, continuation: continuation))
                 if thread == nil { thread = LoopThread(name: "spate-publish") { [self] in self.run() } }
                 lock.broadcast()
                 return false
@@ -76,11 +75,21 @@ final class GroupPublisher: @unchecked Sendable {
         }
     }
 
+    private func device(of file: OutputFile) -> UInt64 {
+        let directory = FilePaths.directory(of: file.finalPath)
+        if let known = devices[directory] { return known }
+        var info = stat()
+        let device = fstat(file.fd, &info) == 0 ? UInt64(info.st_dev) : UInt64.max
+        if devices.count > 4096 { devices.removeAll() }
+        devices[directory] = device
+        return device
+    }
+
     /// One flush: `named` are then saved (or failed by the flush); `arrived` are then durable
     /// and get their names. Returns the ones named now.
     private func round(arrived: [Item], named: [Item]) -> [Item] {
         var flushed: [UInt64: Int32] = [:]  // device → syncfs result
-        let devices = (named + arrived).map { ($0, $0.device) }
+        let devices = (named + arrived).map { ($0, device(of: $0.file)) }
         for (item, dev) in devices where flushed[dev] == nil { flushed[dev] = spate_sync_file_system(item.file.fd) }
         for (item, dev) in devices.prefix(named.count) {
             let code = flushed[dev] ?? 0

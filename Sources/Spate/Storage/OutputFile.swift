@@ -41,7 +41,9 @@ public final class OutputFile: @unchecked Sendable {
     /// Creates a new partial file beside `finalPath`, marked as spate's and locked
     /// (`flock`) for as long as it is open, so another run can tell a live download from a
     /// leftover.
-    init(creatingFor finalPath: String, replacing: Replace) throws(SpateError) {
+    /// - Parameter mark: the note set right after creation: `user.spate.partial` by default;
+    ///   a small file written at once passes its final `SavedMark` (one attribute, not two).
+    init(creatingFor finalPath: String, replacing: Replace, mark: SavedMark? = nil) throws(SpateError) {
         self.finalPath = finalPath
         let partPath = OutputFile.partPath(for: finalPath)
         self.partPath = partPath
@@ -65,7 +67,7 @@ public final class OutputFile: @unchecked Sendable {
             throw Syscall.fail("create", path: partPath, errno: code)
         }
         _ = flock(fd, LOCK_EX | LOCK_NB)
-        SavedMark.markPartial(fd)
+        if let mark { mark.write(to: fd) } else { SavedMark.markPartial(fd) }
         self.fd = fd
     }
 

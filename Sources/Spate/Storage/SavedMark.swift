@@ -74,8 +74,11 @@ public struct SavedMark: Sendable, Hashable {
         _ = spate_set_attribute(fd, partialAttribute, "1", 1)
     }
 
+    /// Whether the partial file at `path` is spate's: marked partial, or already carrying its
+    /// final mark (a small file is marked once, when created).
     static func isPartialMarked(path: String) -> Bool {
         var byte: UInt8 = 0
-        return spate_get_attribute(path, partialAttribute, &byte, 1) == 1
+        if spate_get_attribute(path, partialAttribute, &byte, 1) == 1 { return true }
+        return read(path: path) != nil
     }
 }
