@@ -12,7 +12,8 @@ Usage: compare.py --spate PATH [--size 1G] [--runs 3] [--scenarios uncapped,capp
 """
 import argparse, hashlib, os, shutil, statistics, subprocess, sys, tempfile, time, datetime, platform
 
-NGINX_CONF = """
+# The nginx set-up every benchmark here shares; each adds its `server` blocks.
+NGINX_PREAMBLE = """
 worker_processes 1;
 daemon off;
 pid {work}/nginx.pid;
@@ -26,6 +27,9 @@ http {{
     keepalive_timeout 65;
     types {{ }}
     default_type application/octet-stream;
+"""
+
+NGINX_CONF = NGINX_PREAMBLE + """
     server {{ listen 127.0.0.1:{port_uncapped}; root {www}; }}
     server {{ listen 127.0.0.1:{port_capped}; root {www}; limit_rate 25m; }}
     # The straggler scenario: nginx is restarted before every run, so connection number 1 is the
@@ -74,6 +78,32 @@ def run_timed(cmd):
         return wall, float(user) + float(system), int(rss), proc.returncode, proc.stderr
     except ValueError:
         return wall, 0.0, 0, proc.returncode, proc.stderr
+
+def start_nginx(conf, work, ports):
+    """Starts nginx with `conf` once the previous instance is gone (a port that still answers
+    would hide a failed bind), and returns it when every port in `ports` answers."""
+    import socket
+    ports = list(ports)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", ports[0]), timeout=0.2).close()
+            time.sleep(0.05)
+        except OSError:
+            break
+    proc = subprocess.Popen(["nginx", "-c", conf, "-e", os.path.join(work, "error.log")])
+    for _ in range(100):
+        try:
+            for port in ports:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            time.sleep(0.05)
+            if proc.poll() is None:
+                return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            sys.exit("nginx did not start: see " + os.path.join(work, "error.log"))
+        time.sleep(0.05)
+    sys.exit("nginx did not start listening")
 
 PAGE_REPORTING_ORDER = "/sys/module/page_reporting/parameters/page_reporting_order"
 
@@ -147,30 +177,6 @@ def main():
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(work=work, www=www, port_uncapped=ports["uncapped"],
                                   port_capped=ports["capped"], port_straggler=ports["straggler"]))
-    def start_nginx():
-        import socket
-        # The previous instance must be gone: a port that still answers would hide a failed bind.
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", ports["uncapped"]), timeout=0.2).close()
-                time.sleep(0.05)
-            except OSError:
-                break
-        proc = subprocess.Popen(["nginx", "-c", conf, "-e", os.path.join(work, "error.log")])
-        for _ in range(100):
-            try:
-                for port in ports.values():
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                time.sleep(0.05)
-                if proc.poll() is None:
-                    return proc
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                sys.exit("nginx did not start: see " + os.path.join(work, "error.log"))
-            time.sleep(0.05)
-        sys.exit("nginx did not start listening")
-
     def stop_nginx(proc):
         proc.terminate()
         proc.wait()
@@ -207,7 +213,7 @@ def main():
                     # Start every run with no dirty pages from the previous one (not timed).
                     subprocess.run(["sync"])
                     cmd = [x.replace("{url}", url).replace("{sha256}", expected) for x in tools[tool]]
-                    nginx = start_nginx()
+                    nginx = start_nginx(conf, work, ports.values())
                     wall, cpu, rss, status, err = run_timed(cmd)
                     stop_nginx(nginx)
                     nginx = None

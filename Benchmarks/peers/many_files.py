@@ -20,25 +20,12 @@ curl's time there, 8 s instead of 1 s), so whichever tool runs after a delete pa
 Not for the mixed scenario: its 1.3 GB then go through the loop device, whose writeback
 dominates every tool that syncs (spate fsyncs each file before naming it; the peers do not).
 """
-import argparse, filecmp, os, random, shutil, statistics, subprocess, sys, datetime, platform, socket, time
+import argparse, filecmp, os, random, shutil, statistics, subprocess, sys, datetime, platform
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import run_timed, pause_page_reporting, restore_page_reporting  # noqa: E402
+from compare import NGINX_PREAMBLE, run_timed, pause_page_reporting, restore_page_reporting, start_nginx  # noqa: E402
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 65;
-    types {{ }}
-    default_type application/octet-stream;
+NGINX_CONF = NGINX_PREAMBLE + """
     server {{ listen 127.0.0.1:{port_small}; root {www}; }}
     server {{ listen 127.0.0.1:{port_mixed}; root {www}; limit_rate 25m; sendfile_max_chunk 256k; }}
 }}
@@ -145,25 +132,6 @@ def main():
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(work=work, www=www, port_small=PORTS["small"], port_mixed=PORTS["mixed"]))
 
-    def start_nginx():
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", PORTS["small"]), timeout=0.2).close()
-                time.sleep(0.05)
-            except OSError:
-                break
-        proc = subprocess.Popen(["nginx", "-c", conf, "-e", os.path.join(work, "error.log")])
-        for _ in range(100):
-            try:
-                for port in PORTS.values():
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return proc
-            except OSError:
-                if proc.poll() is not None:
-                    sys.exit("nginx did not start: see " + os.path.join(work, "error.log"))
-                time.sleep(0.05)
-        sys.exit("nginx did not start listening")
-
     reporting = pause_page_reporting() if args.pause_page_reporting else None
     results = {}
     sizes = {}
@@ -182,7 +150,7 @@ def main():
                     shutil.rmtree(out, ignore_errors=True)
                     os.makedirs(out)
                     subprocess.run(["sync"])
-                    nginx = start_nginx()
+                    nginx = start_nginx(conf, work, PORTS.values())
                     try:
                         wall, cpu, rss, status, err = run_timed(tools[tool])
                     finally:

@@ -1,7 +1,8 @@
 import Spate
 
 /// One JSON object on one line, built field by field (RFC 8259 strings: `"`, `\` and control
-/// characters escaped, everything else UTF-8 as is).
+/// characters escaped, everything else UTF-8 as is). `quote` also serves `spate journal show
+/// --json`.
 ///
 /// Why not Foundation's JSONSerialization: the library and the `spate` binary do not link
 /// Foundation (it would add megabytes of resident memory to every run for a few flat objects).

@@ -66,48 +66,26 @@ enum JournalRendering {
         case .lastModified(let d): ("last-modified", d)
         }
         var fields: [String] = []
-        fields.append("\"journal\": \(quote(r.journalPath))")
-        fields.append("\"partFile\": \(quote(r.partPath))")
+        fields.append("\"journal\": \(JSONLine.quote(r.journalPath))")
+        fields.append("\"partFile\": \(JSONLine.quote(r.partPath))")
         fields.append("\"partFileExists\": \(r.partExists)")
         fields.append("\"journalBytes\": \(r.journalBytes)")
         fields.append("\"frames\": \(r.contents.frames)")
         fields.append("\"totalBytes\": \(r.totalBytes)")
-        fields.append("\"validator\": {\"kind\": \(quote(kind)), \"value\": \(value.map(quote) ?? "null")}")
-        fields.append("\"requestFingerprint\": \(quote("sha256:" + Hex.encode(r.contents.header.fingerprint)))")
+        fields.append("\"validator\": {\"kind\": \(JSONLine.quote(kind)), \"value\": \(value.map(JSONLine.quote) ?? "null")}")
+        fields.append("\"requestFingerprint\": \(JSONLine.quote("sha256:" + Hex.encode(r.contents.header.fingerprint)))")
         fields.append("\"doneBytes\": \(r.doneBytes)")
-        let ranges = r.records.map { "{\"start\": \($0.range.start), \"end\": \($0.range.end), \"crc32\": \(quote(hex32($0.crc)))}" }
+        let ranges = r.records.map { "{\"start\": \($0.range.start), \"end\": \($0.range.end), \"crc32\": \(JSONLine.quote(hex32($0.crc)))}" }
         fields.append("\"ranges\": [\(ranges.joined(separator: ", "))]")
         let missing = r.missing.map { "{\"start\": \($0.start), \"end\": \($0.end)}" }
         fields.append("\"missing\": [\(missing.joined(separator: ", "))]")
         fields.append("\"droppedBytes\": \(r.contents.droppedBytes)")
-        fields.append("\"dropReason\": \(r.contents.dropReason.map(quote) ?? "null")")
+        fields.append("\"dropReason\": \(r.contents.dropReason.map(JSONLine.quote) ?? "null")")
         return "{\n  " + fields.joined(separator: ",\n  ") + "\n}"
     }
 
     static func hex32(_ v: UInt32) -> String {
         let h = String(v, radix: 16)
         return String(repeating: "0", count: 8 - h.count) + h
-    }
-
-    /// A JSON string literal.
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let h = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 }
