@@ -54,10 +54,15 @@ struct DownloadJob: Sendable {
     }
 
     /// Whether a journal was left for the output of `command` after `error`.
+    /// Not after a refusal that the same command would meet again (a journal that cannot be
+    /// used, a remote that changed, bad arguments), and not when the files are another live
+    /// run's.
     static func canResume(after error: SpateError, command: SpateCommand) -> Bool {
-        guard let url = command.url, let remote = try? RemoteURL(url),
+        guard ![.usage, .journal, .remoteChanged, .checksumMismatch].contains(error.kind),
+              let url = command.url, let remote = try? RemoteURL(url),
               let path = try? outputPath(for: remote, output: command.output, overwrite: true) else { return false }
-        return FilePaths.exists(Download.journalPath(for: path)) && FilePaths.exists(OutputFile.partPath(for: path))
+        return FilePaths.exists(Download.journalPath(for: path)) && FilePaths.exists(Download.partialPath(for: path))
+            && !Download.outputIsLocked(path)
     }
 
     func run() async throws(SpateError) -> Int32 {

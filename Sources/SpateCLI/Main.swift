@@ -76,14 +76,15 @@ enum Main {
     }
 }
 
-/// Runs a job so that SIGINT/SIGTERM cancel it (the partial file is removed) instead of killing
-/// the process mid-write.
+/// Runs a job so that SIGINT, SIGTERM and SIGHUP (a closed terminal) cancel it — the partial
+/// file and journal are kept for a resume — instead of killing the process mid-write.
 enum Interruptible {
     static func run(_ job: @escaping @Sendable () async throws(SpateError) -> Int32) async throws(SpateError) -> Int32 {
         let task = Task { () async throws -> Int32 in try await job() }
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
-        let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+        signal(SIGHUP, SIG_IGN)
+        let sources = [SIGINT, SIGTERM, SIGHUP].map { sig -> any DispatchSourceSignal in
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { task.cancel() }
             source.resume()

@@ -61,12 +61,12 @@ struct SpateCommand: ParsableCommand {
         valueName: "DIR"))
     var dir: String?
 
-    @Option(help: ArgumentHelp(
+    @Option(parsing: .unconditional, help: ArgumentHelp(
         "Batch: most connections to one host across all files, probes included (default \(DownloadSession.Limits.defaultMaxConnectionsPerHost)).",
         valueName: "N"))
     var maxPerHost: Int = DownloadSession.Limits.defaultMaxConnectionsPerHost
 
-    @Option(name: [.customShort("j"), .customLong("max-files")], help: ArgumentHelp(
+    @Option(name: [.customShort("j"), .customLong("max-files")], parsing: .unconditional, help: ArgumentHelp(
         "Batch: most files in flight (default: 4 x -c, at least 256, at most 1024). Files in flight finish before later ones start.",
         valueName: "N"))
     var maxFiles: Int?
@@ -95,7 +95,7 @@ struct SpateCommand: ParsableCommand {
         valueName: "PATH"))
     var output: String?
 
-    @Option(name: [.short, .customLong("connections")], help: ArgumentHelp(
+    @Option(name: [.short, .customLong("connections")], parsing: .unconditional, help: ArgumentHelp(
         "Most simultaneous connections (1-\(DownloadOptions.maximumConnections)); spate starts with \(DownloadOptions().initialConnections) and adds more while they raise the throughput. In a batch: the global maximum (1-\(DownloadSession.Limits.highestMaxConnections)).", valueName: "N"))
     var connections: Int = DownloadOptions.defaultConnections
 
@@ -116,10 +116,10 @@ struct SpateCommand: ParsableCommand {
     @Flag(help: "Replace an existing output file.")
     var force = false
 
-    @Option(help: ArgumentHelp("Retries of a failing request before giving up.", valueName: "N"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Retries of a failing request before giving up.", valueName: "N"))
     var maxRetries: Int = RetryPolicy().maxRetries
 
-    @Option(help: ArgumentHelp("Longest wait between retries, in seconds (also caps Retry-After).", valueName: "SECONDS"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Longest wait between retries, in seconds (also caps Retry-After).", valueName: "SECONDS"))
     var retryMaxWait: Double = RetryPolicy().maxDelay.secondsDouble
 
     @Flag(help: "Send -H headers to redirect targets on other hosts too.")
@@ -128,16 +128,16 @@ struct SpateCommand: ParsableCommand {
     @Flag(help: "If the remote file changes mid-download, start over (default: stop with exit code 7).")
     var restartOnChange = false
 
-    @Option(help: ArgumentHelp("Stall watchdog: a request slower than --min-speed for this long is retried on a fresh connection.", valueName: "SECONDS"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Stall watchdog: a request slower than --min-speed for this long is retried on a fresh connection.", valueName: "SECONDS"))
     var stallTimeout: Double = DownloadOptions().lowSpeedWindow.secondsDouble
 
-    @Option(help: ArgumentHelp("Stall watchdog threshold in bytes per second, e.g. 1K (0 turns the watchdog off).", valueName: "SIZE"))
+    @Option(help: ArgumentHelp("Stall watchdog threshold in bytes per second, e.g. 1K. A stalled attempt counts as a failure however many bytes it moved. 0: only a request that receives nothing for --stall-timeout is cut.", valueName: "SIZE"))
     var minSpeed: String = "1K"
 
     @Flag(help: "Do not keep a resume journal (a failed download then leaves nothing behind).")
     var noJournal = false
 
-    @Flag(help: "On resume, trust the journal instead of re-hashing the recorded ranges on disk.")
+    @Flag(help: "On resume, trust the journal instead of re-hashing the recorded ranges on disk (faster; bytes changed on disk after the journal recorded them then go unnoticed unless --checksum is given).")
     var fastResume = false
 
     @Flag(help: "Use exactly -c connections instead of letting spate find how many help.")
@@ -203,8 +203,8 @@ struct SpateCommand: ParsableCommand {
         var options = DownloadOptions()
         options.connections = isBatch ? min(connections, DownloadOptions.maximumConnections) : connections
         if let chunkSize {
-            guard let bytes = ByteSize.parse(chunkSize), bytes > 0 else {
-                throw SpateError(.usage, "invalid --chunk-size \"\(chunkSize)\": use a positive size like 4M or 1048576")
+            guard let bytes = ByteSize.parse(chunkSize), bytes >= DownloadOptions.minimumChunkBytes else {
+                throw SpateError(.usage, "invalid --chunk-size \"\(chunkSize)\": use a size from 4 KiB to 1 EiB, like 4M or 1048576")
             }
             options.chunkBytes = bytes
         }

@@ -117,6 +117,7 @@ final class ConnectionHandler: ChannelInboundHandler {
         var text = "HTTP/1.1 \(plan.status) \(plan.reason)\r\n"
         for (name, value) in plan.headers { text += "\(name): \(value)\r\n" }
         text += "\r\n"
+        if let raw = plan.rawHead { text = raw }
         var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
         buffer.writeString(text)
         context.write(wrapOutboundOut(buffer), promise: nil)

@@ -120,7 +120,7 @@ public final class FaultSchedule: Sendable {
 
 extension RequestInfo {
     /// The same request without one header (to compute what a server ignoring it would send).
-    init(copying other: RequestInfo, withoutHeader name: String) {
+    public init(copying other: RequestInfo, withoutHeader name: String) {
         self.init(index: other.index, connectionRequestIndex: other.connectionRequestIndex,
                   connectionID: other.connectionID, host: other.host, method: other.method, uri: other.uri,
                   headers: other.headers.filter { $0.name.lowercased() != name.lowercased() },

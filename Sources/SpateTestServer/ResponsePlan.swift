@@ -32,6 +32,9 @@ public struct ResponsePlan: Sendable {
     public var bytesPerSecond: Int?
     /// Close the connection after the response.
     public var closeAfterResponse = false
+    /// Sent instead of the status line and headers when set: a broken reply exactly as given
+    /// (an empty string makes an HTTP/0.9 reply, the body alone).
+    public var rawHead: String?
 
     public init(status: Int, reason: String? = nil, headers: [(name: String, value: String)] = [], body: Body = .empty) {
         self.status = status

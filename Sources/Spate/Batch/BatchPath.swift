@@ -7,12 +7,12 @@
 public enum BatchPath {
     /// The longest destination accepted, in bytes (Linux's PATH_MAX minus room for the base).
     public static let maxBytes = 3072
-    /// The longest file name (last component): 255 bytes minus `.part.journal.tmp`.
-    public static let maxFileNameBytes = 255 - ".part.journal.tmp".utf8.count
+    /// The longest file name (last component): what the file system takes. Longer names get
+    /// shortened temporary names (`OutputFile.partPath`).
+    public static let maxFileNameBytes = 255
 
     /// Normalises a relative destination: `a//b/./c` → `a/b/c`. Throws a one-line reason for an
-    /// absolute path, a `..` component, a control character, a directory over 255 bytes or a
-    /// file name over `maxFileNameBytes`, a name that is spate's own temporary file (`.part`,
+    /// absolute path, a `..` component, a control character, a component over 255 bytes, a name that is spate's own temporary file (`.part`,
     /// `.part.journal`, `.part.journal.tmp`), or an empty path.
     public static func normalize(_ raw: String) throws(SpateError) -> String {
         var raw = raw
@@ -56,10 +56,6 @@ public enum BatchPath {
         let name = UnsafeBufferPointer(rebasing: bytes[last])
         if name.ends(with: ".part") || name.ends(with: ".part.journal") || name.ends(with: ".part.journal.tmp") {
             return .failure(.usage("the destination \(quoted(raw)) ends in .part, .part.journal or .part.journal.tmp, the names spate gives its partial files"))
-        }
-        // The file's own temporary names (`NAME.part.journal.tmp`) must fit in 255 bytes too.
-        if name.count > maxFileNameBytes {
-            return .failure(.usage("the file name of the destination \(quoted(raw)) is longer than \(maxFileNameBytes) bytes (spate adds .part.journal.tmp to it while it downloads)"))
         }
         return .success(changed ? kept : nil)
     }

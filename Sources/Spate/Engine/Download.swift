@@ -59,6 +59,13 @@ public final class Download: Sendable {
     /// Where the resume journal of a download to `path` lives.
     public static func journalPath(for path: String) -> String { Journal.path(for: path) }
 
+    /// The partial file a download to `path` writes (`PATH.part`, or a shortened name when
+    /// that would not fit in 255 bytes with its journal's suffixes).
+    public static func partialPath(for path: String) -> String { OutputFile.partPath(for: path) }
+
+    /// Whether another process is downloading to `path` now (it holds the partial file's lock).
+    public static func outputIsLocked(_ path: String) -> Bool { OutputLock.conflict(at: OutputFile.partPath(for: path)) != nil }
+
     /// Runs the download to the end. Call once.
     public func run() async throws(SpateError) -> DownloadResult {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else {

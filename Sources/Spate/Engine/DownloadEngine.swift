@@ -125,10 +125,14 @@ final class DownloadEngine: Sendable {
         if !remote.acceptsRanges && (plan.size ?? 1) > 0 {
             emit(.notice("the server does not support byte ranges: downloading with one connection"))
         }
+        if plan.segmented && remote.ifRangeValidator == nil && options.checksum == nil {
+            // Nothing ties the ranges to one version of the file: say so once.
+            emit(.notice("no validator (no ETag or Last-Modified): changes during the download cannot be detected; use --checksum"))
+        }
         let header = options.journal && plan.segmented
             ? ResumePlanner.header(url: url, remote: remote, range: options.byteRange, size: plan.size ?? 0) : nil
         let identity = ObjectIdentifier(self)
-        let resources = try DownloadResources.open(path: path, header: header, size: plan.size, options: options,
+        let resources = try DownloadResources.open(path: path, header: header, remote: remote, size: plan.size, options: options,
                                                    session: session, identity: identity, emit: emit)
         counters.bytesAlreadyDone.store(resources.alreadyDone.count, ordering: .relaxed)
         do {
@@ -213,6 +217,8 @@ final class DownloadEngine: Sendable {
         guard FilePaths.directoryIsWritable(for: destination) else {
             throw SpateError.localIO("cannot write to directory \(FilePaths.directory(of: destination))")
         }
+        // Another run writing this output now: fail at once, before any request (`OutputLock`).
+        if let conflict = OutputLock.conflict(at: OutputFile.partPath(for: destination)) { throw conflict }
         if FilePaths.exists(destination) && !options.overwrite {
             throw SpateError.localIO("\(destination) already exists; use --force to replace it")
         }

@@ -61,7 +61,9 @@ public struct DownloadOptions: Sendable {
     public var tailHedging = true
     public var retry = RetryPolicy()
     /// The stall watchdog: a request slower than this over `lowSpeedWindow` is abandoned and its
-    /// remaining bytes are fetched again on a fresh connection. 0 disables it.
+    /// remaining bytes are fetched again on a fresh connection; the attempt counts against the
+    /// retry budget however many bytes it moved (a trickle is not progress). 0 keeps only the
+    /// bound every wait needs: a request that receives nothing at all for `lowSpeedWindow`.
     public var lowSpeedBytesPerSecond = 1024
     public var lowSpeedWindow: Duration = .seconds(10)
     public var connectTimeout: Duration = .seconds(15)
@@ -89,6 +91,11 @@ public struct DownloadOptions: Sendable {
 
     public static let maximumConnections = 128
 
+    /// The smallest fixed request size. Each request costs a header exchange and, without
+    /// keep-alive luck, a round trip: below a page, a file of a few MiB takes minutes in
+    /// requests (a 1 MiB file at 1-byte requests ran past 60 s).
+    public static let minimumChunkBytes: Int64 = 4 * 1024
+
     public init() {}
 
     /// Checks ranges of values; the CLI calls this before any network traffic.
@@ -96,8 +103,11 @@ public struct DownloadOptions: Sendable {
         guard (1...DownloadOptions.maximumConnections).contains(connections) else {
             throw .usage("connections must be between 1 and \(DownloadOptions.maximumConnections), not \(connections)")
         }
-        if let chunkBytes, chunkBytes < 1 {
-            throw .usage("chunk size must be at least 1 byte")
+        if let chunkBytes, chunkBytes < Self.minimumChunkBytes || chunkBytes > ByteSize.largest {
+            throw .usage("the chunk size must be between 4 KiB and 1 EiB")
+        }
+        if lowSpeedBytesPerSecond < 0 || Int64(lowSpeedBytesPerSecond) > ByteSize.largest {
+            throw .usage("the stall watchdog's speed must be between 0 and 1 EiB/s")
         }
         if retry.maxRetries < 0 { throw .usage("max retries cannot be negative") }
         if retry.maxDelay < .zero { throw .usage("retry max wait cannot be negative") }
@@ -128,12 +138,12 @@ public struct PartialByteRange: Sendable, Hashable, CustomStringConvertible {
     public init(parsing text: String) throws(SpateError) {
         let parts = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, let start = ByteSize.parse(String(parts[0])) else {
-            throw .usage("invalid --range \"\(text)\": use START-END or START- (byte offsets, END inclusive)")
+            throw .usage("invalid --range \"\(text)\": use START-END or START- (byte offsets up to 1 EiB, END inclusive)")
         }
         var last: Int64?
         if !parts[1].isEmpty {
             guard let end = ByteSize.parse(String(parts[1])) else {
-                throw .usage("invalid --range \"\(text)\": use START-END or START- (byte offsets, END inclusive)")
+                throw .usage("invalid --range \"\(text)\": use START-END or START- (byte offsets up to 1 EiB, END inclusive)")
             }
             last = end
         }

@@ -36,10 +36,10 @@ final class DownloadResources: @unchecked Sendable {
     /// - Parameters:
     ///   - header: the journal header this download would write; nil when it keeps no journal.
     ///   - identity: the download, for the session's accounting.
-    static func open(path: String, header: JournalCodec.Header?, size: Int64?, options: DownloadOptions,
+    static func open(path: String, header: JournalCodec.Header?, remote: RemoteFile, size: Int64?, options: DownloadOptions,
                      session: DownloadSession, identity: ObjectIdentifier,
                      emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> DownloadResources {
-        let (file, records, covered) = try openFile(path, header: header, size: size, options: options, emit: emit)
+        let (file, records, covered, header) = try openFile(path, header: header, remote: remote, size: size, options: options, emit: emit)
         let journal: Journal?
         do {
             journal = try header.map { header throws(SpateError) in
@@ -112,33 +112,54 @@ final class DownloadResources: @unchecked Sendable {
 
     /// Creates the partial file, or opens it to resume, following `ResumePlanner`. Returns the
     /// file, the verified records already on disk, and the bytes they cover.
-    private static func openFile(_ destination: String, header: JournalCodec.Header?, size: Int64?, options: DownloadOptions,
-                                 emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> (OutputFile, [HashedRange], RangeSet) {
+    /// Also returns the journal header to write (`ResumePlanner.aligned` with a resumed one).
+    private static func openFile(_ destination: String, header: JournalCodec.Header?, remote: RemoteFile, size: Int64?,
+                                 options: DownloadOptions, emit: @Sendable (DownloadEvent) -> Void)
+        throws(SpateError) -> (OutputFile, [HashedRange], RangeSet, JournalCodec.Header?) {
         let partPath = OutputFile.partPath(for: destination)
         let journalPath = Journal.path(for: destination)
         let replacing: OutputFile.Replace = options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never
         guard options.journal else {
-            return (try OutputFile(creatingFor: destination, replacing: replacing), [], RangeSet())
+            return (try OutputFile(creatingFor: destination, replacing: replacing), [], RangeSet(), header)
         }
         var found = ResumePlanner.Found(partExists: FilePaths.exists(partPath), journal: nil, journalError: nil)
+        // A live download's partial file (another process holds its lock) is never resumed,
+        // replaced or reported as a leftover: say who has it.
+        if found.partExists, let conflict = OutputLock.conflict(at: partPath) { throw conflict }
         do { found.journal = try Journal.load(path: journalPath) } catch { found.journalError = error }
         if options.replacesUnjournaledPartial && found.partExists && found.journal == nil && found.journalError == nil {
             // A batch's leftover (a small file's, or one killed before its journal's first
             // byte): replaced if it is spate's and nobody holds it.
             emit(.notice("\(partPath) has no journal (left by an interrupted run): starting over"))
-            return (try OutputFile(creatingFor: destination, replacing: .leftover), [], RangeSet())
+            return (try OutputFile(creatingFor: destination, replacing: .leftover), [], RangeSet(), header)
+        }
+        /// A new partial file; the old journal (if any) goes once the new file is held.
+        func newFile(replacing: OutputFile.Replace, removeJournal: Bool) throws(SpateError) -> OutputFile {
+            let file = try OutputFile(creatingFor: destination, replacing: replacing)
+            if removeJournal {
+                do { try file.removeStaleJournal() } catch {
+                    file.discard()
+                    throw error
+                }
+            }
+            return file
+        }
+        // A new journal takes the best validator; a resumed one keeps the kind it recorded.
+        let fresh = header
+        var header = header
+        if let expected = header, let previous = found.journal?.header {
+            header = ResumePlanner.aligned(expected, to: previous, remote: remote)
         }
         switch ResumePlanner.decide(found: found, expected: header, partPath: partPath, journalPath: journalPath,
                                     overwrite: options.overwrite, restartOnChange: options.restartOnChange) {
         case .refuse(let error):
             throw error
         case .fresh:
-            if found.journal != nil || found.journalError != nil || options.overwrite { try OutputFile.removeLeftovers(for: destination) }
-            return (try OutputFile(creatingFor: destination, replacePartial: options.overwrite), [], RangeSet())
+            let stale = found.journal != nil || found.journalError != nil || options.overwrite
+            return (try newFile(replacing: options.overwrite ? .always : .never, removeJournal: stale), [], RangeSet(), fresh)
         case .restart(let why):
             emit(.notice(why))
-            try OutputFile.removeLeftovers(for: destination)
-            return (try OutputFile(creatingFor: destination, replacePartial: true), [], RangeSet())
+            return (try newFile(replacing: .always, removeJournal: true), [], RangeSet(), fresh)
         case .resume(let records):
             let file = try OutputFile(resumingFor: destination, size: size ?? 0)
             let verified = options.verifyResume ? file.verify(records) : records
@@ -148,7 +169,7 @@ final class DownloadResources: @unchecked Sendable {
                 text += "; \(records.count - verified.count) recorded range(s) failed verification and will be fetched again"
             }
             emit(.notice(text))
-            return (file, verified, covered)
+            return (file, verified, covered, header)
         }
     }
 }

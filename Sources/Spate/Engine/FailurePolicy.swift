@@ -11,12 +11,14 @@
 /// | 401, 403, 404, 410                              | resolve the URL again (an expired signed URL)   | 4  |
 /// | 408, 425, 500, 502, 504, 202                    | retry after `Retry-After` or the backoff, counted | 4 |
 /// | any other status ≥ 300                          | stop                                            | 4  |
+/// | 200 to If-Range with the probe's validator      | retry at once without If-Range, uncounted       | 8  |
 /// | invalid reply (wrong range, encoding, length…)  | retry, counted                                  | 8  |
 /// | the remote file changed                         | stop (or start over with --restart-on-change)   | 7  |
 /// | local write failure                             | stop                                            | 6  |
 ///
 /// Counted retries are bounded by `RetryPolicy.maxRetries` consecutive failures of the same
-/// bytes without progress (a request that moved bytes resets the count). A throttling reply does not count
+/// bytes without progress (a request that moved bytes resets the count, unless the watchdog
+/// cut it: a trickle is not progress). A throttling reply does not count
 /// while the host's connection budget is still coming down (`HostThrottle`): it waits out the
 /// cooldown and the server's `Retry-After`, then asks again. Only a refusal of a request sent at
 /// the lowest budget counts. When the URL cannot be resolved again (no redirect was involved,
@@ -56,7 +58,9 @@ enum FailurePolicy {
     ///     again (range requests to a redirect target); else it stops.
     static func decide(_ end: TransferEnd, madeProgress: Bool, budget: inout RetryBudget, throttle: ThrottleDecision? = nil,
                        canResolveAgain: Bool = true, random: Double) -> Decision {
-        if madeProgress { budget.progressed() }
+        // A stalled request moved too little to count as progress, however many bytes: a
+        // server that trickles a byte a second would otherwise reset the budget forever.
+        if madeProgress, !end.isStall { budget.progressed() }
         switch end {
         case .completed, .enough, .abandoned:
             preconditionFailure("not a failure: \(end)")
@@ -83,6 +87,10 @@ enum FailurePolicy {
                 return budget.counted(reply.error, retryAfter: reply.retryAfter, freshConnection: false, random: random)
             }
             return .stop(reply.error)
+        case .invalidReply(let reply) where reply.kind == .ifRangeIgnored:
+            // Asked again at once without If-Range (the download turned it off); uncounted,
+            // and it cannot repeat: a request without If-Range never ends this way.
+            return .retry(after: .zero, freshConnection: false)
         case .invalidReply(let reply):
             return budget.counted(reply.error, retryAfter: nil, freshConnection: false, random: random)
         case .remoteChanged:

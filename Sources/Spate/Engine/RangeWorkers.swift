@@ -179,7 +179,8 @@ final class RangeWorkers: Sendable {
                     let work = c.schedule.nextWork(worker: index, positions: c.positions(), now: now)
                     guard case .fetch(let job) = work else { return (work, nil) }
                     let sink = RangeSink(requested: job.assignment.range, remoteOffset: parts.remoteOffset, output: parts.output.make(),
-                                         remote: remote, counters: parts.transport.counters, slot: slot)
+                                         remote: remote, counters: parts.transport.counters, slot: slot,
+                                         sentIfRange: parts.requests.sendsIfRange(for: remote))
                     c.running[job.assignment.id] = Running(sink: sink, handle: TransferHandle())
                     return (work, job.shorten.flatMap { c.running[$0.victim]?.sink })
                 }
@@ -233,7 +234,7 @@ final class RangeWorkers: Sendable {
         let sink = request.sink
         let range = job.assignment.range
         let spec = parts.requests.range(ByteRange(range.start + parts.remoteOffset, range.end + parts.remoteOffset), of: remote,
-                                        fresh: job.freshConnection,
+                                        fresh: job.freshConnection, sendIfRange: sink.sentIfRange,
                                         bufferBytes: session.receiveBufferBytes(fixed: parts.requests.options.receiveBufferBytes), slot: slot)
         let outcome: TransferOutcome
         do {
@@ -250,6 +251,9 @@ final class RangeWorkers: Sendable {
         let end = writeError.map(TransferEnd.localFailure)
             ?? sink.end(of: outcome, url: remote.url, wallSeconds: clock.wallSeconds)
         if writeError == nil, let written = sink.written { parts.journal?.record(written) }
+        if case .invalidReply(let reply) = end, reply.kind == .ifRangeIgnored, parts.requests.ifRange.turnOff() {
+            parts.transport.emit(.notice("the server ignores If-Range for this file (a validator it considers weak, as Apache does for a file modified in the last second): asking without it; every reply's validator is still checked"))
+        }
         // A 429/503 is judged by the host's budget first (shared with the session's other
         // downloads): a cut, or a reply to a higher count than now allowed, does not count.
         var throttle: ThrottleDecision?

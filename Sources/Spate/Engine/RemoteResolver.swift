@@ -22,7 +22,7 @@ final class RemoteResolver: Sendable {
     private let state = Mutex(State())
     /// Jitter for the probe's retry waits (seeded: `DownloadOptions.randomSeed`).
     private let random: Mutex<SplitMix64>
-    static let maxRedirects = 10
+    static let maxRedirects = 20  // as browsers (curl allows 50)
     static let maxRefreshes = 16
 
     init(requests: RequestBuilder, transport: DownloadTransport, seed: UInt64) {

@@ -1,9 +1,13 @@
+import Synchronization
+
 /// Builds the requests of one download: the probe, the ranges and the single stream, with the
 /// user's headers only where they may go.
 struct RequestBuilder: Sendable {
     /// The URL the user gave (redirect targets are compared with its origin).
     let url: RemoteURL
     let options: DownloadOptions
+    /// Whether range requests still carry `If-Range` (shared by the download's copies).
+    let ifRange = IfRangeSwitch()
 
     /// The user's headers, when they may go to `target` (same scheme, host and port as the
     /// original URL, or `--location-trusted`). Credentials never cross origins otherwise
@@ -16,8 +20,7 @@ struct RequestBuilder: Sendable {
     func tuning(bufferBytes: Int) -> TransferTuning {
         TransferTuning(
             bufferBytes: bufferBytes, connectTimeout: options.connectTimeout,
-            stallLimit: options.lowSpeedBytesPerSecond > 0
-                ? StallWatchdog.Limit(bytesPerSecond: options.lowSpeedBytesPerSecond, window: options.lowSpeedWindow) : nil,
+            stallLimit: StallWatchdog.Limit(bytesPerSecond: options.lowSpeedBytesPerSecond, window: options.lowSpeedWindow),
             caCertificatePath: options.caCertificatePath, insecure: options.insecure, verbose: options.verbose)
     }
 
@@ -32,11 +35,13 @@ struct RequestBuilder: Sendable {
 
     /// A request for remote bytes `range` of `remote`, with `If-Range` so a changed file can
     /// never be mixed in.
-    func range(_ range: ByteRange, of remote: RemoteFile, fresh: Bool, bufferBytes: Int, slot: BudgetSlot) -> TransferSpec {
+    /// - Parameter sendIfRange: from `sendsIfRange(for:)` when the request's sink was made.
+    func range(_ range: ByteRange, of remote: RemoteFile, fresh: Bool, sendIfRange: Bool, bufferBytes: Int,
+               slot: BudgetSlot) -> TransferSpec {
         var headers = userHeaders(for: remote.url)
         headers.append("Range: \(range.httpRangeValue)")
         headers.append("Accept-Encoding: identity")
-        if let validator = remote.ifRangeValidator { headers.append("If-Range: \(validator)") }
+        if sendIfRange, let validator = remote.ifRangeValidator { headers.append("If-Range: \(validator)") }
         return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
                             freshConnection: fresh, secretPath: remote.url.isRedirectTarget, host: slot.origin.key, hostBudget: slot.hostAllowed)
     }
@@ -48,4 +53,26 @@ struct RequestBuilder: Sendable {
         return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
                             secretPath: remote.url.isRedirectTarget, host: slot.origin.key, hostBudget: slot.hostAllowed)
     }
+}
+
+extension RequestBuilder {
+    /// Whether a range request for `remote` carries `If-Range` now.
+    func sendsIfRange(for remote: RemoteFile) -> Bool { remote.ifRangeValidator != nil && ifRange.isOn }
+}
+
+/// `If-Range`, on until the server shows it ignores it.
+///
+/// Why it can be turned off: Apache treats a validator younger than a second as weak (a file
+/// modified in the last second: its ETag is `W/`, its Last-Modified not yet trusted) and
+/// answers every `If-Range` with 200 and the whole file, so a download would retry the same
+/// 200 until its budget ends. Without `If-Range` nothing is mixed either: every 206 is still
+/// checked against the probe's validator (`RemoteFile.validatorMismatch`), and a changed file
+/// stops the download.
+final class IfRangeSwitch: Sendable {
+    private let off = Atomic<Bool>(false)
+
+    var isOn: Bool { !off.load(ordering: .relaxed) }
+
+    /// Turns it off; true only for the call that did (to say so once).
+    func turnOff() -> Bool { off.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged }
 }

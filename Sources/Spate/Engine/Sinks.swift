@@ -96,6 +96,9 @@ final class ProbeSink: ResponseSink, @unchecked Sendable {
 final class RangeSink: ResponseSink, @unchecked Sendable {
     /// The bytes of the output file this request fills.
     let requested: ByteRange
+    /// Whether the request carries `If-Range` (a 200 with the probe's validator then means the
+    /// server judged it weak).
+    let sentIfRange: Bool
     /// Output offset 0 is this remote offset (`--range START-END` downloads part of a file).
     let remoteOffset: Int64
     /// The bytes asked of the server.
@@ -117,7 +120,8 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private(set) var errorBody = ErrorBody()
 
     init(requested: ByteRange, remoteOffset: Int64 = 0, output: StagedOutput, remote: RemoteFile, counters: DownloadCounters,
-         slot: BudgetSlot? = nil) {
+         slot: BudgetSlot? = nil, sentIfRange: Bool = false) {
+        self.sentIfRange = sentIfRange
         self.requested = requested
         self.remoteOffset = remoteOffset
         self.position = requested.start
@@ -135,6 +139,11 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
             return check206(head)
         case 200:
             if let change = remote.validatorMismatch(in: head) { return .remoteChanged(change) }
+            if sentIfRange {
+                // The validator matches, so If-Range was judged weak (Apache, for a file
+                // modified in the last second): not a server that ignores ranges.
+                return .invalid(InvalidReply(.ifRangeIgnored, "the server answered If-Range: \(remote.ifRangeValidator ?? "") with 200 and the whole file (it treats the validator as weak)"))
+            }
             return .invalid(InvalidReply(.ignoredRange, "the server ignored the Range header (200 instead of 206 for \(remoteRange.httpRangeValue))"))
         case 416:
             if let length = head["content-range"].flatMap(ContentRange.init(parsing:))?.completeLength,

@@ -22,8 +22,14 @@ public struct Checksum: Sendable, Hashable, CustomStringConvertible {
             let known = DigestAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")
             throw .usage("unknown checksum algorithm \"\(name)\": use one of \(known)")
         }
-        guard let digest = Hex.decode(hex) else {
-            throw .usage("invalid checksum: \"\(hex)\" is not hexadecimal")
+        // The length first: "abc" is hexadecimal, just not a digest (an odd count would
+        // otherwise read as "not hexadecimal").
+        let digits = hex.utf8.count
+        guard hex.utf8.allSatisfy({ PercentEncoding.hexValue($0) != nil }) else {
+            throw .usage("invalid checksum: \"\(hex.prefix(140))\" is not hexadecimal")
+        }
+        guard digits == algorithm.byteCount * 2, let digest = Hex.decode(hex) else {
+            throw .usage("invalid checksum: a \(algorithm.rawValue) checksum has \(algorithm.byteCount * 2) hex digits, not \(digits)")
         }
         try self.init(algorithm: algorithm, digest: digest)
     }

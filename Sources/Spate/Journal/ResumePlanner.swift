@@ -66,6 +66,24 @@ public enum ResumePlanner {
         return .resume(journal.records)
     }
 
+    /// `expected` with the remote's validator of the kind `journal` recorded, when the remote
+    /// still sends one: compare like with like. A file first seen without a strong ETag (Apache
+    /// sends a weak one for a second after a change) was journaled with its Last-Modified; a
+    /// rerun that now sees a strong ETag compares the dates, not an ETag with a date.
+    public static func aligned(_ expected: JournalCodec.Header, to journal: JournalCodec.Header,
+                               remote: RemoteFile) -> JournalCodec.Header {
+        var aligned = expected
+        switch journal.validator {
+        case .lastModified:
+            if let date = remote.lastModified { aligned.validator = .lastModified(date) }
+        case .strongETag:
+            if let etag = remote.strongETag { aligned.validator = .strongETag(etag) }
+        case .none:
+            break
+        }
+        return aligned
+    }
+
     /// The journal header for a download of `size` output bytes (the whole file, or the
     /// `--range` part of it), or nil when it cannot be resumed safely later.
     public static func header(url: RemoteURL, remote: RemoteFile, range: PartialByteRange? = nil, size: Int64) -> JournalCodec.Header? {

@@ -18,8 +18,31 @@ public final class OutputFile: @unchecked Sendable {
     let fd: Int32
     private var closed = false
 
-    /// The partial-file name for a final path.
-    public static func partPath(for finalPath: String) -> String { finalPath + ".part" }
+    /// The partial-file name for a final path: `NAME.part`, beside it.
+    ///
+    /// Any name the file system takes (255 bytes) must be downloadable, and the journal's
+    /// temporary name adds `.part.journal.tmp` (17 bytes) to it. When that does not fit, the
+    /// temporary names use the name's first bytes (cut on a character boundary) and a hash
+    /// of the whole name instead: `NAME-PREFIX~0123456789abcdef.part`. Deterministic, so a
+    /// rerun finds them.
+    public static func partPath(for finalPath: String) -> String {
+        let slash = finalPath.utf8.lastIndex(of: UInt8(ascii: "/"))
+        let nameStart = slash.map { finalPath.utf8.index(after: $0) } ?? finalPath.utf8.startIndex
+        let name = finalPath.utf8[nameStart...]
+        guard name.count > maxNameBytesKeptWhole else { return finalPath + ".part" }
+        let hash = BatchPath.stableHash(Substring(finalPath[nameStart...]))
+        var hex = String(hash, radix: 16)
+        hex = String(repeating: "0", count: 16 - hex.count) + hex
+        // Room for "~" + 16 hex digits + ".part.journal.tmp".
+        var keep = maxNameBytesKeptWhole - 17
+        let bytes = Array(name)
+        while keep > 0 && (bytes[keep] & 0xC0) == 0x80 { keep -= 1 }  // not inside a character
+        let prefix = String(decoding: bytes[0..<keep], as: UTF8.self)
+        return String(finalPath[..<nameStart]) + prefix + "~" + hex + ".part"
+    }
+
+    /// The longest file name whose temporary names fit in 255 bytes as they are.
+    static let maxNameBytesKeptWhole = 255 - ".part.journal.tmp".utf8.count
 
     /// What to do when the partial file already exists.
     enum Replace {
@@ -39,8 +62,8 @@ public final class OutputFile: @unchecked Sendable {
     }
 
     /// Creates a new partial file beside `finalPath`, marked as spate's and locked
-    /// (`flock`) for as long as it is open, so another run can tell a live download from a
-    /// leftover.
+    /// (`OutputLock`) for as long as it is open, so another run can tell a live download from a
+    /// leftover, and never takes over or removes a live one.
     /// - Parameter mark: the note set right after creation: `user.spate.partial` by default;
     ///   a small file written at once passes its final `SavedMark` (one attribute, not two).
     init(creatingFor finalPath: String, replacing: Replace, mark: SavedMark? = nil) throws(SpateError) {
@@ -54,56 +77,72 @@ public final class OutputFile: @unchecked Sendable {
         if fd < 0 && errno == EEXIST && replacing != .never {
             // Replaced only when one is there (no unlink on the common path: one lookup less
             // per file, which a batch of small files notices).
-            if replacing == .leftover { try Self.checkLeftover(partPath) }
-            if unlink(partPath) != 0 && errno != ENOENT { throw Syscall.fail("remove", path: partPath) }
+            try Self.removeExisting(partPath, onlyLeftover: replacing == .leftover)
             fd = create()
         }
         if fd < 0 {
             let code = errno
             if code == EEXIST {
-                throw SpateError.localIO(
-                    "\(partPath) already exists (another download in progress?); remove it or use --force")
+                if let conflict = OutputLock.conflict(at: partPath) { throw conflict }
+                throw SpateError.localIO("\(partPath) already exists (left by an earlier run?); remove it or use --force")
             }
             throw Syscall.fail("create", path: partPath, errno: code)
         }
-        _ = flock(fd, LOCK_EX | LOCK_NB)
+        // Another run may have removed or opened the new file between the create and the
+        // lock (it found it unlocked): then it is theirs, and this run stops.
+        guard OutputLock.tryLock(fd), OutputLock.isSameFile(fd, path: partPath) else {
+            let error = OutputLock.heldError(partPath, fd: fd)
+            _ = Glibc.close(fd)
+            throw error
+        }
         if let mark { mark.write(to: fd) } else { SavedMark.markPartial(fd) }
         self.fd = fd
     }
 
-    /// Throws unless the partial file at `partPath` is a leftover of spate's — marked, or
-    /// empty (a run killed between creating and marking it; removing an empty file loses
-    /// nothing) — and not locked by a live process.
-    private static func checkLeftover(_ partPath: String) throws(SpateError) {
-        let fd = Syscall.retryingEINTR { open(partPath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
-        guard fd >= 0 else { throw Syscall.fail("open", path: partPath) }
+    /// Removes the partial file at `partPath` so a new one can be created — unless another
+    /// process holds it (a live download: never removed, even with `--force`), it is not a
+    /// regular file, or `onlyLeftover` and it is not spate's (marked `user.spate.partial`, or
+    /// empty: a run killed between creating and marking it; removing it loses nothing).
+    /// The lock is held while the name is removed, so no other run can take the file meanwhile.
+    private static func removeExisting(_ partPath: String, onlyLeftover: Bool) throws(SpateError) {
+        let fd = Syscall.retryingEINTR { open(partPath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
+        guard fd >= 0 else {
+            if errno == ENOENT { return }
+            throw Syscall.fail("open", path: partPath)
+        }
         defer { _ = Glibc.close(fd) }
         var info = stat()
-        let empty = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_size == 0
-        guard empty || SavedMark.isPartialMarked(path: partPath) else {
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw SpateError.localIO("\(partPath) is not a regular file; spate never removes it")
+        }
+        guard OutputLock.tryLock(fd) else { throw OutputLock.heldError(partPath, fd: fd) }
+        if onlyLeftover && info.st_size != 0 && !SavedMark.isPartialMarked(path: partPath) {
             throw SpateError.localIO("\(partPath) already exists and spate did not create it; remove it or use --force")
         }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            throw SpateError.localIO("\(partPath) is being written by another spate process")
+        guard OutputLock.isSameFile(fd, path: partPath) else {
+            if let conflict = OutputLock.conflict(at: partPath) { throw conflict }
+            throw SpateError.localIO("\(partPath) changed while spate replaced it; try again")
         }
+        if unlink(partPath) != 0 && errno != ENOENT { throw Syscall.fail("remove", path: partPath) }
     }
 
-    /// Opens an existing partial file to resume it (never following a symlink).
+    /// Opens an existing partial file to resume it (never following a symlink), and takes its
+    /// lock: two runs must never write one partial file.
     init(resumingFor finalPath: String, size: Int64) throws(SpateError) {
         self.finalPath = finalPath
         let partPath = OutputFile.partPath(for: finalPath)
         self.partPath = partPath
-        let fd = Syscall.retryingEINTR { open(partPath, O_RDWR | O_NOFOLLOW | O_CLOEXEC) }
+        let fd = Syscall.retryingEINTR { open(partPath, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
         guard fd >= 0 else { throw Syscall.fail("open", path: partPath) }
         var info = stat()
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
             _ = Glibc.close(fd)
             throw SpateError.localIO("\(partPath) is not a regular file")
         }
-        // Two runs must never write one partial file: the live one holds its lock.
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+        guard OutputLock.tryLock(fd), OutputLock.isSameFile(fd, path: partPath) else {
+            let error = OutputLock.heldError(partPath, fd: fd)
             _ = Glibc.close(fd)
-            throw SpateError.localIO("\(partPath) is being written by another spate process")
+            throw error
         }
         self.fd = fd
     }
@@ -112,11 +151,11 @@ public final class OutputFile: @unchecked Sendable {
         if !closed { _ = Glibc.close(fd) }
     }
 
-    /// Removes leftovers of an earlier download at this path: the partial file and its journal.
-    static func removeLeftovers(for finalPath: String) throws(SpateError) {
-        for path in [partPath(for: finalPath), Journal.path(for: finalPath)] where unlink(path) != 0 && errno != ENOENT {
-            throw Syscall.fail("remove", path: path)
-        }
+    /// Removes the journal of an earlier download at this path. Called only while holding the
+    /// new partial file's lock: the journal belongs to whoever holds the partial file.
+    func removeStaleJournal() throws(SpateError) {
+        let path = Journal.path(for: finalPath)
+        if unlink(path) != 0 && errno != ENOENT { throw Syscall.fail("remove", path: path) }
     }
 
     /// Keeps only the records whose bytes on disk still match their CRC.
@@ -146,10 +185,15 @@ public final class OutputFile: @unchecked Sendable {
         guard size > 0 else { return }
         if spate_is_memory_filesystem(fd) != 0 {
             var vfs = statvfs()
-            if fstatvfs(fd, &vfs) == 0 {
+            var info = stat()
+            if fstatvfs(fd, &vfs) == 0, fstat(fd, &info) == 0 {
+                // Only the bytes not yet on disk need room: a resume after a full disk asks
+                // for what is missing, not for the whole file again.
                 let free = Int64(vfs.f_bavail) * Int64(vfs.f_frsize)
-                if free < size {
-                    throw SpateError.localIO("not enough space for \(partPath): \(size) bytes needed, \(free) free")
+                let allocated = Int64(info.st_blocks) * 512
+                let needed = max(0, size - allocated)
+                if free < needed {
+                    throw SpateError.localIO("not enough space for \(partPath): \(needed) more bytes needed, \(free) free")
                 }
             }
             if ftruncate(fd, off_t(size)) != 0 { throw Syscall.fail("truncate", path: partPath) }
@@ -199,6 +243,11 @@ public final class OutputFile: @unchecked Sendable {
     /// `GroupPublisher`) its final name and closes it unless `close` is false. The directory is
     /// not synced here.
     func publish(mode: mode_t, replaceExisting: Bool, close: Bool = true) throws(SpateError) {
+        // Publishing is by name: the name must still be this file (spate runs never touch a
+        // locked partial file; this catches anyone else who did).
+        guard OutputLock.isSameFile(fd, path: partPath) else {
+            throw SpateError.localIO("\(partPath) was removed or replaced by another process while spate wrote it; nothing was saved")
+        }
         if fchmod(fd, mode) != 0 { throw Syscall.fail("chmod", path: partPath) }
         if replaceExisting {
             if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
@@ -241,8 +290,9 @@ public final class OutputFile: @unchecked Sendable {
 
     /// Closes and deletes the partial file (after a failure that leaves nothing to resume).
     func discard() {
+        // By name, so only while the name is still this file.
+        if !closed && OutputLock.isSameFile(fd, path: partPath) { _ = unlink(partPath) }
         close()
-        _ = unlink(partPath)
     }
 
     func close() {

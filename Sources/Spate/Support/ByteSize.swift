@@ -1,7 +1,12 @@
 /// Byte counts as people write and read them: `512K`, `4MiB`, `1G` in, `1.50 GiB` out.
 /// Units are binary (K = 1024), with or without the `iB`/`B` suffix.
 public enum ByteSize {
-    /// Parses a non-negative size; nil for anything else (including overflow).
+    /// The largest size or offset spate accepts from a server or the command line: 1 EiB.
+    /// Larger than any file a file system here holds (ext4 16 TiB, XFS 8 EiB in theory) and far
+    /// enough from `Int64.max` that a sum or product of two checked values cannot overflow.
+    public static let largest: Int64 = 1 << 60
+
+    /// Parses a non-negative size up to `largest`; nil for anything else.
     public static func parse(_ text: String) -> Int64? {
         var digits = text.trimmingSpaces().uppercased()
         var multiplier: Int64 = 1
@@ -17,7 +22,7 @@ public enum ByteSize {
         }
         guard let n = ContentRange.parseDecimal(digits.trimmingSpaces()) else { return nil }
         let (product, overflow) = n.multipliedReportingOverflow(by: multiplier)
-        return overflow ? nil : product
+        return overflow || product > largest ? nil : product
     }
 
     /// `1023 B`, `1.00 KiB`, `12.3 MiB`, `1.50 GiB`: three significant digits.

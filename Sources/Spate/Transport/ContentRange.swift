@@ -48,7 +48,7 @@ public struct ContentRange: Hashable, Sendable {
         return ContentRange(range: ByteRange(first, last + 1), completeLength: complete)
     }
 
-    /// Digits only in `b[from..<to]`, at most 19, fitting in Int64.
+    /// Digits only in `b[from..<to]`, at most 19, no more than `ByteSize.largest`.
     private static func decimal(_ b: UnsafeBufferPointer<UInt8>, _ from: Int, _ to: Int) -> Int64? {
         guard from < to, to - from <= 19 else { return nil }
         var value: Int64 = 0
@@ -60,12 +60,13 @@ public struct ContentRange: Hashable, Sendable {
             guard !o1, !o2 else { return nil }
             value = sum
         }
-        return value
+        return value <= ByteSize.largest ? value : nil
     }
 
-    /// A non-negative decimal that fits in Int64, digits only (no sign, no spaces).
+    /// A non-negative decimal up to `ByteSize.largest`, digits only (no sign, no spaces).
     static func parseDecimal(_ s: some StringProtocol) -> Int64? {
-        guard !s.isEmpty, s.utf8.count <= 19, s.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
-        return Int64(s)
+        guard !s.isEmpty, s.utf8.count <= 19, s.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+              let value = Int64(s), value <= ByteSize.largest else { return nil }
+        return value
     }
 }

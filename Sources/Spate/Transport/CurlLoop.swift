@@ -252,7 +252,7 @@ private final class Transfer {
             easy.set(CURLOPT_SSL_VERIFYPEER, !tuning.insecure),
             easy.set(CURLOPT_SSL_VERIFYHOST, tuning.insecure ? 0 : 2),
         ]
-        if let limit = tuning.stallLimit, limit.bytesPerSecond > 0 {
+        if let limit = tuning.stallLimit {
             // The stall watchdog runs in the progress callback (see `checkStall`).
             codes.append(easy.set(CURLOPT_NOPROGRESS, false))
             codes.append(spate_easy_setopt_xferinfo_function(easy.raw, transferProgressCallback))

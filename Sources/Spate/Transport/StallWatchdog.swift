@@ -1,5 +1,5 @@
 /// The stall watchdog of one transfer: a transfer that receives fewer than
-/// `limit.bytesPerSecond × limit.window` bytes within one window is a stall.
+/// `limit.bytesPerSecond × limit.window` bytes (and at least one) within one window is a stall.
 ///
 /// A pure value fed from libcurl's progress callback (called at least once a second, even when
 /// nothing arrives) with the body bytes so far and the engine clock's `now`.
@@ -13,7 +13,7 @@ struct StallWatchdog: Sendable {
         var window: Duration
 
         /// The bytes one window must bring.
-        var bytesPerWindow: Int64 { Int64(Double(bytesPerSecond) * window.secondsDouble) }
+        var bytesPerWindow: Int64 { Int64(min(Double(bytesPerSecond) * window.secondsDouble, Double(ByteSize.largest))) }
 
         /// For messages: "less than 1024 bytes/s for 10.0 s".
         var description: String {
@@ -34,7 +34,9 @@ struct StallWatchdog: Sendable {
     /// enough starts the next one.
     mutating func isStalled(bodyBytes: Int64, now: ContinuousClock.Instant) -> Bool {
         guard now - windowStart >= limit.window else { return false }
-        if bodyBytes - windowBytes < limit.bytesPerWindow { return true }
+        // At least one byte per window, even at a speed limit of 0: a silent server is never
+        // waited on forever.
+        if bodyBytes - windowBytes < max(1, limit.bytesPerWindow) { return true }
         windowStart = now
         windowBytes = bodyBytes
         return false

@@ -27,6 +27,12 @@ enum TransferEnd: Sendable, Equatable {
 }
 
 extension TransferEnd {
+    /// Whether the stall watchdog cut the transfer.
+    var isStall: Bool {
+        if case .stalled = self { return true }
+        return false
+    }
+
     /// The end as an error, for messages (retry notices, the final error).
     var error: SpateError {
         switch self {
@@ -108,6 +114,9 @@ struct InvalidReply: Sendable, Equatable {
     enum Kind: Sendable, Equatable {
         /// 200 with the whole body for a range request.
         case ignoredRange
+        /// 200 with the whole body, and the probe's validator, for a range request with
+        /// `If-Range`: the server judged the validator weak (`IfRangeSwitch`).
+        case ifRangeIgnored
         /// A 206 for other bytes than asked, or a malformed or missing Content-Range.
         case wrongRange
         /// Content-Encoding other than identity.
@@ -179,9 +188,39 @@ extension TransferOutcome {
             case .localFailure(let error): return .localFailure(error)
             }
         }
+        if let reply = Self.malformedReply(curlCode: curlCode, curlMessage: curlMessage, headComplete: head != nil, url: url) {
+            return .invalidReply(reply)
+        }
         if curlCode != 0 || head == nil {
             return .transport(TransportFailure(code: curlCode, curlMessage: curlMessage, url: url))
         }
         return .completed
+    }
+}
+
+extension TransferOutcome {
+    /// libcurl codes that mean the server's reply broke HTTP, not that the network failed:
+    /// an invalid reply (exit 8), so scripts that retry on exit 3 do not loop on a broken server.
+    ///
+    /// - `CURLE_WEIRD_SERVER_REPLY`: a malformed status line or header (`Content-Length: abc`,
+    ///   `-1`, two different lengths).
+    /// - `CURLE_UNSUPPORTED_PROTOCOL` during a transfer: the reply was not HTTP/1.x (an
+    ///   HTTP/0.9 reply). spate's URLs are checked to be http(s) before any request, and
+    ///   redirects are followed by spate, so this code has no other cause here.
+    /// - `CURLE_OUT_OF_MEMORY` before a complete head, `CURLE_TOO_LARGE` (libcurl 8.6+): a
+    ///   reply header over libcurl's 100 KiB limit (libcurl 7.x reports it as out of memory).
+    static func malformedReply(curlCode: UInt32, curlMessage: String, headComplete: Bool, url: RemoteURL) -> InvalidReply? {
+        let tooLarge: UInt32 = 100  // CURLE_TOO_LARGE, absent from older headers
+        let origin = "\(url.host):\(url.port)"
+        switch curlCode {
+        case CURLE_WEIRD_SERVER_REPLY.rawValue:
+            return InvalidReply(.malformedHead, "\(origin): malformed reply: \(Redactor.urls(in: curlMessage))")
+        case CURLE_UNSUPPORTED_PROTOCOL.rawValue:
+            return InvalidReply(.malformedHead, "\(origin): the reply is not HTTP/1.x (\(Redactor.urls(in: curlMessage)))")
+        case CURLE_OUT_OF_MEMORY.rawValue where !headComplete, tooLarge:
+            return InvalidReply(.malformedHead, "\(origin): the reply's header is too large (over 100 KiB)")
+        default:
+            return nil
+        }
     }
 }

@@ -25,6 +25,17 @@ struct CLITests {
         (["URL", "--stall-timeout", "0"], 2, "--stall-timeout must be between"),
         (["URL", "--min-speed", "fast"], 2, "invalid --min-speed"),
         (["URL", "--max-retries=-1"], 2, "--max-retries must be between"),
+        // Issue 15: no trap, no "Missing value", a message that says what is wrong.
+        (["URL", "-c", "-1"], 2, "connections must be between 1 and"),
+        (["URL", "--max-retries", "-1"], 2, "--max-retries must be between"),
+        (["URL", "--checksum", "sha256:abc"], 2, "a sha256 checksum has 64 hex digits, not 3"),
+        (["URL", "--checksum", "sha256:xyz"], 2, "is not hexadecimal"),
+        (["URL", "--chunk-size", "1"], 2, "invalid --chunk-size"),
+        (["URL", "--chunk-size", "9223372036854775807"], 2, "invalid --chunk-size"),
+        (["URL", "--range", "0-9223372036854775807"], 2, "invalid --range"),
+        (["URL", "--range", "1000-9223372036854775806"], 2, "invalid --range"),
+        (["URL", "--range", "9223372036854775806-"], 2, "invalid --range"),
+        (["URL", "--min-speed", "9223372036854775807"], 2, "invalid --min-speed"),
     ] as [([String], Int32, String)])
     func badInput(arguments: [String], status: Int32, message: String) async throws {
         let dir = try TemporaryDirectory()

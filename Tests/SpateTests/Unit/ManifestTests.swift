@@ -72,7 +72,7 @@ struct ManifestTests {
         ("https://e.com/a\n  out", "line 2: expected an indented option as key=value"),
         ("https://e.com/a\n  header:Authorization: Basic c2VjcmV0=", "line 2: expected an indented option as key=value (out="),
         ("https://e.com/a x.part.journal.tmp", "line 1: the destination \"x.part.journal.tmp\" ends in .part"),
-        ("https://e.com/a d/" + String(repeating: "n", count: 239), "line 1: the file name of the destination"),
+        ("https://e.com/a d/" + String(repeating: "n", count: 256), "line 1: a component of the destination"),
         ("https://e.com/a\n  checksum=sha-256=abc", "line 2: "),
         ("https://e.com/a\n  header=Range: bytes=0-1", "line 2: "),
         ("https://e.com/a /etc/passwd", "line 1: the destination \"/etc/passwd\" is an absolute path"),
