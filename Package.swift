@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "SpateTestServer", targets: ["SpateTestServer"]),
         .executable(name: "spate-test-server", targets: ["SpateTestServerMain"]),
         .executable(name: "spate-soak", targets: ["SpateSoak"]),
+        .executable(name: "spate-fuzz", targets: ["SpateFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -76,6 +77,9 @@ let package = Package(
                 "SpateTestServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+
+        // Fuzz targets over the parsers of untrusted input (`scripts/fuzz TARGET SECONDS`).
+        .executableTarget(name: "SpateFuzz", dependencies: ["Spate"]),
 
         .testTarget(
             name: "SpateTests",

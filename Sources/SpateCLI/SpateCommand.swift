@@ -41,11 +41,13 @@ struct SpateCommand: ParsableCommand {
               3    network failure (connect, TLS, timeout, stall), after retries
               4    HTTP error status from the server (e.g. 403, 404, 503 after retries)
               5    checksum mismatch
-              6    local I/O error (unwritable directory, output exists, disk full)
+              6    local I/O error (unwritable directory, output exists, disk full,
+                   another spate process writing the same output)
               7    the remote file changed during the download (see --restart-on-change)
-              8    invalid server response (bad Content-Range, wrong length, ...)
+              8    invalid server response (bad Content-Range, wrong length, malformed
+                   or oversized header, a size beyond 1 EiB, ...)
               9    unusable resume journal (corrupt, or from another download)
-              130  interrupted
+              130  interrupted (SIGINT, SIGTERM, SIGHUP; partial file and journal kept)
             """)
 
     @Argument(help: "The http or https URL to download (several: a batch into --dir). Omit it to run the bundled demo.")
@@ -99,7 +101,7 @@ struct SpateCommand: ParsableCommand {
         "Most simultaneous connections (1-\(DownloadOptions.maximumConnections)); spate starts with \(DownloadOptions().initialConnections) and adds more while they raise the throughput. In a batch: the global maximum (1-\(DownloadSession.Limits.highestMaxConnections)).", valueName: "N"))
     var connections: Int = DownloadOptions.defaultConnections
 
-    @Option(help: ArgumentHelp("Bytes per range request, e.g. 4M (default: automatic).", valueName: "SIZE"))
+    @Option(help: ArgumentHelp("Bytes per range request, e.g. 4M, from 4K (default: automatic).", valueName: "SIZE"))
     var chunkSize: String?
 
     @Option(help: ArgumentHelp("Expected digest: sha256, sha512, sha1 or md5, e.g. sha256:<hex>.", valueName: "ALG:HEX"))
@@ -113,7 +115,7 @@ struct SpateCommand: ParsableCommand {
     @Flag(name: .shortAndLong, help: "No progress line; print only a one-line summary or errors.")
     var quiet = false
 
-    @Flag(help: "Replace an existing output file.")
+    @Flag(help: "Replace an existing output file (never a partial file another spate process is writing).")
     var force = false
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Retries of a failing request before giving up.", valueName: "N"))

@@ -122,4 +122,27 @@ struct CLITests {
         #expect(text.contains("spate starts with \(DownloadOptions().initialConnections) and adds more"), "\(text)")
         #expect(DownloadOptions().initialConnections == 16, "README's command-line table says 16")
     }
+
+    /// Issue 15's promises, in --help as in README.
+    @Test func helpSaysWhatTheHardeningPromises() throws {
+        let out = try CLIRunner.run(["--help"])
+        let text = out.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        for phrase in [
+            "another spate process writing the same output",
+            "never a partial file another spate process is writing",
+            "130 interrupted (SIGINT, SIGTERM, SIGHUP",
+            "A stalled attempt counts as a failure however many bytes it moved",
+            "0: only a request that receives nothing for --stall-timeout is cut",
+            "go unnoticed unless --checksum is given",
+            "from 4K",
+        ] {
+            #expect(text.contains(phrase), "--help lacks: \(phrase)")
+        }
+        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+            .split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        for phrase in ["another spate process is writing the same output", "go unnoticed unless `--checksum` is given",
+                       "from 4 KiB to 1 EiB", "SIGHUP"] {
+            #expect(readme.contains(phrase), "README lacks: \(phrase)")
+        }
+    }
 }

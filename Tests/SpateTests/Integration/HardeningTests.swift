@@ -122,6 +122,67 @@ struct HardeningTests {
         }
     }
 
+    // MARK: Resume after a full disk (refused before: it asked for the whole file's space)
+
+    /// On a small tmpfs (mounted for the test; skipped where mounting is not allowed): a first
+    /// run saves half the file and stops; the disk is then filled so that the missing half fits
+    /// but the whole file does not; the rerun resumes and the file is exact.
+    @Test func aResumeNeedsSpaceOnlyForTheMissingBytes() async throws {
+        let dir = try TemporaryDirectory()
+        let mountPoint = dir.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: false)
+        guard getuid() == 0, runTool("/bin/mount", ["-t", "tmpfs", "-o", "size=12m", "tmpfs", mountPoint]) == 0 else {
+            print("[full disk] skipped: cannot mount a tmpfs here (needs root)")
+            return
+        }
+        defer { _ = runTool("/bin/umount", [mountPoint]) }
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 159, size: 8 * Self.mib)
+            let file = TestServer.File(content: content)
+            let failing = Atomic<Bool>(true)
+            let served = Atomic<Int>(0)
+            server.setHook { request in
+                guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
+                if failing.load(ordering: .relaxed) && served.add(1, ordering: .relaxed).newValue > 4 {
+                    return .text(500, "down\n")
+                }
+                return TestServer.standardPlan(for: request, file: file)
+            }
+            server.addFile("/f.bin", file)
+            let path = mountPoint + "/f.bin"
+            var o = testOptions(connections: 1, chunk: Self.mib)
+            o.wholeFileBytes = 0
+            o.retry = RetryPolicy(maxRetries: 0, baseDelay: .milliseconds(5), maxDelay: .milliseconds(20))
+            o.tailHedging = false
+            o.workStealing = false
+            let first = await download(server.url("/f.bin"), to: path, options: o)
+            #expect(first.failureKind == .http, "\(first)")
+            // Fill the disk: room for the missing 4 MiB and a little, not for 8 MiB.
+            var vfs = statvfs()
+            #expect(statvfs(mountPoint, &vfs) == 0)
+            let free = Int64(vfs.f_bavail) * Int64(vfs.f_frsize)
+            let filler = free - 5 * Self.mib
+            #expect(filler > 0)
+            #expect(FileManager.default.createFile(atPath: mountPoint + "/filler", contents: Data(repeating: 0xA5, count: Int(filler))))
+            failing.store(false, ordering: .relaxed)
+            let (second, notices) = await run(server.url("/f.bin"), to: path, options: o)
+            #expect(second.failureKind == nil, "\(second)")
+            #expect(notices.contains { $0.hasPrefix("resuming: 4.00 MiB") }, "\(notices)")
+            #expect(compareFile(path, with: content) == nil)
+        }
+    }
+
+    func runTool(_ path: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return -1 }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     // MARK: Apache's weak validators (a loop, then a false "remote changed", before)
 
     /// Like Apache for a file modified less than a second ago: a weak ETag, and 200 with the
