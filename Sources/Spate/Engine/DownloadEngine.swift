@@ -217,6 +217,7 @@ final class DownloadEngine: Sendable {
         guard FilePaths.directoryIsWritable(for: destination) else {
             throw SpateError.localIO("cannot write to directory \(FilePaths.directory(of: destination))")
         }
+        if let refusal = OutputFile.nonRegularRefusal(destination) { throw refusal }
         // Another run writing this output now: fail at once, before any request (`OutputLock`).
         if let conflict = OutputLock.conflict(at: OutputFile.partPath(for: destination)) { throw conflict }
         if FilePaths.exists(destination) && !options.overwrite {

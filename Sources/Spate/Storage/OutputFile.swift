@@ -250,6 +250,9 @@ public final class OutputFile: @unchecked Sendable {
         }
         if fchmod(fd, mode) != 0 { throw Syscall.fail("chmod", path: partPath) }
         if replaceExisting {
+            // --force replaces files, never a device, FIFO, socket or directory: a rename over
+            // /dev/null run as root would destroy the system's null device.
+            if let refusal = Self.nonRegularRefusal(finalPath) { throw refusal }
             if rename(partPath, finalPath) != 0 { throw Syscall.fail("rename to", path: finalPath) }
         } else {
             // RENAME_NOREPLACE fails with EEXIST instead of replacing, in one step: no window
@@ -261,6 +264,16 @@ public final class OutputFile: @unchecked Sendable {
             if code != 0 { try linkThenUnlink(after: code) }
         }
         if close { self.close() }
+    }
+
+    /// The error for an existing `path` that is neither a regular file nor a symbolic link
+    /// (a rename replaces the link itself), or nil.
+    static func nonRegularRefusal(_ path: String) -> SpateError? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        let type = info.st_mode & S_IFMT
+        guard type != S_IFREG && type != S_IFLNK else { return nil }
+        return SpateError.localIO("\(path) is not a regular file; spate never replaces it, even with --force")
     }
 
     /// Where the file system has no RENAME_NOREPLACE: link(2), which also fails with EEXIST

@@ -25,8 +25,8 @@ public enum FilePaths {
             scalars.append(scalar)
         }
         var name = String(scalars)
-        while name.hasPrefix(".") { name.removeFirst() }
-        name = String(name.drop(while: { $0 == " " }))
+        // Dots and spaces together: " .bashrc" must not become ".bashrc" (found by fuzzing).
+        name = String(name.drop(while: { $0 == "." || $0 == " " }))
         while name.hasSuffix(" ") { name.removeLast() }
         while name.utf8.count > 255 { name.removeLast() }
         return name.isEmpty ? fallback : name

@@ -156,6 +156,8 @@ struct NamingTests {
         ("file.bin", "file.bin"), ("../../etc/passwd", "passwd"), ("..", "download"), (".bashrc", "bashrc"),
         ("a\\b\\c.txt", "c.txt"), ("C:evil.exe", "Cevil.exe"), ("", "download"), ("name\u{7}\u{1B}.bin", "name.bin"),
         ("  spaced  ", "spaced"), ("résumé 2026.pdf", "résumé 2026.pdf"),
+        // Found by fuzzing: spaces before a dot hid it from the dot rule.
+        (" .bashrc", "bashrc"), (". . .", "download"), ("fi%/....  . ", "download"),
     ])
     func sanitizedNames(raw: String, expected: String) {
         #expect(FilePaths.sanitizedFileName(raw) == expected)
