@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
 #include <stdio.h>
@@ -52,4 +53,12 @@ int spate_get_attribute(const char *path, const char *name, void *buffer, int ca
 
 int spate_rename_noreplace(const char *from, const char *to) {
     return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0 ? 0 : errno;
+}
+
+int spate_memory_file(const char *name) {
+    return memfd_create(name, MFD_CLOEXEC);
+}
+
+int spate_punch_hole(int fd, int64_t offset, int64_t count) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, count) == 0 ? 0 : errno;
 }

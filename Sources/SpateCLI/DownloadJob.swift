@@ -9,10 +9,21 @@ struct DownloadJob: Sendable {
     /// The download, as `--events` names it (one file: index 0).
     let file: BatchFile
 
-    init(url: String, output: String?, options: DownloadOptions, quiet: Bool, log: EventLog? = nil) throws(SpateError) {
+    /// How the summary names the output ("saved PATH", "wrote to standard output", …).
+    let verb: String?
+
+    /// - Parameter target: a stream or a discard (`-o -`, a FIFO, a device, `/dev/null`);
+    ///   nil for a file.
+    init(url: String, output: String?, options: DownloadOptions, quiet: Bool, log: EventLog? = nil,
+         target: OutputTarget? = nil) throws(SpateError) {
         let remote = try RemoteURL(url)
         let path: String
-        if options.nameFromServer {
+        if let target {
+            guard !options.nameFromServer else {
+                throw SpateError(.usage, "-J names a file; it cannot be used with -o \(target.path) or --discard")
+            }
+            path = target.path
+        } else if options.nameFromServer {
             // -J: the name comes from the server; -o, if given, is the directory.
             path = output ?? "."
             guard FilePaths.isDirectory(path) else {
@@ -25,6 +36,7 @@ struct DownloadJob: Sendable {
             Console.note("warning: TLS certificate verification is off (--insecure): anyone on the path can change the file")
         }
         download = try Download(url: url, to: path, options: options)
+        verb = target?.summaryVerb
         self.quiet = quiet
         self.log = log
         file = BatchFile(index: 0, line: 0, url: remote.redacted, path: path)
@@ -58,7 +70,7 @@ struct DownloadJob: Sendable {
     /// used, a remote that changed, bad arguments), and not when the files are another live
     /// run's.
     static func canResume(after error: SpateError, command: SpateCommand) -> Bool {
-        guard ![.usage, .journal, .remoteChanged, .checksumMismatch].contains(error.kind),
+        guard ![.usage, .journal, .remoteChanged, .checksumMismatch, .outputClosed].contains(error.kind), command.output != "-",
               let url = command.url, let remote = try? RemoteURL(url),
               let path = try? outputPath(for: remote, output: command.output, overwrite: true) else { return false }
         return FilePaths.exists(Download.journalPath(for: path)) && FilePaths.exists(Download.partialPath(for: path))
@@ -76,7 +88,7 @@ struct DownloadJob: Sendable {
             if let log, error.kind == .cancelled { DownloadJob.logFailure(error, file: file, to: log) }
             throw error
         }
-        Console.note(ProgressRenderer.summary(result))
+        Console.note(ProgressRenderer.summary(result, verb: verb))
         if let log {
             var summary = BatchSummary()
             summary.succeeded = 1

@@ -57,7 +57,14 @@ enum Main {
             }
             let job: @Sendable () async throws(SpateError) -> Int32
             if let url = command.url {
-                let plan = try DownloadJob(url: url, output: command.output, options: options, quiet: command.quiet, log: log)
+                var options = options
+                let target = try command.outputTarget(checksum: options.checksum != nil)
+                if let target {
+                    options.output = target.output
+                    try options.validate()
+                }
+                let plan = try DownloadJob(url: url, output: command.output, options: options, quiet: command.quiet, log: log,
+                                           target: target)
                 single = plan.file
                 job = { () async throws(SpateError) -> Int32 in try await plan.run() }
             } else {

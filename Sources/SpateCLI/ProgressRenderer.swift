@@ -59,8 +59,10 @@ struct ProgressRenderer {
     }
 
     /// The one-line summary printed at the end.
-    static func summary(_ r: DownloadResult) -> String {
-        var text = "saved \(r.path) (\(ByteSize.format(r.bytes))) in \(seconds(r.elapsed.secondsDouble)), "
+    /// - Parameter verb: how to name the output ("wrote to standard output"); default
+    ///   "saved PATH".
+    static func summary(_ r: DownloadResult, verb: String? = nil) -> String {
+        var text = "\(verb ?? "saved \(r.path)") (\(ByteSize.format(r.bytes))) in \(seconds(r.elapsed.secondsDouble)), "
         text += "\(ByteSize.formatRate(r.bytesPerSecond)), \(r.connections) connection\(r.connections == 1 ? "" : "s")"
         if let checksum = r.verifiedChecksum {
             text += ", \(checksum.algorithm.rawValue) verified"

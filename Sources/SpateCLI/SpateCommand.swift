@@ -104,6 +104,14 @@ struct SpateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Bytes per range request, e.g. 4M, from 4K (default: automatic).", valueName: "SIZE"))
     var chunkSize: String?
 
+    @Option(help: ArgumentHelp(
+        "Reorder window of an ordered stream (-o -, a FIFO, a device): received bytes waiting for earlier ones plus requests in flight stay within it (default 64M; 1M-16G).",
+        valueName: "SIZE"))
+    var window: String?
+
+    @Flag(help: "Throw the bytes away as they arrive (like -o /dev/null): for benchmarks. With --checksum they are still hashed, in order.")
+    var discard = false
+
     @Option(help: ArgumentHelp("Expected digest: sha256, sha512, sha1 or md5, e.g. sha256:<hex>.", valueName: "ALG:HEX"))
     var checksum: String?
 
@@ -188,8 +196,32 @@ struct SpateCommand: ParsableCommand {
     @Option(help: .hidden)
     var stagingSize: String?
 
+    /// `-o -`, a FIFO, a device, `/dev/null` or `--discard`: where the bytes go instead of a
+    /// file (nil for a file). Opens a FIFO or device (a FIFO waits for its reader).
+    func outputTarget(checksum: Bool) throws(SpateError) -> OutputTarget? {
+        var windowBytes = DownloadOutput.defaultWindow
+        if let window {
+            guard let bytes = ByteSize.parse(window),
+                  (DownloadOutput.minimumWindow...DownloadOutput.maximumWindow).contains(bytes) else {
+                throw SpateError(.usage, "invalid --window \"\(window)\": use a size from 1M to 16G, like 64M")
+            }
+            windowBytes = bytes
+        }
+        let target = try OutputTarget.resolve(output: output, discard: discard, window: windowBytes, checksum: checksum)
+        if window != nil, target == nil || target?.output == .discard {
+            throw SpateError(.usage, "--window is for an ordered stream (-o -, a FIFO or a device)")
+        }
+        if events == "-", target?.path == "-" {
+            throw SpateError(.usage, "-o - and --events - would both write to standard output; give --events a file")
+        }
+        return target
+    }
+
     /// Batch options without a batch are mistakes worth saying so.
     func checkModeOptions() throws(SpateError) {
+        if isBatch && (discard || window != nil) {
+            throw SpateError(.usage, "\(discard ? "--discard" : "--window") is for one URL")
+        }
         guard !isBatch else { return }
         let batchOnly: [(Bool, String)] = [
             (dir != nil, "-d"), (maxFiles != nil, "-j"), (failFast, "--fail-fast"), (shard != nil, "--shard"),

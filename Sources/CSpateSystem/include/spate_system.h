@@ -31,4 +31,10 @@ int spate_get_attribute(const char *path, const char *name, void *buffer, int ca
 /// Renames `from` to `to` only if `to` does not exist (`renameat2(RENAME_NOREPLACE)`), in one
 /// atomic step. Returns 0 or an errno value (EEXIST; EINVAL or ENOSYS where unsupported).
 int spate_rename_noreplace(const char *from, const char *to);
+/// An anonymous memory file (`memfd_create`, close-on-exec): the reorder window of an ordered
+/// stream. Returns the descriptor or -1 with errno set.
+int spate_memory_file(const char *name);
+/// Frees the pages of [offset, offset + count) (`fallocate(PUNCH_HOLE | KEEP_SIZE)`).
+/// Returns 0 or an errno value.
+int spate_punch_hole(int fd, int64_t offset, int64_t count);
 #endif

@@ -44,7 +44,7 @@ final class DownloadEngine: Sendable {
             guard FilePaths.isDirectory(destination), FilePaths.directoryIsWritable(for: destination + "/x") else {
                 throw SpateError.localIO("cannot write to directory \(destination)")
             }
-        } else if !options.destinationPrepared {
+        } else if !options.destinationPrepared && options.output.isFile {
             try checkDestination(destination)
         }
         var remote = try await resolver.resolve()
@@ -58,7 +58,8 @@ final class DownloadEngine: Sendable {
                     verifiedChecksum: options.checksum, verificationTail: tail, connections: connections,
                     requests: counters.requests.load(ordering: .relaxed), retries: counters.retries.load(ordering: .relaxed))
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
-                && restarts < DownloadOptions.maximumRestarts {
+                && options.output.isFile && restarts < DownloadOptions.maximumRestarts {
+                // (A stream cannot start over: its bytes are already with the reader.)
                 restarts += 1
                 emit(.notice("\(error.message); starting over (\(restarts) of \(DownloadOptions.maximumRestarts))"))
                 counters.bytesWritten.store(0, ordering: .relaxed)
@@ -119,7 +120,7 @@ final class DownloadEngine: Sendable {
             url: remote.url.redacted, totalBytes: plan.size, acceptsRanges: remote.acceptsRanges,
             connections: plan.connections, requestBytes: plan.segmented ? plan.sizer.baseBytes : nil)))
         if let body = resolver.takeWholeBody(), let size = plan.size, Int64(body.count) == size {
-            try await saveWhole(body, path: path)
+            if options.output.isFile { try await saveWhole(body, path: path) } else { try streamWhole(body, path: path) }
             return (size, 1, nil)
         }
         if !remote.acceptsRanges && (plan.size ?? 1) > 0 {
@@ -129,32 +130,42 @@ final class DownloadEngine: Sendable {
             // Nothing ties the ranges to one version of the file: say so once.
             emit(.notice("no validator (no ETag or Last-Modified): changes during the download cannot be detected; use --checksum"))
         }
-        let header = options.journal && plan.segmented
+        let header = options.journal && plan.segmented && options.output.isFile
             ? ResumePlanner.header(url: url, remote: remote, range: options.byteRange, size: plan.size ?? 0) : nil
+        // An ordered stream of ranges: a window no larger than the file.
+        var streamWindow: Int64?
+        if case .stream(_, let window) = options.output, plan.segmented, let size = plan.size {
+            streamWindow = min(window, max(size, DownloadOutput.minimumWindow))
+        }
         let identity = ObjectIdentifier(self)
         let resources = try DownloadResources.open(path: path, header: header, remote: remote, size: plan.size, options: options,
-                                                   session: session, identity: identity, emit: emit)
+                                                   session: session, identity: identity, streamWindow: streamWindow, emit: emit)
         counters.bytesAlreadyDone.store(resources.alreadyDone.count, ordering: .relaxed)
         do {
             let total: Int64
             var used = plan.connections
             if plan.segmented, let size = plan.size {
-                try resources.file.preallocate(size)
+                if options.output.isFile { try resources.file.preallocate(size) }
                 let settings = RangeSchedule.Settings(
                     workStealing: options.workStealing, tailHedging: options.tailHedging, sizer: plan.sizer, retry: options.retry,
-                    maximumWorkers: plan.connections, selfTuning: options.selfTuning, initialWorkers: options.initialConnections)
+                    maximumWorkers: plan.connections, selfTuning: options.selfTuning, initialWorkers: options.initialConnections,
+                    windowBytes: streamWindow)
                 let schedule = RangeSchedule(size: size, alreadyDone: resources.alreadyDone,
                                              settings: settings, seed: SplitMix64.mix(seed &+ 2))
                 let workers = RangeWorkers(schedule: schedule, parts: RangeWorkers.Parts(
                     requests: requests, transport: transport, resolver: resolver, output: resources.output,
-                    journal: resources.journal, hasher: resources.hasher, remoteOffset: plan.remoteOffset, identity: identity))
+                    journal: resources.journal, hasher: resources.hasher, stream: resources.file.stream,
+                    remoteOffset: plan.remoteOffset, identity: identity))
+                resources.file.stream?.onProgress { [workers] streamed, failure in
+                    workers.streamProgressed(streamed, failure: failure)
+                }
                 try await workers.run()
                 used = workers.peakWorkers
                 total = size
             } else if plan.size == 0 {
                 total = 0
             } else {
-                if let size = plan.size { try resources.file.preallocate(size) }
+                if let size = plan.size, options.output.isFile { try resources.file.preallocate(size) }
                 session.setConnections(1, for: identity)
                 total = try await StreamFetcher(requests: requests, transport: transport, remote: remote, output: resources.output,
                                                 seed: SplitMix64.mix(seed &+ 3)).run()
@@ -163,7 +174,7 @@ final class DownloadEngine: Sendable {
             if options.checksum != nil { emit(.verifying) }
             let tail = try await resources.complete(size: total, truncate: !plan.segmented && plan.size != 0,
                                                     checksum: options.checksum, overwrite: options.overwrite,
-                                                    mark: options.byteRange == nil ? SavedMark(size: total, url: url) : nil,
+                                                    mark: options.byteRange == nil && options.output.isFile ? SavedMark(size: total, url: url) : nil,
                                                     clock: session.clock)
             return (total, used, tail)
         } catch let error as SpateError {
@@ -201,6 +212,24 @@ final class DownloadEngine: Sendable {
             file.discard()
             throw error
         }
+    }
+
+    /// A small file that arrived whole, to an ordered stream (checked first: a stream cannot
+    /// take bytes back) or a discard.
+    private func streamWhole(_ body: [UInt8], path: String) throws {
+        if let expected = options.checksum {
+            emit(.verifying)
+            let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
+            guard actual == expected.digest else {
+                throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual)); nothing was written to \(path)")
+            }
+        }
+        if case .stream(let fd, _) = options.output {
+            let code = body.withUnsafeBytes { StreamOutput.writeAll(fd, $0) }
+            if code == EPIPE { throw SpateError(.outputClosed, "the reader of \(path) stopped reading (broken pipe)") }
+            if code != 0 { throw Syscall.fail("write to", path: path, errno: code) }
+        }
+        counters.bytesWritten.add(Int64(body.count), ordering: .relaxed)
     }
 
     /// Failures after which the partial file and journal are worth keeping for a resume.

@@ -23,6 +23,9 @@ public struct DownloadOptions: Sendable {
     /// (a small file's, or one killed before its journal's first byte) and is replaced when it
     /// is spate's and unlocked (`OutputFile.Replace.leftover`), not refused.
     var replacesUnjournaledPartial = false
+    /// Where the bytes go: a file (the destination path, through `PATH.part`), an ordered
+    /// stream, or nowhere.
+    public var output: DownloadOutput = .file
     /// The batches' `wholeFileBytes`: about one request's worth.
     public static let wholeFileDefault = 1 << 20
     /// Bytes per range request; nil lets Spate choose (see `RequestSizer`).
@@ -114,6 +117,19 @@ public struct DownloadOptions: Sendable {
         if let receiveBufferBytes, receiveBufferBytes < 16 * 1024 || receiveBufferBytes > 10 * 1024 * 1024 {
             throw .usage("receive buffer must be between 16 KiB and 10 MiB")
         }
+        switch output {
+        case .file:
+            break
+        case .stream(let fd, let window):
+            guard fd >= 0 else { throw .usage("the stream's descriptor is not valid") }
+            guard (DownloadOutput.minimumWindow...DownloadOutput.maximumWindow).contains(window) else {
+                throw .usage("the reorder window must be between 1 MiB and 16 GiB")
+            }
+        case .discard:
+            if checksum != nil {
+                throw .usage("a checksum needs the bytes in order: stream to /dev/null instead of discarding")
+            }
+        }
         guard (0...(64 << 20)).contains(wholeFileBytes) else {
             throw .usage("the whole-file probe size must be between 0 and 64 MiB")
         }
@@ -159,4 +175,27 @@ public struct PartialByteRange: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(start)-\(last.map(String.init) ?? "")" }
+}
+
+/// Where a download's bytes go.
+public enum DownloadOutput: Sendable, Hashable {
+    /// A file at the destination path: written in place through `PATH.part`, journaled,
+    /// verified, renamed.
+    case file
+    /// An ordered stream to a descriptor the caller opened and closes (standard output, a
+    /// FIFO, a character device): every byte written once, in order, with many connections;
+    /// ranges finish out of order into a reorder window of `window` bytes (`StreamOutput`),
+    /// and no request starts beyond it. No journal (a stream cannot be resumed); a checksum is
+    /// verified in order. The destination path only names it in messages.
+    case stream(fileDescriptor: Int32, window: Int64)
+    /// Nothing is kept (`-o /dev/null`, `--discard`): the benchmark path. Not with a checksum.
+    case discard
+
+    /// The default reorder window: 64 MiB.
+    public static let defaultWindow: Int64 = 64 << 20
+    public static let minimumWindow: Int64 = 1 << 20
+    public static let maximumWindow: Int64 = 16 << 30
+
+    /// Whether the output is a file on disk.
+    public var isFile: Bool { self == .file }
 }

@@ -36,9 +36,23 @@ final class DownloadResources: @unchecked Sendable {
     /// - Parameters:
     ///   - header: the journal header this download would write; nil when it keeps no journal.
     ///   - identity: the download, for the session's accounting.
+    /// - Parameter streamWindow: an ordered stream's reorder window when ranges arrive out of
+    ///   order; nil when one stream is written straight through (or for a file).
     static func open(path: String, header: JournalCodec.Header?, remote: RemoteFile, size: Int64?, options: DownloadOptions,
-                     session: DownloadSession, identity: ObjectIdentifier,
+                     session: DownloadSession, identity: ObjectIdentifier, streamWindow: Int64?,
                      emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> DownloadResources {
+        switch options.output {
+        case .file:
+            break
+        case .stream(let fd, _):
+            let stream = try StreamOutput(outputFD: fd, name: path, windowBytes: streamWindow,
+                                          algorithm: options.checksum?.algorithm)
+            return DownloadResources(file: OutputFile(streamingTo: stream, name: path), journal: nil, hasher: nil,
+                                     alreadyDone: RangeSet(), session: session, identity: identity)
+        case .discard:
+            return DownloadResources(file: OutputFile(streamingTo: nil, name: path), journal: nil, hasher: nil,
+                                     alreadyDone: RangeSet(), session: session, identity: identity)
+        }
         let (file, records, covered, header) = try openFile(path, header: header, remote: remote, size: size, options: options, emit: emit)
         let journal: Journal?
         do {
@@ -64,6 +78,25 @@ final class DownloadResources: @unchecked Sendable {
     func complete(size: Int64, truncate: Bool, checksum: Checksum?, overwrite: Bool, mark: SavedMark?,
                   clock: any EngineClock) async throws -> Duration? {
         session.writer.drain(target)
+        if !file.discards && file.fd < 0 {
+            // An ordered stream: done once the last byte reached the reader. A mismatch can
+            // only be reported now — the bytes are gone — but the exit code says it.
+            let lastByte = clock.now
+            let actual = try await file.stream!.finish(size: size)
+            let tail = clock.now - lastByte
+            if let expected = checksum, let actual, actual != expected.digest {
+                throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual)) (the bytes were already written to \(file.finalPath))")
+            }
+            file.stream!.stop()
+            file.close()
+            release()
+            return checksum == nil ? nil : tail
+        }
+        if file.discards {
+            file.close()
+            release()
+            return nil
+        }
         if truncate { try file.truncate(to: size) }
         var tail: Duration?
         if let hasher, let expected = checksum {
@@ -93,6 +126,7 @@ final class DownloadResources: @unchecked Sendable {
         guard !isClosed else { return }
         session.writer.drain(target)
         hasher?.stop()
+        file.stream?.stop()
         if let journal { session.committer.unregister(journal) }
         if keepForResume, let journal {
             journal.close()

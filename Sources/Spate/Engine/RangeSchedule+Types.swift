@@ -10,6 +10,10 @@ extension RangeSchedule {
         /// Whether the tuner sets the worker count (else it is `maximumWorkers`).
         var selfTuning: Bool
         var initialWorkers: Int
+        /// An ordered stream's reorder window: no byte at or beyond `streamed + window` is
+        /// handed out (`RangeSchedule.moveWindow`), and requests are at most a share of it so
+        /// every connection has work inside it. Nil for a file.
+        var windowBytes: Int64? = nil
     }
 
     /// What a worker does next.

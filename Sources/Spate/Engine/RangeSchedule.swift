@@ -67,6 +67,8 @@ struct RangeSchedule: Sendable {
     private var sampler: ThroughputSampler?
     private var throttledSinceSample = false
     private var stalledSinceSample = false
+    /// An ordered stream's window end: nothing at or beyond it is handed out (nil: a file).
+    private(set) var windowEnd: Int64?
     /// How many workers may run now (the tuner's target, or the fixed count).
     private(set) var allowedWorkers: Int
     /// The most workers allowed at once so far.
@@ -84,6 +86,17 @@ struct RangeSchedule: Sendable {
             allowedWorkers = settings.maximumWorkers
         }
         peakWorkers = allowedWorkers
+        windowEnd = settings.windowBytes
+    }
+
+    /// The stream has written `streamed` bytes: the window now ends `windowBytes` after them.
+    /// Returns whether it moved.
+    mutating func moveWindow(streamed: Int64) -> Bool {
+        guard let window = settings.windowBytes else { return false }
+        let end = streamed + window
+        guard end > (windowEnd ?? 0) else { return false }
+        windowEnd = end
+        return true
     }
 
     var isComplete: Bool { ledger.isComplete }
@@ -99,10 +112,14 @@ struct RangeSchedule: Sendable {
         // Near the end requests shrink to share what is left among the connections this
         // download really has (in a shared session, fewer than its workers).
         let connections = max(1, min(allowedWorkers, running.count + 1))
-        let bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: connections,
+        var bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: connections,
                                                     speed: speeds[worker] ?? typicalSpeed)
+        if let window = settings.windowBytes {
+            // Every connection can hold a request inside the window, with room for a second.
+            bytes = min(bytes, max(RequestSizer.alignment, window / Int64(2 * max(1, settings.maximumWorkers))))
+        }
         let waiting = retries.values.filter { ($0.notBefore ?? now) > now }
-        if let assignment = ledger.assign(maxBytes: bytes, avoiding: waiting.map(\.range)) {
+        if let assignment = ledger.assign(maxBytes: bytes, avoiding: waiting.map(\.range), below: windowEnd ?? .max) {
             return .fetch(begin(assignment, hedge: false, shorten: nil))
         }
         if settings.workStealing,

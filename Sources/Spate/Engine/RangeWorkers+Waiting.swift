@@ -70,7 +70,7 @@ extension RangeWorkers {
                 // and the deadline has passed, so do not register one (a lost wake-up hung a
                 // download waiting `Retry-After: 0`).
                 let now = core.withLock { c -> Bool in
-                    if c.finished || Task.isCancelled || clock.now >= deadline { return true }
+                    if c.finished || c.outputFailure != nil || Task.isCancelled || clock.now >= deadline { return true }
                     if let generation, c.generation != generation { return true }
                     c.addWaiter(kind, key, continuation)
                     return false

@@ -19,6 +19,8 @@ final class RangeWorkers: Sendable {
         let output: StagedOutputFactory
         let journal: Journal?
         let hasher: WatermarkHasher?
+        /// An ordered stream follows the watermark too, and moves the window.
+        let stream: StreamOutput?
         /// Output offset 0 is this remote offset (`--range`).
         let remoteOffset: Int64
         /// The download, for the session's accounting of connections.
@@ -41,6 +43,8 @@ final class RangeWorkers: Sendable {
         var pauses: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter = 0
         var finished = false
+        /// The ordered stream's output failed (its reader went away): every worker stops.
+        var outputFailure: SpateError?
         var journalFailuresReported = 0
         /// Counts requests that ended: an idle worker that decided to wait at generation g
         /// returns at once if a request ended since (no lost wake-up between deciding and
@@ -96,6 +100,7 @@ final class RangeWorkers: Sendable {
     func run() async throws {
         let (allowed, watermark, tuning) = core.withLock { ($0.schedule.allowedWorkers, $0.schedule.watermark, $0.schedule.isTuning) }
         parts.hasher?.advance(to: watermark)  // bytes already on disk (resume)
+        parts.stream?.advance(to: watermark)
         session.setConnections(allowed, for: parts.identity)
         try await withThrowingTaskGroup(of: ChildEnd.self) { group in
             // Workers start as the tuner asks for them: a parked task still costs memory.
@@ -155,6 +160,7 @@ final class RangeWorkers: Sendable {
     private func work(_ index: Int) async throws -> ChildEnd {
         while true {
             try Task.checkCancellation()
+            if let failure = core.withLock({ $0.outputFailure }) { throw failure }
             guard await admit(index) else { return .worker }
             // Look before taking a connection slot: a slot is held only to fetch, so idle
             // workers never keep other downloads from the budget, and a worker never queues
@@ -285,7 +291,30 @@ final class RangeWorkers: Sendable {
         }
         for handle in losers { session.loop.abandon(handle) }
         parts.hasher?.advance(to: ended.watermark)
+        parts.stream?.advance(to: ended.watermark)
         for waiter in waiters { waiter.resume() }
         return ended
+    }
+
+    /// The ordered stream wrote `streamed` bytes, or failed: move the window and wake the idle
+    /// workers (work inside the window may be free now); a failure wakes every waiting worker
+    /// to stop.
+    func streamProgressed(_ streamed: Int64, failure: SpateError?) {
+        let waiters: [CheckedContinuation<Void, Never>] = core.withLock { c in
+            if let failure {
+                c.outputFailure = failure
+            } else if !c.schedule.moveWindow(streamed: streamed) {
+                return []
+            }
+            c.generation += 1
+            var woken = Array(c.changes.values)
+            c.changes.removeAll()
+            if failure != nil {
+                woken += c.pauses.values
+                c.pauses.removeAll()
+            }
+            return woken
+        }
+        for waiter in waiters { waiter.resume() }
     }
 }

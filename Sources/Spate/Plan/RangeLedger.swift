@@ -81,7 +81,8 @@ public struct RangeLedger: Sendable {
     /// Hands out up to `maxBytes` from the lowest pending offset outside `avoiding` (bytes that
     /// must not be asked for yet: a failed request's rest during its backoff), or nil when no
     /// such byte is pending.
-    public mutating func assign(maxBytes: Int64, avoiding: [ByteRange] = []) -> Assignment? {
+    /// - Parameter below: hand out nothing at or beyond this offset (an ordered stream's window).
+    public mutating func assign(maxBytes: Int64, avoiding: [ByteRange] = [], below limit: Int64 = .max) -> Assignment? {
         precondition(maxBytes > 0)
         var first = pending.ranges.first
         if !avoiding.isEmpty {
@@ -89,8 +90,8 @@ public struct RangeLedger: Sendable {
             for blocked in avoiding { free.remove(blocked) }
             first = free.ranges.first
         }
-        guard let first else { return nil }
-        let range = ByteRange(first.start, min(first.end, first.start + maxBytes))
+        guard let first, first.start < limit else { return nil }
+        let range = ByteRange(first.start, min(first.end, first.start + maxBytes, limit))
         pending.remove(range)
         let id = AssignmentID(value: nextID)
         nextID += 1

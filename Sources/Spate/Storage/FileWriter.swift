@@ -295,7 +295,7 @@ final class FileWriter: @unchecked Sendable {
                 job.group.finish(piece, error: error)
                 if target.sinceWriteback >= Self.writebackInterval {
                     target.sinceWriteback = 0
-                    _ = spate_start_writeback(target.file.fd, 0, 0)
+                    if target.file.fd >= 0 { _ = spate_start_writeback(target.file.fd, 0, 0) }
                 }
             }
             batch.removeAll(keepingCapacity: true)
@@ -388,7 +388,7 @@ final class WriteTarget: @unchecked Sendable {
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) -> (HashedRange, SpateError?) {
         let code = file.write(bytes, at: offset)
         let piece = HashedRange(range: ByteRange(offset, offset + Int64(bytes.count)), crc: computesCRC ? CRC32.checksum(bytes) : 0)
-        return (piece, code == 0 ? nil : Syscall.fail("write", path: file.partPath, errno: code))
+        return (piece, code == 0 ? nil : file.stream?.failure ?? Syscall.fail("write", path: file.partPath, errno: code))
     }
 }
 

@@ -14,9 +14,14 @@ import Glibc
 public final class OutputFile: @unchecked Sendable {
     public let finalPath: String
     public let partPath: String
-    /// The descriptor, open for reading and writing.
+    /// The descriptor, open for reading and writing (-1 for a stream or a discard).
     let fd: Int32
     private var closed = false
+    /// Where the bytes go instead of a file: an ordered stream (`-o -`, a FIFO, a device).
+    let stream: StreamOutput?
+    /// Bytes are thrown away (`-o /dev/null`, `--discard`): the benchmark path, nothing is
+    /// ordered, buffered or written.
+    let discards: Bool
 
     /// The partial-file name for a final path: `NAME.part`, beside it.
     ///
@@ -97,6 +102,8 @@ public final class OutputFile: @unchecked Sendable {
         }
         if let mark { mark.write(to: fd) } else { SavedMark.markPartial(fd) }
         self.fd = fd
+        self.stream = nil
+        self.discards = false
     }
 
     /// Removes the partial file at `partPath` so a new one can be created — unless another
@@ -145,10 +152,21 @@ public final class OutputFile: @unchecked Sendable {
             throw error
         }
         self.fd = fd
+        self.stream = nil
+        self.discards = false
+    }
+
+    /// An output that is not a file: an ordered stream, or a discard (`stream` nil).
+    init(streamingTo stream: StreamOutput?, name: String) {
+        finalPath = name
+        partPath = name
+        fd = -1
+        self.stream = stream
+        discards = stream == nil
     }
 
     deinit {
-        if !closed { _ = Glibc.close(fd) }
+        if !closed && fd >= 0 { _ = Glibc.close(fd) }
     }
 
     /// Removes the journal of an earlier download at this path. Called only while holding the
@@ -216,7 +234,9 @@ public final class OutputFile: @unchecked Sendable {
     /// Writes `buffer` at `offset`; called from the transfer loop's write path.
     @inline(__always)
     func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) -> Int32 {
-        Syscall.pwriteAll(fd, buffer, at: offset)
+        if let stream { return stream.write(buffer, at: offset) }
+        if discards { return 0 }
+        return Syscall.pwriteAll(fd, buffer, at: offset)
     }
 
     /// Flushes the data (not necessarily the metadata) to stable storage.
@@ -304,14 +324,14 @@ public final class OutputFile: @unchecked Sendable {
     /// Closes and deletes the partial file (after a failure that leaves nothing to resume).
     func discard() {
         // By name, so only while the name is still this file.
-        if !closed && OutputLock.isSameFile(fd, path: partPath) { _ = unlink(partPath) }
+        if !closed && fd >= 0 && OutputLock.isSameFile(fd, path: partPath) { _ = unlink(partPath) }
         close()
     }
 
     func close() {
         guard !closed else { return }
         closed = true
-        _ = Glibc.close(fd)
+        if fd >= 0 { _ = Glibc.close(fd) }
     }
 
     /// Best effort: a directory fsync can fail on some file systems, and the data is already

@@ -5,7 +5,7 @@ public struct SpateError: Error, Sendable, CustomStringConvertible, Equatable {
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Code: Hashable, Sendable {
             case usage, network, http, invalidResponse, checksumMismatch, localIO
-            case remoteChanged, journal, cancelled
+            case remoteChanged, journal, cancelled, outputClosed
         }
         fileprivate let code: Code
 
@@ -27,6 +27,8 @@ public struct SpateError: Error, Sendable, CustomStringConvertible, Equatable {
         public static let journal = Kind(code: .journal)
         /// The download was cancelled by its caller.
         public static let cancelled = Kind(code: .cancelled)
+        /// The reader of an ordered stream (`-o -`, a FIFO) went away: the pipe broke.
+        public static let outputClosed = Kind(code: .outputClosed)
 
         public var description: String {
             switch code {
@@ -39,6 +41,7 @@ public struct SpateError: Error, Sendable, CustomStringConvertible, Equatable {
             case .remoteChanged: "remote-changed"
             case .journal: "journal"
             case .cancelled: "cancelled"
+            case .outputClosed: "output-closed"
             }
         }
 
@@ -54,6 +57,8 @@ public struct SpateError: Error, Sendable, CustomStringConvertible, Equatable {
             case .invalidResponse: 8
             case .journal: 9
             case .cancelled: 130
+            // 128 + SIGPIPE: what a shell shows for a writer stopped by a closed pipe (`yes | head`).
+            case .outputClosed: 141
             }
         }
     }
