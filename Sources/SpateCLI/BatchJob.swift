@@ -39,7 +39,8 @@ struct BatchJob: Sendable {
         }
         var options = BatchOptions()
         options.directory = command.dir ?? "."
-        options.limits = DownloadSession.Limits(maxConnections: command.connections, maxConnectionsPerHost: command.maxPerHost)
+        options.limits = DownloadSession.Limits(maxConnections: command.connections, maxConnectionsPerHost: command.maxPerHost,
+                                                maxBytesPerSecond: download.maxBytesPerSecond)
         options.maxFilesInFlight = command.maxFiles
         options.failFast = command.failFast
         options.download = download

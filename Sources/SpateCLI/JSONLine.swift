@@ -20,10 +20,10 @@ struct JSONLine {
     mutating func add(_ key: String, _ value: Int32) { addRaw(key, String(value)) }
     mutating func add(_ key: String, _ value: Bool) { addRaw(key, value ? "true" : "false") }
 
-    /// A number with up to 3 decimals (non-finite values are written as null).
-    mutating func add(_ key: String, _ value: Double) {
+    /// A number with `decimals` decimals (non-finite values are written as null).
+    mutating func add(_ key: String, _ value: Double, decimals: Int = 3) {
         guard value.isFinite else { return addRaw(key, "null") }
-        addRaw(key, DecimalFormat.fixed(value, decimals: 3))
+        addRaw(key, DecimalFormat.fixed(value, decimals: decimals))
     }
 
     private mutating func addRaw(_ key: String, _ raw: String) {

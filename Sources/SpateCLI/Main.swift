@@ -27,6 +27,9 @@ enum Main {
             JournalCommand.main(Array(arguments.dropFirst()))
             exit(0)
         }
+        if arguments.first == "bench" {
+            exit(await BenchCommand.main(Array(arguments.dropFirst())))
+        }
         let command: SpateCommand
         do {
             command = try SpateCommand.parse()

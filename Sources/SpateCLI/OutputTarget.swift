@@ -20,6 +20,10 @@ struct OutputTarget {
         }
         guard let output else { return nil }
         if output == "-" {
+            // As curl does: binary data on a terminal helps nobody and can leave it unusable.
+            if isatty(1) != 0 {
+                throw SpateError(.usage, "-o - would write the file to a terminal; redirect standard output (| or >) or give -o PATH")
+            }
             return OutputTarget(output: .stream(fileDescriptor: 1, window: window), path: "-", openedFD: nil)
         }
         var info = stat()

@@ -18,6 +18,7 @@ struct SpateCommand: ParsableCommand {
             Examples:
               spate https://example.com/big.iso
               spate https://example.com/big.iso -o /data/big.iso -c 32 --checksum sha256:<64 hex digits>
+              spate https://example.com/backup.tar.zst -o - | zstd -d | tar x
               spate https://api.example.com/file -H 'Authorization: Bearer ...'
 
             The file is written to PATH.part and renamed to PATH only when it is complete and
@@ -48,6 +49,7 @@ struct SpateCommand: ParsableCommand {
                    or oversized header, a size beyond 1 EiB, ...)
               9    unusable resume journal (corrupt, or from another download)
               130  interrupted (SIGINT, SIGTERM, SIGHUP; partial file and journal kept)
+              141  the reader of -o - (or of a FIFO) stopped reading (broken pipe)
             """)
 
     @Argument(help: "The http or https URL to download (several: a batch into --dir). Omit it to run the bundled demo.")
@@ -93,7 +95,7 @@ struct SpateCommand: ParsableCommand {
     var isBatch: Bool { inputFile != nil || urls.count > 1 }
 
     @Option(name: [.short, .customLong("output")], help: ArgumentHelp(
-        "Output path (default: the URL's last path segment). A directory keeps the default name.",
+        "Output path (default: the URL's last path segment). A directory keeps the default name. '-': standard output, in order; a FIFO or character device is written the same way (never replaced); /dev/null discards.",
         valueName: "PATH"))
     var output: String?
 
@@ -108,6 +110,11 @@ struct SpateCommand: ParsableCommand {
         "Reorder window of an ordered stream (-o -, a FIFO, a device): received bytes waiting for earlier ones plus requests in flight stay within it (default 64M; 1M-16G).",
         valueName: "SIZE"))
     var window: String?
+
+    @Option(help: ArgumentHelp(
+        "Most bytes per second across all connections (and, in a batch, all files), e.g. 40M: one budget shared by every transfer; a transfer held back by it never counts as stalled.",
+        valueName: "SIZE"))
+    var maxRate: String?
 
     @Flag(help: "Throw the bytes away as they arrive (like -o /dev/null): for benchmarks. With --checksum they are still hashed, in order.")
     var discard = false
@@ -263,6 +270,12 @@ struct SpateCommand: ParsableCommand {
             throw SpateError(.usage, "invalid --min-speed \"\(minSpeed)\": use a size like 1K")
         }
         options.lowSpeedBytesPerSecond = speedValue
+        if let maxRate {
+            guard let rate = ByteSize.parse(maxRate), rate >= 1024 else {
+                throw SpateError(.usage, "invalid --max-rate \"\(maxRate)\": use bytes per second from 1K, like 40M")
+            }
+            options.maxBytesPerSecond = rate
+        }
         options.journal = !noJournal
         if let stagingSize {
             guard let bytes = ByteSize.parse(stagingSize), bytes >= 16 * 1024, bytes <= 8 << 20 else {

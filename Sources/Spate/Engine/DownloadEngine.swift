@@ -53,10 +53,12 @@ final class DownloadEngine: Sendable {
         while true {
             do {
                 let (bytes, connections, tail) = try await attempt(remote, path: path)
+                let firstByte = counters.timeToFirstByteNanos.load(ordering: .relaxed)
                 return DownloadResult(
                     path: path, bytes: bytes, elapsed: session.clock.now - started,
                     verifiedChecksum: options.checksum, verificationTail: tail, connections: connections,
-                    requests: counters.requests.load(ordering: .relaxed), retries: counters.retries.load(ordering: .relaxed))
+                    requests: counters.requests.load(ordering: .relaxed), retries: counters.retries.load(ordering: .relaxed),
+                    timeToFirstByte: firstByte >= 0 ? .nanoseconds(firstByte) : nil)
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
                 && options.output.isFile && restarts < DownloadOptions.maximumRestarts {
                 // (A stream cannot start over: its bytes are already with the reader.)

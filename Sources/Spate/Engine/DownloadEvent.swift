@@ -51,6 +51,8 @@ public struct DownloadResult: Sendable {
     public var connections: Int
     public var requests: Int
     public var retries: Int
+    /// From sending the first request (the probe) to its first response byte.
+    public var timeToFirstByte: Duration? = nil
 
     public var bytesPerSecond: Double {
         let seconds = elapsed.secondsDouble

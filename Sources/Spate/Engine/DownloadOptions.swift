@@ -23,6 +23,9 @@ public struct DownloadOptions: Sendable {
     /// (a small file's, or one killed before its journal's first byte) and is replaced when it
     /// is spate's and unlocked (`OutputFile.Replace.leftover`), not refused.
     var replacesUnjournaledPartial = false
+    /// The most bytes per second across all connections (`--max-rate`), for a download that
+    /// runs in a session of its own; in a shared session, `DownloadSession.Limits` rules.
+    public var maxBytesPerSecond: Int64?
     /// Where the bytes go: a file (the destination path, through `PATH.part`), an ordered
     /// stream, or nowhere.
     public var output: DownloadOutput = .file

@@ -30,7 +30,12 @@ struct DownloadTransport: Sendable {
         counters.requests.add(1, ordering: .relaxed)
         counters.activeTransfers.add(1, ordering: .relaxed)
         defer { counters.activeTransfers.subtract(1, ordering: .relaxed) }
-        return try await session.loop.perform(spec, sink: sink, handle: handle)
+        let outcome = try await session.loop.perform(spec, sink: sink, handle: handle)
+        if let first = outcome.timeToFirstByte {
+            let nanos = first.components.seconds * 1_000_000_000 + first.components.attoseconds / 1_000_000_000
+            _ = counters.timeToFirstByteNanos.compareExchange(expected: -1, desired: nanos, ordering: .relaxed)
+        }
+        return outcome
     }
 
     /// Counts a wait of `delay` before asking again, and tells the user why.

@@ -14,6 +14,8 @@ final class DownloadCounters: Sendable {
     let retries = Atomic<Int>(0)
     /// The size to report once the probe knows it (-1: unknown).
     let knownSize = Atomic<Int64>(-1)
+    /// The first request's time to first byte, in nanoseconds (-1: none yet).
+    let timeToFirstByteNanos = Atomic<Int64>(-1)
 }
 
 /// The probe's sink: keeps the head and, for errors, the start of the body; writes nothing.

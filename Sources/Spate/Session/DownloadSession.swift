@@ -32,6 +32,9 @@ public final class DownloadSession: Sendable {
         /// The most connections open at once to one host (scheme, host, port), across all
         /// downloads, probes included.
         public var maxConnectionsPerHost: Int
+        /// The most bytes per second received across all downloads and hosts (`--max-rate`),
+        /// or nil for no limit. One budget shared by every transfer (`RateBudget`).
+        public var maxBytesPerSecond: Int64?
 
         public static let defaultMaxConnections = 64
         public static let defaultMaxConnectionsPerHost = 16
@@ -39,9 +42,10 @@ public final class DownloadSession: Sendable {
         public static let highestMaxConnections = 1024
 
         public init(maxConnections: Int = Limits.defaultMaxConnections,
-                    maxConnectionsPerHost: Int = Limits.defaultMaxConnectionsPerHost) {
+                    maxConnectionsPerHost: Int = Limits.defaultMaxConnectionsPerHost, maxBytesPerSecond: Int64? = nil) {
             self.maxConnections = maxConnections
             self.maxConnectionsPerHost = maxConnectionsPerHost
+            self.maxBytesPerSecond = maxBytesPerSecond
         }
 
         public func validate() throws(SpateError) {
@@ -50,6 +54,9 @@ public final class DownloadSession: Sendable {
             }
             guard maxConnectionsPerHost >= 1 else {
                 throw .usage("the per-host connection maximum must be at least 1, not \(maxConnectionsPerHost)")
+            }
+            if let rate = maxBytesPerSecond, !(1024...ByteSize.largest).contains(rate) {
+                throw .usage("the rate limit must be at least 1 KiB/s")
             }
         }
     }
@@ -84,7 +91,8 @@ public final class DownloadSession: Sendable {
         self.clock = clock
         let perHost = min(limits.maxConnectionsPerHost, limits.maxConnections)
         budgets = ConnectionBudgets(maxConnections: limits.maxConnections, maxPerHost: perHost)
-        loop = CurlLoop(maxConnections: limits.maxConnections, maxPerHost: perHost, clock: clock)
+        loop = CurlLoop(maxConnections: limits.maxConnections, maxPerHost: perHost, maxBytesPerSecond: limits.maxBytesPerSecond,
+                        clock: clock)
         writer = FileWriter(buffers: 1, bufferBytes: stagingBufferBytes)
         committer = JournalCommitter()
     }
@@ -153,6 +161,8 @@ public final class DownloadSession: Sendable {
     /// must not grow with the connection count.
     func receiveBufferBytes(fixed: Int?) -> Int {
         if let fixed { return fixed }
-        return min(256 * 1024, max(32 * 1024, 2 * 1024 * 1024 / connectionsPlanned))
+        let shared = min(256 * 1024, max(32 * 1024, 2 * 1024 * 1024 / connectionsPlanned))
+        guard let rate = limits.maxBytesPerSecond else { return shared }
+        return RateBudget.receiveBufferBytes(rate: rate, preferred: shared)
     }
 }

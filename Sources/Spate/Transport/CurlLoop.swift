@@ -34,14 +34,17 @@ final class CurlLoop: Sendable {
     let clock: any EngineClock
     /// The connections open per host.
     let sockets = HostSockets()
+    /// `--max-rate`: the shared budget and the transfers it paused (loop thread only).
+    private nonisolated(unsafe) let rate: RateGate?
 
     /// - Parameters:
     ///   - maxConnections: the most connections open at once, busy or idle.
     ///   - maxPerHost: the most connections open at once to one host. The session's budgets
     ///     keep requests within both; these caps make libcurl hold the line on open sockets
     ///     too (it closes an idle connection before it opens one beyond them).
-    init(maxConnections: Int, maxPerHost: Int, clock: any EngineClock) {
+    init(maxConnections: Int, maxPerHost: Int, maxBytesPerSecond: Int64? = nil, clock: any EngineClock) {
         CurlGlobal.ensureInitialised()
+        rate = maxBytesPerSecond.map { RateGate(budget: RateBudget(bytesPerSecond: $0, now: clock.now)) }
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
         self.multi = multi
         self.clock = clock
@@ -151,7 +154,7 @@ final class CurlLoop: Sendable {
                 case .start(let id, let spec, let sink, let continuation):
                     let easy = idleHandles.popLast() ?? EasyHandle()
                     let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation, clock: clock,
-                                            sockets: sockets)
+                                            sockets: sockets, rate: rate)
                     if let failure = transfer.configure() {
                         transfer.headerList.free()
                         continuation.resume(returning: failure)
@@ -192,9 +195,30 @@ final class CurlLoop: Sendable {
                 end(transfer, with: .success(transfer.outcome(code: code)))
             }
 
-            curl_multi_poll(multi, nil, 0, 1000, nil)
+            var timeout: Int32 = 1000
+            if let rate, !rate.paused.isEmpty {
+                // Paused by the rate budget: resume them once the debt is repaid.
+                let wait = rate.budget.wait(now: clock.now)
+                if wait == .zero {
+                    let ids = rate.paused
+                    rate.paused.removeAll()
+                    for id in ids { active[id]?.resumeFromRateLimit() }
+                    timeout = 0
+                } else {
+                    timeout = Int32(min(1000, max(1, (wait.secondsDouble * 1000).rounded(.up))))
+                }
+            }
+            curl_multi_poll(multi, nil, 0, timeout, nil)
         }
     }
+}
+
+/// The loop thread's `--max-rate` state: the shared budget and the transfers it paused.
+private final class RateGate {
+    var budget: RateBudget
+    var paused: [UInt64] = []
+
+    init(budget: RateBudget) { self.budget = budget }
 }
 
 /// The loop thread's record of one request in flight.
@@ -214,9 +238,18 @@ private final class Transfer {
     let sockets: HostSockets
     /// What the open-socket hook gets (kept alive for the transfer).
     let opening: HostSockets.Opening
+    /// The session's rate budget, if any.
+    let rate: RateGate?
+    /// Paused by the rate budget now.
+    var rateLimited = false
+    /// Paused at some point of the watchdog's current window: the window starts again, so a
+    /// transfer held back by `--max-rate` is never judged stalled.
+    var rateLimitedInWindow = false
 
     init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
-         continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock, sockets: HostSockets) {
+         continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock, sockets: HostSockets,
+         rate: RateGate?) {
+        self.rate = rate
         self.id = id
         self.easy = easy
         self.spec = spec
@@ -286,8 +319,13 @@ private final class Transfer {
             message = easy.errorMessage
             if message.isEmpty { message = String(cString: curl_easy_strerror(code)) }
         }
-        return TransferOutcome(head: head, stop: stop, curlCode: code.rawValue,
-                               curlMessage: message, bodyBytes: bodyBytes)
+        var outcome = TransferOutcome(head: head, stop: stop, curlCode: code.rawValue,
+                                      curlMessage: message, bodyBytes: bodyBytes)
+        var microseconds: curl_off_t = 0
+        if head != nil, spate_easy_getinfo_off_t(easy.raw, CURLINFO_STARTTRANSFER_TIME_T, &microseconds) == CURLE_OK {
+            outcome.timeToFirstByte = .microseconds(Int64(microseconds))
+        }
+        return outcome
     }
 
     @inline(__always)
@@ -315,6 +353,11 @@ private final class Transfer {
     /// The stall watchdog (`StallWatchdog`): libcurl calls the progress callback at least once a
     /// second, even when nothing arrives. Returns false to abort a stalled transfer.
     func checkStall() -> Bool {
+        if rateLimitedInWindow, let limit = watchdog?.limit {
+            watchdog = StallWatchdog(limit: limit, now: clock.now, bodyBytes: bodyBytes)
+            rateLimitedInWindow = rateLimited
+            return true
+        }
         guard watchdog?.isStalled(bodyBytes: bodyBytes, now: clock.now) == true, let limit = watchdog?.limit else { return true }
         stop = .stalled(limit)
         return false
@@ -331,7 +374,22 @@ private final class Transfer {
             self.stop = stop
             return false
         }
+        if let rate, rate.budget.spend(bytes.count, now: clock.now), !rateLimited {
+            // In debt: stop reading this socket until the loop resumes it (allowed from
+            // inside a callback). TCP holds the sender meanwhile.
+            _ = curl_easy_pause(easy.raw, CURLPAUSE_RECV)
+            rateLimited = true
+            rateLimitedInWindow = true
+            rate.paused.append(id)
+        }
         return true
+    }
+
+    /// The rate budget's debt is repaid: read again.
+    func resumeFromRateLimit() {
+        guard rateLimited else { return }
+        rateLimited = false
+        _ = curl_easy_pause(easy.raw, CURLPAUSE_CONT)
     }
 }
 

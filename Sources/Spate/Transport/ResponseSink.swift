@@ -39,5 +39,8 @@ struct TransferOutcome: Sendable {
     var curlMessage: String
     /// Body bytes delivered to the sink.
     var bodyBytes: Int64
+    /// From the start of the request to its first response byte (libcurl's
+    /// `CURLINFO_STARTTRANSFER_TIME_T`), when a response began.
+    var timeToFirstByte: Duration? = nil
 
 }

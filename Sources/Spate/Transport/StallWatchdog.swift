@@ -25,9 +25,12 @@ struct StallWatchdog: Sendable {
     private var windowStart: ContinuousClock.Instant
     private var windowBytes: Int64 = 0
 
-    init(limit: Limit, now: ContinuousClock.Instant) {
+    /// - Parameter bodyBytes: what the transfer has received already (a window that starts
+    ///   again mid-transfer).
+    init(limit: Limit, now: ContinuousClock.Instant, bodyBytes: Int64 = 0) {
         self.limit = limit
         self.windowStart = now
+        self.windowBytes = bodyBytes
     }
 
     /// Whether the transfer has stalled, given its body bytes so far. A window that brought

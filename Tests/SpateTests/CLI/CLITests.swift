@@ -135,13 +135,16 @@ struct CLITests {
             "0: only a request that receives nothing for --stall-timeout is cut",
             "go unnoticed unless --checksum is given",
             "from 4K",
+            "141 the reader of -o - (or of a FIFO) stopped reading",
+            "'-': standard output, in order",
+            "Reorder window of an ordered stream",
         ] {
             #expect(text.contains(phrase), "--help lacks: \(phrase)")
         }
         let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
             .split(whereSeparator: \.isWhitespace).joined(separator: " ")
         for phrase in ["another spate process is writing the same output", "go unnoticed unless `--checksum` is given",
-                       "from 4 KiB to 1 EiB", "SIGHUP"] {
+                       "from 4 KiB to 1 EiB", "SIGHUP", "| 141 |", "`-o -`", "`--window SIZE`", "`--discard`"] {
             #expect(readme.contains(phrase), "README lacks: \(phrase)")
         }
     }

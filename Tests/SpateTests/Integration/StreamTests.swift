@@ -246,3 +246,32 @@ struct StreamTests {
         }
     }
 }
+
+/// `--max-rate` end to end: one budget for every connection, and a transfer it holds back is
+/// never judged stalled.
+@Suite("Rate limit", .timeLimit(.minutes(5)))
+struct RateLimitTests {
+    /// 3 MiB at 1 MiB/s over 4 connections, with a watchdog that would cut any connection
+    /// slower than 512 KiB/s (each one's share is 256 KiB/s): no stall, no retry, and it takes
+    /// at least as long as the rate allows (a lower bound: a busy machine only adds time).
+    @Test func theRateIsSharedAndNeverCountsAsAStall() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 8701, size: 3 << 20)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            let dir = try TemporaryDirectory()
+            var o = testOptions(connections: 4, chunk: 256 << 10)
+            o.selfTuning = false
+            o.maxBytesPerSecond = 1 << 20
+            o.lowSpeedBytesPerSecond = 512 << 10
+            o.lowSpeedWindow = .seconds(1)
+            let started = ContinuousClock.now
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            let elapsed = ContinuousClock.now - started
+            guard case .success(let r) = result else { Issue.record("\(result)"); return }
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(r.retries == 0, "a rate-limited transfer was judged stalled")
+            // 3 MiB less the burst and one callback per connection, at 1 MiB/s.
+            #expect(elapsed >= .milliseconds(2400), "\(elapsed): faster than the limit")
+        }
+    }
+}
