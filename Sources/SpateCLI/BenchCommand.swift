@@ -138,7 +138,14 @@ struct BenchCommand {
 
     /// Runs the sweep; returns the exit code.
     func run() async throws(SpateError) -> Int32 {
-        let base = try command.downloadOptions()
+        var base = try command.downloadOptions()
+        let recorder = command.trace.map { _ in TraceRecorder() }
+        base.trace = recorder
+        defer {
+            if let recorder, let path = command.trace {
+                do { try recorder.write(to: path) } catch { Console.error(error.message) }
+            }
+        }
         let url = command.urls[0]
         var rows: [Row] = []
         var settings = chunkSizes.flatMap { size in connections.map { Setting(connections: $0, chunkBytes: size) } }

@@ -43,16 +43,25 @@ enum Main {
             Console.line("Run 'spate --help' for usage.")
             exit(SpateError.Kind.usage.exitCode)
         }
-        let status = await run(command)
+        let recorder = command.trace.map { _ in TraceRecorder() }
+        var status = await run(command, trace: recorder)
+        if let recorder, let path = command.trace {
+            // Written however the run ended: a trace of a failure is the one people need.
+            do { try recorder.write(to: path) } catch {
+                Console.error(error.message)
+                if status == 0 { status = error.kind.exitCode }
+            }
+        }
         exit(status)
     }
 
-    static func run(_ command: SpateCommand) async -> Int32 {
+    static func run(_ command: SpateCommand, trace: TraceRecorder?) async -> Int32 {
         var log: EventLog?
         var single: BatchFile?
         do {
             try command.checkModeOptions()
-            let options = try command.downloadOptions()
+            var options = try command.downloadOptions()
+            options.trace = trace
             log = try command.events.map { path throws(SpateError) in try EventLog(path: path) }
             if command.isBatch {
                 let batch = try BatchJob(command: command, options: options, log: log)

@@ -116,6 +116,11 @@ struct SpateCommand: ParsableCommand {
         valueName: "SIZE"))
     var maxRate: String?
 
+    @Option(help: ArgumentHelp(
+        "Write a Chrome trace-event JSON of the run to FILE (open it in Perfetto or chrome://tracing): a lane per connection, a span per request, instants for retries, steals, hedges, tuner steps, journal commits and URL re-resolutions.",
+        valueName: "FILE"))
+    var trace: String?
+
     @Flag(help: "Throw the bytes away as they arrive (like -o /dev/null): for benchmarks. With --checksum they are still hashed, in order.")
     var discard = false
 

@@ -51,7 +51,7 @@ public final class DownloadBatch: Sendable {
     where Entries.Element == ManifestEntry {
         let directory = try BatchDirectory(base: options.directory)
         let session = try DownloadSession(limits: options.limits, clock: SystemClock(),
-                                          stagingBufferBytes: options.download.stagingBufferBytes)
+                                          stagingBufferBytes: options.download.stagingBufferBytes, trace: options.download.trace)
         defer { session.shutdown() }
         let started = ContinuousClock.now
         let limit = options.maxFilesInFlight ?? options.automaticFilesInFlight

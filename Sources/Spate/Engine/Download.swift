@@ -81,7 +81,7 @@ public final class Download: Sendable {
             session = try DownloadSession(
                 limits: .init(maxConnections: options.connections, maxConnectionsPerHost: options.connections,
                               maxBytesPerSecond: options.maxBytesPerSecond),
-                clock: SystemClock(), stagingBufferBytes: options.stagingBufferBytes)
+                clock: SystemClock(), stagingBufferBytes: options.stagingBufferBytes, trace: options.trace)
         }
         defer { if self.session == nil { session.shutdown() } }
         let observer = self.observer

@@ -26,6 +26,9 @@ public struct DownloadOptions: Sendable {
     /// The most bytes per second across all connections (`--max-rate`), for a download that
     /// runs in a session of its own; in a shared session, `DownloadSession.Limits` rules.
     public var maxBytesPerSecond: Int64?
+    /// Records requests and scheduling events for `--trace`, for a download that runs in a
+    /// session of its own (a shared session has its own `trace`).
+    public var trace: TraceRecorder?
     /// Where the bytes go: a file (the destination path, through `PATH.part`), an ordered
     /// stream, or nowhere.
     public var output: DownloadOutput = .file

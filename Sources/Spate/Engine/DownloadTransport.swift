@@ -42,6 +42,9 @@ struct DownloadTransport: Sendable {
     func noteRetry(_ delay: Duration, after error: SpateError, attempt: Int) {
         counters.retries.add(1, ordering: .relaxed)
         emit(.retrying(reason: error.message, attempt: attempt, delay: delay))
+        session.trace?.instant("retry", category: "retry", args: [
+            ("reason", .text(error.message)), ("attempt", .integer(Int64(attempt))), ("delay_ms", .number(delay.secondsDouble * 1000)),
+        ])
     }
 
     /// A request that is alone — no connection count to lower, no URL to resolve again (the

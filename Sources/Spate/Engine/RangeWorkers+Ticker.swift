@@ -22,6 +22,7 @@ extension RangeWorkers {
                 }
                 if complete { return .ticker }
                 if let target {
+                    session.trace?.instant("tuner", category: "tuner", args: [("connections", .integer(Int64(target)))])
                     admitUpTo(target)
                     session.setConnections(target, for: parts.identity)
                     if target > peak { return .grow(target) }

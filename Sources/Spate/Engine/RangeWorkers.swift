@@ -198,6 +198,12 @@ final class RangeWorkers: Sendable {
                 case .fetch(let job):
                     // A steal: the victim learns its new end before the thief starts.
                     if let victim, let shorten = job.shorten { victim.limit.store(shorten.end, ordering: .relaxed) }
+                    if let trace = session.trace, job.shorten != nil || job.isHedge {
+                        let range = job.assignment.range
+                        trace.instant(job.isHedge ? "hedge" : "steal", category: "schedule", args: [
+                            ("start", .integer(range.start)), ("end", .integer(range.end)),
+                        ])
+                    }
                     let (next, end) = try await fetch(job, worker: index, slot: slot, remote: remote)
                     return .ended(next, end, remote)
                 }

@@ -66,6 +66,7 @@ final class RemoteResolver: Sendable {
             if let task = s.inProgress { return .wait(task, started: false) }
             guard current.url != url, s.refreshes < Self.maxRefreshes else { return .none }
             s.refreshes += 1
+            transport.session.trace?.instant("re-resolve", category: "url", args: [("url", .text(url.redacted))])
             // The check against the old file happens inside the task, before anyone can use the
             // new URL: a changed file must never become `current` (its ranges would mix).
             let task = Task { [self] () async throws -> RemoteFile in

@@ -12,8 +12,10 @@ final class JournalCommitter: @unchecked Sendable {
     private var early = false  // guarded by `lock`
     private var stopping = false  // guarded by `lock`
     private var thread: LoopThread?
+    private let trace: TraceRecorder?
 
-    init() {
+    init(trace: TraceRecorder? = nil) {
+        self.trace = trace
         thread = LoopThread(name: "spate-journal") { [self] in self.run() }
     }
 
@@ -68,7 +70,10 @@ final class JournalCommitter: @unchecked Sendable {
                 }
             }
             guard let due else { return }
-            for journal in due { journal.commitNow() }
+            for journal in due {
+                journal.commitNow()
+                trace?.instant("journal commit", category: "journal")
+            }
         }
     }
 }

@@ -67,6 +67,8 @@ public final class DownloadSession: Sendable {
     let budgets: ConnectionBudgets
     let writer: FileWriter
     let committer: JournalCommitter
+    /// `--trace`: what the connections did, if asked (`TraceRecorder`).
+    public let trace: TraceRecorder?
     /// Makes small files durable in groups (its thread starts with the first small file).
     let publisher = GroupPublisher()
 
@@ -78,23 +80,26 @@ public final class DownloadSession: Sendable {
     private let state = Mutex(State())
 
     /// Starts a session: its threads sleep until downloads run.
-    public convenience init(limits: Limits = Limits()) throws(SpateError) {
-        try self.init(limits: limits, clock: SystemClock())
+    /// - Parameter trace: records every request and scheduling event for `--trace`.
+    public convenience init(limits: Limits = Limits(), trace: TraceRecorder? = nil) throws(SpateError) {
+        try self.init(limits: limits, clock: SystemClock(), trace: trace)
     }
 
     /// - Parameters:
     ///   - clock: the time source of every decision (tests pass a manual clock).
     ///   - stagingBufferBytes: the largest staging buffer of the writer.
-    init(limits: Limits, clock: any EngineClock, stagingBufferBytes: Int = FileWriter.defaultBufferBytes) throws(SpateError) {
+    init(limits: Limits, clock: any EngineClock, stagingBufferBytes: Int = FileWriter.defaultBufferBytes,
+         trace: TraceRecorder? = nil) throws(SpateError) {
         try limits.validate()
         self.limits = limits
         self.clock = clock
+        self.trace = trace
         let perHost = min(limits.maxConnectionsPerHost, limits.maxConnections)
         budgets = ConnectionBudgets(maxConnections: limits.maxConnections, maxPerHost: perHost)
         loop = CurlLoop(maxConnections: limits.maxConnections, maxPerHost: perHost, maxBytesPerSecond: limits.maxBytesPerSecond,
-                        clock: clock)
+                        clock: clock, trace: trace)
         writer = FileWriter(buffers: 1, bufferBytes: stagingBufferBytes)
-        committer = JournalCommitter()
+        committer = JournalCommitter(trace: trace)
     }
 
     /// Runs `body` with a new session and shuts the session down afterwards, on every path.

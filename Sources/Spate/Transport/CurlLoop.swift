@@ -34,6 +34,8 @@ final class CurlLoop: Sendable {
     let clock: any EngineClock
     /// The connections open per host.
     let sockets = HostSockets()
+    /// `--trace`: every request that reached the wire, as a span on its connection's lane.
+    private let trace: TraceRecorder?
     /// `--max-rate`: the shared budget and the transfers it paused (loop thread only).
     private nonisolated(unsafe) let rate: RateGate?
 
@@ -42,8 +44,10 @@ final class CurlLoop: Sendable {
     ///   - maxPerHost: the most connections open at once to one host. The session's budgets
     ///     keep requests within both; these caps make libcurl hold the line on open sockets
     ///     too (it closes an idle connection before it opens one beyond them).
-    init(maxConnections: Int, maxPerHost: Int, maxBytesPerSecond: Int64? = nil, clock: any EngineClock) {
+    init(maxConnections: Int, maxPerHost: Int, maxBytesPerSecond: Int64? = nil, clock: any EngineClock,
+         trace: TraceRecorder? = nil) {
         CurlGlobal.ensureInitialised()
+        self.trace = trace
         rate = maxBytesPerSecond.map { RateGate(budget: RateBudget(bytesPerSecond: $0, now: clock.now)) }
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
         self.multi = multi
@@ -137,6 +141,7 @@ final class CurlLoop: Sendable {
         }
 
         func end(_ transfer: Transfer, with result: Result<TransferOutcome, any Error>) {
+            if let trace { transfer.record(to: trace, result: result) }
             curl_multi_remove_handle(multi, transfer.easy.raw)
             transfer.headerList.free()
             transfer.continuation.resume(with: result)
@@ -240,6 +245,8 @@ private final class Transfer {
     let opening: HostSockets.Opening
     /// The session's rate budget, if any.
     let rate: RateGate?
+    /// When the request was handed to libcurl.
+    let started: ContinuousClock.Instant
     /// Paused by the rate budget now.
     var rateLimited = false
     /// Paused at some point of the watchdog's current window: the window starts again, so a
@@ -250,6 +257,7 @@ private final class Transfer {
          continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock, sockets: HostSockets,
          rate: RateGate?) {
         self.rate = rate
+        self.started = clock.now
         self.id = id
         self.easy = easy
         self.spec = spec
@@ -383,6 +391,29 @@ private final class Transfer {
             rate.paused.append(id)
         }
         return true
+    }
+
+    /// A span for this request on its connection's lane (its local port), if it reached the
+    /// wire. The URL is redacted; header values are not recorded.
+    func record(to trace: TraceRecorder, result: Result<TransferOutcome, any Error>) {
+        var sent = 0, port = 0
+        _ = spate_easy_getinfo_long(easy.raw, CURLINFO_REQUEST_SIZE, &sent)
+        guard sent > 0 else { return }
+        _ = spate_easy_getinfo_long(easy.raw, CURLINFO_LOCAL_PORT, &port)
+        let range = spec.headers.first { $0.hasPrefix("Range: ") }.map { String($0.dropFirst("Range: ".count)) }
+        var args: [(String, TraceValue)] = [("url", .text(Redactor.urls(in: spec.url))), ("bytes", .integer(bodyBytes))]
+        if let range { args.append(("range", .text(range))) }
+        if let status = head?.status { args.append(("status", .integer(Int64(status)))) }
+        let ending: String
+        switch result {
+        case .failure: ending = "cancelled"
+        case .success(let outcome):
+            if let first = outcome.timeToFirstByte { args.append(("ttfb_ms", .number(first.secondsDouble * 1000))) }
+            if let stop = outcome.stop { ending = "\(stop)".prefix { $0 != "(" }.description }
+            else { ending = outcome.curlCode == 0 ? "completed" : "curl error \(outcome.curlCode)" }
+        }
+        args.append(("end", .text(ending)))
+        trace.span("GET \(range ?? "whole")", category: "request", start: started, end: clock.now, lane: port, args: args)
     }
 
     /// The rate budget's debt is repaid: read again.
