@@ -43,9 +43,11 @@ struct RateBudget: Sendable, Equatable {
         return .nanoseconds(Int64((-tokens / bytesPerSecond * 1e9).rounded(.up)))
     }
 
-    /// The receive buffer for a rate-limited transfer: what one callback brings is what the
-    /// bucket can go into debt by, so it stays a small share of a second (at least 16 KiB).
-    static func receiveBufferBytes(rate: Int64, preferred: Int) -> Int {
-        Int(min(Int64(preferred), max(16 * 1024, rate / 32)))
+    /// The receive buffer for a rate-limited transfer. What one callback brings is what the
+    /// bucket can go into debt by, and every connection may bring one at once: together they
+    /// stay within 1/20 s of the rate (libcurl's smallest buffer is 1 KiB). Measured: with
+    /// 32 KiB buffers, 64 connections sharing 1 MiB/s moved 0.76–1.23 MiB/s over 5-s windows.
+    static func receiveBufferBytes(rate: Int64, connections: Int, preferred: Int) -> Int {
+        Int(min(Int64(preferred), max(1024, rate / Int64(20 * max(1, connections)))))
     }
 }

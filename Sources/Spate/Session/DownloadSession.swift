@@ -168,6 +168,6 @@ public final class DownloadSession: Sendable {
         if let fixed { return fixed }
         let shared = min(256 * 1024, max(32 * 1024, 2 * 1024 * 1024 / connectionsPlanned))
         guard let rate = limits.maxBytesPerSecond else { return shared }
-        return RateBudget.receiveBufferBytes(rate: rate, preferred: shared)
+        return RateBudget.receiveBufferBytes(rate: rate, connections: connectionsPlanned, preferred: shared)
     }
 }

@@ -138,13 +138,18 @@ struct CLITests {
             "141 the reader of -o - (or of a FIFO) stopped reading",
             "'-': standard output, in order",
             "Reorder window of an ordered stream",
+            "Most bytes per second across all connections",
+            "a transfer held back by it never counts as stalled",
+            "Write a Chrome trace-event JSON of the run",
+            "Benchmarks: spate bench URL",
         ] {
             #expect(text.contains(phrase), "--help lacks: \(phrase)")
         }
         let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
             .split(whereSeparator: \.isWhitespace).joined(separator: " ")
         for phrase in ["another spate process is writing the same output", "go unnoticed unless `--checksum` is given",
-                       "from 4 KiB to 1 EiB", "SIGHUP", "| 141 |", "`-o -`", "`--window SIZE`", "`--discard`"] {
+                       "from 4 KiB to 1 EiB", "SIGHUP", "| 141 |", "`-o -`", "`--window SIZE`", "`--discard`",
+                       "`--max-rate SIZE`", "`--trace FILE`", "`spate bench URL"] {
             #expect(readme.contains(phrase), "README lacks: \(phrase)")
         }
     }

@@ -12,7 +12,7 @@ struct RateBudgetTests {
     func theLongRunRateIsTheLimit(rate: Int64) {
         var budget = RateBudget(bytesPerSecond: rate, now: start)
         var rng = SeededGenerator(label: "rate budget \(rate)")
-        let chunk = RateBudget.receiveBufferBytes(rate: rate, preferred: 256 << 10)
+        let chunk = RateBudget.receiveBufferBytes(rate: rate, connections: 16, preferred: 256 << 10)
         var now = start
         var total: Int64 = 0
         var pausedUntil = start
@@ -47,8 +47,10 @@ struct RateBudgetTests {
     }
 
     @Test func receiveBuffersShrinkWithTheRate() {
-        #expect(RateBudget.receiveBufferBytes(rate: 1 << 20, preferred: 256 << 10) == 32 << 10)
-        #expect(RateBudget.receiveBufferBytes(rate: 1 << 10, preferred: 256 << 10) == 16 << 10)
-        #expect(RateBudget.receiveBufferBytes(rate: 1 << 30, preferred: 256 << 10) == 256 << 10)
+        // 64 connections at 1 MiB/s: libcurl's smallest buffer; 4 at 40 MiB/s: 512 KiB,
+        // capped by the preferred size.
+        #expect(RateBudget.receiveBufferBytes(rate: 1 << 20, connections: 64, preferred: 256 << 10) == 1024)
+        #expect(RateBudget.receiveBufferBytes(rate: 1 << 20, connections: 1, preferred: 256 << 10) == 52428)
+        #expect(RateBudget.receiveBufferBytes(rate: 40 << 20, connections: 4, preferred: 256 << 10) == 256 << 10)
     }
 }
