@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/vfs.h>
 #include <sys/xattr.h>
@@ -61,4 +62,13 @@ int spate_memory_file(const char *name) {
 
 int spate_punch_hole(int fd, int64_t offset, int64_t count) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, count) == 0 ? 0 : errno;
+}
+
+int spate_pipe_capacity(int fd) {
+    return fcntl(fd, F_GETPIPE_SZ);
+}
+
+int spate_pipe_queued(int fd) {
+    int queued = 0;
+    return ioctl(fd, FIONREAD, &queued) == 0 ? queued : -1;
 }

@@ -178,7 +178,8 @@ struct BenchCommand {
         let swept = rows.filter { $0.setting.connections != nil }
         let best = swept.max { $0.bytesPerSecond < $1.bytesPerSecond }!
         let automatic = rows.last!
-        Console.note("best: \(Self.name(best.setting)) at \(ByteSize.formatRate(best.bytesPerSecond)); the default (self-tuning up to \(base.connections)) reached \(ByteSize.formatRate(automatic.bytesPerSecond)), \(Int((automatic.bytesPerSecond / best.bytesPerSecond * 100).rounded())) % of it")
+        let share = best.bytesPerSecond > 0 ? " (\(Int((automatic.bytesPerSecond / best.bytesPerSecond * 100).rounded())) % of it)" : ""
+        Console.note("best: \(Self.name(best.setting)) at \(ByteSize.formatRate(best.bytesPerSecond)); the default (self-tuning up to \(base.connections)) reached \(ByteSize.formatRate(automatic.bytesPerSecond))\(share)")
         if json { print(Self.json(rows)) }
         if let chart {
             let svg = BenchChart.svg(rows: swept, title: "spate bench: \(Redactor.originOnly(url))")

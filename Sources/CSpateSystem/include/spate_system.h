@@ -34,6 +34,10 @@ int spate_rename_noreplace(const char *from, const char *to);
 /// An anonymous memory file (`memfd_create`, close-on-exec): the reorder window of an ordered
 /// stream. Returns the descriptor or -1 with errno set.
 int spate_memory_file(const char *name);
+/// The capacity of the pipe or FIFO `fd` (`F_GETPIPE_SZ`); -1 when `fd` is not a pipe.
+int spate_pipe_capacity(int fd);
+/// The bytes waiting in the pipe `fd` (`FIONREAD`); -1 when unknown.
+int spate_pipe_queued(int fd);
 /// Frees the pages of [offset, offset + count) (`fallocate(PUNCH_HOLE | KEEP_SIZE)`).
 /// Returns 0 or an errno value.
 int spate_punch_hole(int fd, int64_t offset, int64_t count);

@@ -227,7 +227,7 @@ final class DownloadEngine: Sendable {
             }
         }
         if case .stream(let fd, _) = options.output {
-            let code = body.withUnsafeBytes { StreamOutput.writeAll(fd, $0) }
+            let code = body.withUnsafeBytes { StreamOutput.writeAll(fd, $0) { Task.isCancelled } }
             if code == EPIPE { throw SpateError(.outputClosed, "the reader of \(path) stopped reading (broken pipe)") }
             if code != 0 { throw Syscall.fail("write to", path: path, errno: code) }
         }

@@ -306,21 +306,22 @@ final class RangeWorkers: Sendable {
     /// workers (work inside the window may be free now); a failure wakes every waiting worker
     /// to stop.
     func streamProgressed(_ streamed: Int64, failure: SpateError?) {
-        let waiters: [CheckedContinuation<Void, Never>] = core.withLock { c in
+        let (waiters, running): ([CheckedContinuation<Void, Never>], [TransferHandle]) = core.withLock { c in
             if let failure {
                 c.outputFailure = failure
             } else if !c.schedule.moveWindow(streamed: streamed) {
-                return []
+                return ([], [])
             }
             c.generation += 1
             var woken = Array(c.changes.values)
             c.changes.removeAll()
-            if failure != nil {
-                woken += c.pauses.values
-                c.pauses.removeAll()
-            }
-            return woken
+            guard failure != nil else { return (woken, []) }
+            woken += c.pauses.values
+            c.pauses.removeAll()
+            return (woken, c.running.values.map(\.handle))
         }
+        // The reader is gone: requests in flight stop now, not at the end of their ranges.
+        for handle in running { session.loop.abandon(handle) }
         for waiter in waiters { waiter.resume() }
     }
 }

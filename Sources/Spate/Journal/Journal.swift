@@ -147,10 +147,21 @@ final class Journal: @unchecked Sendable {
         commitLock.withLock {
             lock.withLock { closed = true }
             if fd >= 0 {
+                rememberIdentity()
                 _ = Glibc.close(fd)
                 fd = -1
             }
         }
+    }
+
+    /// The journal file's device and inode when it was last open: `remove` unlinks the name
+    /// only while it is still this file (once the download is published, another run may
+    /// already have started a journal of its own at the same name).
+    private var identity: (dev_t, ino_t)?
+
+    private func rememberIdentity() {
+        var info = stat()
+        if fstat(fd, &info) == 0 { identity = (info.st_dev, info.st_ino) }
     }
 
     /// Closes and deletes the journal (after a verified finish, or when its data is worthless).
@@ -162,10 +173,13 @@ final class Journal: @unchecked Sendable {
         }
         commitLock.withLock {
             if fd >= 0 {
+                rememberIdentity()
                 _ = Glibc.close(fd)
                 fd = -1
             }
         }
+        var info = stat()
+        if let identity, lstat(path, &info) == 0, info.st_dev != identity.0 || info.st_ino != identity.1 { return }
         _ = unlink(path)
     }
 

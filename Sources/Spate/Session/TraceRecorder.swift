@@ -8,7 +8,8 @@ import Synchronization
 /// per request that reached the wire, with its range, bytes, status and time to first byte;
 /// instant events (`ph: "i"`) on the "events" lane for retries, steals, hedges, tuner steps,
 /// journal commits and URL re-resolutions. Events are kept in memory, pre-rendered, up to
-/// `limit` (then counted as dropped, and the file says so); `write(to:)` writes them once.
+/// `limit` (about 300 bytes each: 75 MB at the default; then counted as dropped, and the file
+/// says so); `write(to:)` writes them once, in pieces.
 /// No secret goes in: URLs are redacted, header values are never recorded.
 public final class TraceRecorder: Sendable {
     private struct State {
@@ -23,7 +24,7 @@ public final class TraceRecorder: Sendable {
     /// The lane of instant events.
     static let eventsLane = 0
 
-    public init(limit: Int = 1_000_000) {
+    public init(limit: Int = 250_000) {
         self.limit = limit
     }
 
@@ -73,14 +74,26 @@ public final class TraceRecorder: Sendable {
             let name = lane == Self.eventsLane ? "events" : "connection :\(lane)"
             names.append("{\"name\":\"thread_name\",\"ph\":\"M\",\"ts\":0,\"pid\":1,\"tid\":\(lane),\"args\":{\"name\":\(JSONText.quote(name))}}")
         }
-        var text = "{\"traceEvents\":[\n" + (names + events).joined(separator: ",\n") + "\n],\"displayTimeUnit\":\"ms\""
-        if dropped > 0 { text += ",\"otherData\":{\"dropped_events\":\(dropped)}" }
-        text += "}\n"
-        let fd = Syscall.retryingEINTR { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        let fd = Syscall.retryingEINTR { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
         guard fd >= 0 else { throw Syscall.fail("create the trace", path: path) }
         defer { _ = close(fd) }
-        let code = text.withUTF8 { StreamOutput.writeAll(fd, UnsafeRawBufferPointer($0)) }
-        if code != 0 { throw Syscall.fail("write the trace", path: path, errno: code) }
+        func put(_ text: String) throws(SpateError) {
+            var text = text
+            let code = text.withUTF8 { StreamOutput.writeAll(fd, UnsafeRawBufferPointer($0)) }
+            if code != 0 { throw Syscall.fail("write the trace", path: path, errno: code) }
+        }
+        // In pieces of a few thousand events: no second copy of the whole trace in memory.
+        let all = names + events
+        try put("{\"traceEvents\":[\n")
+        var start = 0
+        while start < all.count {
+            let end = min(all.count, start + 4096)
+            try put(all[start..<end].joined(separator: ",\n") + (end < all.count ? ",\n" : "\n"))
+            start = end
+        }
+        var tail = "],\"displayTimeUnit\":\"ms\""
+        if dropped > 0 { tail += ",\"otherData\":{\"dropped_events\":\(dropped)}" }
+        try put(tail + "}\n")
     }
 }
 

@@ -72,15 +72,20 @@ enum OutputLock {
     static func holder(in text: String, device: dev_t, inode: ino_t) -> Holder {
         let major = UInt64((UInt64(device) >> 8) & 0xfff) | UInt64((UInt64(device) >> 32) & ~UInt64(0xfff))
         let minor = UInt64(UInt64(device) & 0xff) | UInt64((UInt64(device) >> 12) & ~UInt64(0xff))
+        var sameInodeElsewhere = false
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ")
             guard fields.count >= 6, fields[1] == "FLOCK", fields[3] == "WRITE" else { continue }
             let id = fields[5].split(separator: ":")
-            guard id.count == 3, UInt64(id[0], radix: 16) == major, UInt64(id[1], radix: 16) == minor,
-                  UInt64(id[2]) == UInt64(inode) else { continue }
+            guard id.count == 3, UInt64(id[2]) == UInt64(inode) else { continue }
+            guard UInt64(id[0], radix: 16) == major, UInt64(id[1], radix: 16) == minor else {
+                // btrfs and overlay file systems show another device here than stat does.
+                sameInodeElsewhere = true
+                continue
+            }
             return .held(Int32(fields[4]))
         }
-        return .free
+        return sameInodeElsewhere ? .unknown : .free
     }
 
     private static func readProcLocks() -> String? {

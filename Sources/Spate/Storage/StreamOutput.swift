@@ -86,17 +86,29 @@ final class StreamOutput: @unchecked Sendable {
     /// Stores `buffer` at `offset` of the stream (the session's writer calls this like `pwrite`).
     /// Returns 0 or an errno value (EPIPE once the output failed: the caller stops).
     func write(_ buffer: UnsafeRawBufferPointer, at offset: Int64) -> Int32 {
-        if lock.withLock({ state.failure }) != nil { return EPIPE }
-        guard ringFD >= 0 else { return writeDirect(buffer, at: offset) }
-        var done = 0
-        while done < buffer.count {
-            let position = (offset + Int64(done)) % windowBytes
-            let n = Int(min(Int64(buffer.count - done), windowBytes - position))
-            let code = Syscall.pwriteAll(ringFD, UnsafeRawBufferPointer(rebasing: buffer[done..<(done + n)]), at: position)
-            if code != 0 { return code }
-            done += n
+        guard ringFD >= 0 else {
+            if lock.withLock({ state.failure }) != nil { return EPIPE }
+            return writeDirect(buffer, at: offset)
         }
-        return 0
+        // Under the lock, against `streamed`: bytes below it were streamed already, and their
+        // ring slots may hold the next window's bytes by now (a hedge's loser, or the primary
+        // a hedge beat, can flush its last buffer late). Those are dropped, never written.
+        // Bytes at or beyond streamed + window cannot come: the schedule hands none out.
+        return lock.withLock { () -> Int32 in
+            if state.failure != nil { return EPIPE }
+            let skip = Int(max(0, min(Int64(buffer.count), state.streamed - offset)))
+            var done = skip
+            while done < buffer.count {
+                let at = offset + Int64(done)
+                guard at < state.streamed + windowBytes else { return EIO }
+                let position = at % windowBytes
+                let n = Int(min(Int64(buffer.count - done), windowBytes - position))
+                let code = Syscall.pwriteAll(ringFD, UnsafeRawBufferPointer(rebasing: buffer[done..<(done + n)]), at: position)
+                if code != 0 { return code }
+                done += n
+            }
+            return 0
+        }
     }
 
     /// Direct mode: in order. A piece that arrives before the one preceding it (the writer's
@@ -112,7 +124,7 @@ final class StreamOutput: @unchecked Sendable {
         let fresh = UnsafeRawBufferPointer(rebasing: buffer[skip...])
         if fresh.isEmpty { return 0 }
         digest?.update(fresh)
-        let code = Self.writeAll(outputFD, fresh)
+        let code = writeToOutput(fresh)
         let (streamed, failure) = lock.withLock { () -> (Int64, SpateError?) in
             if code == 0 { state.streamed += Int64(fresh.count) } else { state.failure = outputError(code) }
             lock.broadcast()
@@ -212,7 +224,7 @@ final class StreamOutput: @unchecked Sendable {
                 code = n < 0 ? errno : EIO
             } else {
                 digest?.update(UnsafeRawBufferPointer(slice))
-                code = Self.writeAll(outputFD, UnsafeRawBufferPointer(slice))
+                code = writeToOutput(UnsafeRawBufferPointer(slice))
             }
             if code == 0 { _ = spate_punch_hole(ringFD, position, Int64(next.count)) }
             let (streamed, failure, waiter) = lock.withLock { () -> (Int64, SpateError?, CheckedContinuation<[UInt8]?, any Error>?) in
@@ -231,19 +243,37 @@ final class StreamOutput: @unchecked Sendable {
         }
     }
 
+    /// Writes to the output, giving up (ECANCELED) once `stop()` is called: a reader that
+    /// stays open without reading must not keep an interrupted spate from exiting.
+    private func writeToOutput(_ buffer: UnsafeRawBufferPointer) -> Int32 {
+        Self.writeAll(outputFD, buffer) { [self] in lock.withLock { state.stopped } }
+    }
+
     /// Writes all of `buffer` to `fd` (a pipe, FIFO or device), looping over short writes,
-    /// EINTR, and EAGAIN on a non-blocking descriptor. Returns 0 or an errno value.
-    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) -> Int32 {
+    /// EINTR and EAGAIN. It waits for room with `poll` (checking `shouldStop` every 200 ms)
+    /// and never writes more to a pipe than it has room for, so no write blocks for long.
+    /// Returns 0 or an errno value (ECANCELED when stopped).
+    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, shouldStop: () -> Bool = { false }) -> Int32 {
+        let pipeSize = spate_pipe_capacity(fd)
         var done = 0
         while done < buffer.count {
-            let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN {
-                    var waiting = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&waiting, 1, 1000)
+            var room = buffer.count - done
+            if pipeSize > 0 {
+                var waiting = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                let ready = poll(&waiting, 1, 200)
+                if ready == 0 {
+                    if shouldStop() { return ECANCELED }
                     continue
                 }
+                if ready < 0 && errno != EINTR { return errno }
+                if (waiting.revents & Int16(POLLERR | POLLHUP)) != 0 && (waiting.revents & Int16(POLLOUT)) == 0 { return EPIPE }
+                // Poll says at least PIPE_BUF is free; the queue says how much more.
+                let free = max(Int(PIPE_BUF), Int(pipeSize) - max(0, Int(spate_pipe_queued(fd))))
+                room = min(room, free)
+            }
+            let n = Glibc.write(fd, buffer.baseAddress! + done, room)
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
                 return errno
             }
             done += n

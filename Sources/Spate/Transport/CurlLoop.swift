@@ -401,7 +401,9 @@ private final class Transfer {
         guard sent > 0 else { return }
         _ = spate_easy_getinfo_long(easy.raw, CURLINFO_LOCAL_PORT, &port)
         let range = spec.headers.first { $0.hasPrefix("Range: ") }.map { String($0.dropFirst("Range: ".count)) }
-        var args: [(String, TraceValue)] = [("url", .text(Redactor.urls(in: spec.url))), ("bytes", .integer(bodyBytes))]
+        // A redirect target's path may itself be the credential (a signed URL): its origin only.
+        let url = spec.secretPath ? Redactor.originOnly(spec.url) : Redactor.urls(in: spec.url)
+        var args: [(String, TraceValue)] = [("url", .text(url)), ("bytes", .integer(bodyBytes))]
         if let range { args.append(("range", .text(range))) }
         if let status = head?.status { args.append(("status", .integer(Int64(status)))) }
         let ending: String

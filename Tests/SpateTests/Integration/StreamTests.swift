@@ -212,6 +212,34 @@ struct StreamTests {
         }
     }
 
+    /// A late write below what was streamed (a hedge's loser flushing its last buffer after
+    /// the winner's bytes went out) is dropped: its ring slot already holds the next window's
+    /// bytes, which must reach the reader intact.
+    @Test func aLateDuplicateNeverOverwritesTheNextWindow() async throws {
+        let content = GeneratedContent(seed: 8801, size: 3 * Self.mib / 2)
+        let (readFD, writeFD) = makePipe()
+        let reader = PipeReader(fd: readFD, content: content)
+        let stream = try StreamOutput(outputFD: writeFD, name: "-", windowBytes: Self.mib, algorithm: nil)
+        func put(_ start: Int64, _ end: Int64, garbage: Bool = false) -> Int32 {
+            let bytes = garbage ? [UInt8](repeating: 0xEE, count: Int(end - start)) : content.bytes(start, end)
+            return bytes.withUnsafeBytes { stream.write($0, at: start) }
+        }
+        let half = Self.mib / 2
+        #expect(put(0, half) == 0)
+        stream.advance(to: half)
+        while stream.streamed < half { await Task.yield() }
+        // The window now reaches 1.5 MiB: [1 MiB, 1.5 MiB) reuses the slots of [0, 0.5 MiB).
+        #expect(put(half, Self.mib) == 0)
+        #expect(put(Self.mib, 3 * half) == 0)
+        #expect(put(0, half, garbage: true) == 0, "a late write is dropped, not an error")
+        let digest = try await stream.finish(size: content.size)
+        #expect(digest == nil)
+        stream.stop()
+        close(writeFD)
+        #expect(reader.wait() == content.size)
+        #expect(reader.mismatch == nil, "first wrong byte at \(reader.mismatch ?? -1)")
+    }
+
     /// A wrong checksum on a stream is exit 5 (the bytes already went out).
     @Test func aWrongChecksumOnAStreamIsAMismatch() async throws {
         try await withTestServer { server in
