@@ -19,12 +19,14 @@ struct OutputTarget {
             return try nullDevice(path: "/dev/null", window: window, checksum: checksum)
         }
         guard let output else { return nil }
-        if output == "-" {
+        // Names of standard output itself: when it is redirected to a file, stat() says
+        // "regular file", and the file path logic would put a .part beside it in /dev.
+        if output == "-" || ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"].contains(output) {
             // As curl does: binary data on a terminal helps nobody and can leave it unusable.
             if isatty(1) != 0 {
                 throw SpateError(.usage, "-o - would write the file to a terminal; redirect standard output (| or >) or give -o PATH")
             }
-            return OutputTarget(output: .stream(fileDescriptor: 1, window: window), path: "-", openedFD: nil)
+            return OutputTarget(output: .stream(fileDescriptor: 1, window: window), path: output, openedFD: nil)
         }
         var info = stat()
         // Following symlinks: /dev/stdout and /dev/fd/N are links to what they name.

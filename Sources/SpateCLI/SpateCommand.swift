@@ -227,7 +227,7 @@ struct SpateCommand: ParsableCommand {
         if window != nil, target == nil || target?.output == .discard {
             throw SpateError(.usage, "--window is for an ordered stream (-o -, a FIFO or a device)")
         }
-        if events == "-", target?.path == "-" {
+        if events == "-", let target, case .stream(let fd, _) = target.output, fd == 1 {
             throw SpateError(.usage, "-o - and --events - would both write to standard output; give --events a file")
         }
         return target

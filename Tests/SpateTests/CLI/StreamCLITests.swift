@@ -50,6 +50,26 @@ struct StreamCLITests {
         }
     }
 
+    /// `-o /dev/stdout` is standard output, also when it is redirected to a file (stat says
+    /// "regular file" then): no .part beside it in /dev, nothing renamed over the link.
+    @Test func devStdoutRedirectedToAFileIsStandardOutput() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 9005, size: 5 << 20)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            let script = "'\(CLIRunner.executable)' '\(server.url("/f.bin"))' -o /dev/stdout -c 4 -q > out.bin 2>err.txt"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", script]
+            process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\((try? String(contentsOfFile: dir.file("err.txt"), encoding: .utf8)) ?? "")")
+            #expect(compareFile(dir.file("out.bin"), with: content) == nil)
+            #expect(!FileManager.default.fileExists(atPath: "/dev/stdout.part"))
+        }
+    }
+
     /// A reader that stops early: exit 141 and one line, promptly (no stack of errors).
     @Test func aClosedPipeEndsWith141AndOneLine() async throws {
         let dir = try TemporaryDirectory()
