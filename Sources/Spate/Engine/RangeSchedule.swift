@@ -123,7 +123,8 @@ struct RangeSchedule: Sendable {
             return .fetch(begin(assignment, hedge: false, shorten: nil))
         }
         if settings.workStealing,
-           let steal = ledger.steal(positions: positions, minimumBytes: Self.minimumStealBytes, alignment: Self.stealAlignment) {
+           let steal = ledger.steal(positions: positions, minimumBytes: Self.minimumStealBytes, alignment: Self.stealAlignment,
+                                    headFirst: settings.windowBytes != nil) {
             return .fetch(begin(steal.assignment, hedge: false, shorten: Shorten(victim: steal.victim, end: steal.victimEnd)))
         }
         if ledger.isComplete { return .done }
@@ -282,8 +283,15 @@ struct RangeSchedule: Sendable {
             let eta = Double(c.remaining) / max(c.speed, 1)
             let fresh = Double(c.remaining) / typical + 0.05
             guard eta > 0.2 && eta > 2 * fresh else { continue }
-            // The longest wait wins; a tie goes to the lower offset (dictionary order is random).
-            if let b = best, eta < b.eta || (eta == b.eta && c.position > b.position) { continue }
+            // The longest wait wins (an ordered stream: the lowest offset, which holds up the
+            // window); a tie goes to the lower offset (dictionary order is random).
+            if let b = best {
+                if settings.windowBytes != nil {
+                    if c.position > b.position { continue }
+                } else if eta < b.eta || (eta == b.eta && c.position > b.position) {
+                    continue
+                }
+            }
             best = (c.id, eta, c.position)
         }
         return best.map { ($0.id, $0.position) }

@@ -152,14 +152,17 @@ public struct RangeLedger: Sendable {
     ///   - minimumBytes: neither side of a split is smaller than this.
     ///   - alignment: the split point is a multiple of this (keeps requests tidy).
     /// - Returns: nil when no remainder is at least twice `minimumBytes`.
-    public mutating func steal(positions: [AssignmentID: Int64], minimumBytes: Int64, alignment: Int64 = 1) -> Steal? {
+    /// - Parameter headFirst: take from the remainder at the lowest offset that is big enough,
+    ///   not the largest (an ordered stream: the head of its window holds everything up).
+    public mutating func steal(positions: [AssignmentID: Int64], minimumBytes: Int64, alignment: Int64 = 1,
+                               headFirst: Bool = false) -> Steal? {
         var best: (id: AssignmentID, range: ByteRange, position: Int64)?
         for (id, range) in inFlight where !hedges.values.contains(where: { $0.of == id }) {
             let position = min(max(positions[id] ?? range.start, range.start), range.end)
             let remaining = range.end - position
-            if remaining >= 2 * minimumBytes, remaining > (best.map { $0.range.end - $0.position } ?? 0) {
-                best = (id, range, position)
-            }
+            guard remaining >= 2 * minimumBytes else { continue }
+            let better = headFirst ? position < (best?.position ?? .max) : remaining > (best.map { $0.range.end - $0.position } ?? 0)
+            if better { best = (id, range, position) }
         }
         guard let best else { return nil }
         var split = best.position + (best.range.end - best.position) / 2

@@ -18,6 +18,21 @@ struct StealAndHedgeTests {
         #expect(ledger.steal(positions: [a.id: 340, b.id: 990, steal.assignment.id: 590], minimumBytes: 50) == nil)
     }
 
+    /// An ordered stream steals from the head of its window, not from the largest remainder.
+    @Test func aStreamStealsFromTheHead() throws {
+        var ledger = RangeLedger(size: 1000)
+        let a = ledger.assign(maxBytes: 300)!  // [0, 300)
+        let b = ledger.assign(maxBytes: 700)!  // [300, 1000)
+        let positions = [a.id: 0, b.id: 300] as [RangeLedger.AssignmentID: Int64]
+        var copy = ledger
+        let largest = copy.steal(positions: positions, minimumBytes: 50)
+        #expect(largest?.victim == b.id, "largest remainder by default")
+        let stolen = ledger.steal(positions: positions, minimumBytes: 50, headFirst: true)
+        let head = try #require(stolen)
+        #expect(head.victim == a.id && head.assignment.range == ByteRange(150, 300))
+        #expect(ledger.invariantViolation() == nil)
+    }
+
     @Test func aVictimThatRanPastTheSplitCountsOnlyItsShortenedRange() {
         var ledger = RangeLedger(size: 1000)
         let a = ledger.assign(maxBytes: 1000)!
