@@ -104,6 +104,7 @@ final class EventLog: Sendable {
             line.add("seconds", result.elapsed.secondsDouble)
             line.add("skipped", false)
             line.add("digest", result.verifiedChecksum.map { "\($0.algorithm.rawValue):\($0.hex)" })
+            line.add("digest_source", result.checksumSource)
             line.add("connections", result.connections)
             line.add("retries", result.retries)
             write(line)

@@ -66,6 +66,7 @@ struct ProgressRenderer {
         text += "\(ByteSize.formatRate(r.bytesPerSecond)), \(r.connections) connection\(r.connections == 1 ? "" : "s")"
         if let checksum = r.verifiedChecksum {
             text += ", \(checksum.algorithm.rawValue) verified"
+            if let source = r.checksumSource, source != "--checksum" { text += " (the server's \(source))" }
             if let tail = r.verificationTail { text += " \(seconds(tail.secondsDouble)) after the last byte" }
         }
         if r.retries > 0 { text += ", \(r.retries) retr\(r.retries == 1 ? "y" : "ies")" }

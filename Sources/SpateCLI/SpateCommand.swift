@@ -131,6 +131,9 @@ struct SpateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Expected digest: sha256, sha512, sha1 or md5, e.g. sha256:<hex>.", valueName: "ALG:HEX"))
     var checksum: String?
 
+    @Flag(help: "Do not verify the whole-file digest the server publishes (Repr-Digest, x-amz-checksum-sha256, x-goog-hash md5, X-Linked-Etag, Content-MD5 on whole replies).")
+    var noServerDigest = false
+
     @Option(name: [.customShort("H"), .customLong("header")], help: ArgumentHelp(
         "Extra request header (repeatable). Sent only to the URL's own host unless --location-trusted.",
         valueName: "Name: value"))
@@ -286,6 +289,7 @@ struct SpateCommand: ParsableCommand {
             options.maxBytesPerSecond = rate
         }
         options.journal = !noJournal
+        options.serverDigests = !noServerDigest
         if let stagingSize {
             guard let bytes = ByteSize.parse(stagingSize), bytes >= 16 * 1024, bytes <= 8 << 20 else {
                 throw SpateError(.usage, "invalid --staging-size \"\(stagingSize)\"")

@@ -52,11 +52,13 @@ final class DownloadEngine: Sendable {
         var restarts = 0
         while true {
             do {
-                let (bytes, connections, tail) = try await attempt(remote, path: path)
+                let expected = try expectedDigest(remote)
+                let (bytes, connections, tail) = try await attempt(remote, path: path, expected: expected?.checksum)
                 let firstByte = counters.timeToFirstByteNanos.load(ordering: .relaxed)
                 return DownloadResult(
                     path: path, bytes: bytes, elapsed: session.clock.now - started,
-                    verifiedChecksum: options.checksum, verificationTail: tail, connections: connections,
+                    verifiedChecksum: expected?.checksum, checksumSource: expected?.source, verificationTail: tail,
+                    connections: connections,
                     requests: counters.requests.load(ordering: .relaxed), retries: counters.retries.load(ordering: .relaxed),
                     timeToFirstByte: firstByte >= 0 ? .nanoseconds(firstByte) : nil)
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
@@ -68,6 +70,23 @@ final class DownloadEngine: Sendable {
                 remote = try await resolver.resolve()
             }
         }
+    }
+
+    /// The digest to verify: `--checksum`, else the best one the server published. A server
+    /// digest of the same algorithm that disagrees with `--checksum` stops the download before
+    /// any byte is fetched (one of them is wrong; the bytes cannot satisfy both).
+    private func expectedDigest(_ remote: RemoteFile) throws -> ServerDigest? {
+        for notice in remote.digestNotices { emit(.notice(notice)) }
+        if let given = options.checksum {
+            if let other = remote.serverDigests.first(where: { $0.checksum.algorithm == given.algorithm }),
+               other.checksum != given {
+                throw SpateError(.checksumMismatch, "the server's \(other.source) says \(other.checksum.algorithm.rawValue):\(other.checksum.hex), but --checksum says \(given.hex); nothing was downloaded")
+            }
+            return ServerDigest(checksum: given, source: "--checksum")
+        }
+        guard let digest = remote.serverDigests.first else { return nil }
+        emit(.notice("verifying the server's \(digest.source) (\(digest.checksum.algorithm.rawValue)) while downloading"))
+        return digest
     }
 
     /// The output path: the destination, or with `nameFromServer` a name the server proposes
@@ -115,20 +134,24 @@ final class DownloadEngine: Sendable {
 
     /// One pass over the file as `remote` describes it, into `path`. Returns the size, the
     /// most connections used, and how long the digest took after the last byte.
-    private func attempt(_ remote: RemoteFile, path: String) async throws -> (Int64, Int, Duration?) {
+    private func attempt(_ remote: RemoteFile, path: String, expected checksum: Checksum?) async throws -> (Int64, Int, Duration?) {
         let plan = try plan(remote)
         counters.knownSize.store(plan.size ?? -1, ordering: .relaxed)
         emit(.started(DownloadPlan(
             url: remote.url.redacted, totalBytes: plan.size, acceptsRanges: remote.acceptsRanges,
             connections: plan.connections, requestBytes: plan.segmented ? plan.sizer.baseBytes : nil)))
         if let body = resolver.takeWholeBody(), let size = plan.size, Int64(body.count) == size {
-            if options.output.isFile { try await saveWhole(body, path: path) } else { try streamWhole(body, path: path) }
+            if options.output.isFile {
+                try await saveWhole(body, path: path, checksum: checksum)
+            } else {
+                try streamWhole(body, path: path, checksum: checksum)
+            }
             return (size, 1, nil)
         }
         if !remote.acceptsRanges && (plan.size ?? 1) > 0 {
             emit(.notice("the server does not support byte ranges: downloading with one connection"))
         }
-        if plan.segmented && remote.ifRangeValidator == nil && options.checksum == nil {
+        if plan.segmented && remote.ifRangeValidator == nil && checksum == nil {
             // Nothing ties the ranges to one version of the file: say so once.
             emit(.notice("no validator (no ETag or Last-Modified): changes during the download cannot be detected; use --checksum"))
         }
@@ -141,6 +164,7 @@ final class DownloadEngine: Sendable {
         }
         let identity = ObjectIdentifier(self)
         let resources = try DownloadResources.open(path: path, header: header, remote: remote, size: plan.size, options: options,
+                                                   checksum: checksum,
                                                    session: session, identity: identity, streamWindow: streamWindow, emit: emit)
         counters.bytesAlreadyDone.store(resources.alreadyDone.count, ordering: .relaxed)
         do {
@@ -173,9 +197,9 @@ final class DownloadEngine: Sendable {
                                                 seed: SplitMix64.mix(seed &+ 3)).run()
                 resources.hasher?.advance(to: total)
             }
-            if options.checksum != nil { emit(.verifying) }
+            if checksum != nil { emit(.verifying) }
             let tail = try await resources.complete(size: total, truncate: !plan.segmented && plan.size != 0,
-                                                    checksum: options.checksum, overwrite: options.overwrite,
+                                                    checksum: checksum, overwrite: options.overwrite,
                                                     mark: options.byteRange == nil && options.output.isFile ? SavedMark(size: total, url: url) : nil,
                                                     clock: session.clock)
             return (total, used, tail)
@@ -191,8 +215,8 @@ final class DownloadEngine: Sendable {
     /// A small file that arrived whole in the probe's reply: checked against the checksum in
     /// memory, written with one `pwrite`, marked, and made durable with the session's other
     /// small files (`GroupPublisher`). No journal: there is nothing to resume in one request.
-    private func saveWhole(_ body: [UInt8], path: String) async throws {
-        if let expected = options.checksum {
+    private func saveWhole(_ body: [UInt8], path: String, checksum: Checksum?) async throws {
+        if let expected = checksum {
             emit(.verifying)
             let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
             guard actual == expected.digest else {
@@ -218,8 +242,8 @@ final class DownloadEngine: Sendable {
 
     /// A small file that arrived whole, to an ordered stream (checked first: a stream cannot
     /// take bytes back) or a discard.
-    private func streamWhole(_ body: [UInt8], path: String) throws {
-        if let expected = options.checksum {
+    private func streamWhole(_ body: [UInt8], path: String, checksum: Checksum?) throws {
+        if let expected = checksum {
             emit(.verifying)
             let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
             guard actual == expected.digest else {

@@ -43,8 +43,10 @@ public struct DownloadResult: Sendable {
     public var path: String
     public var bytes: Int64
     public var elapsed: Duration
-    /// The digest that was verified, if a checksum was given.
+    /// The digest that was verified: the checksum given, or one the server published.
     public var verifiedChecksum: Checksum?
+    /// Where `verifiedChecksum` came from: "--checksum", or the server's header ("Repr-Digest" …).
+    public var checksumSource: String? = nil
     /// How long verifying took after the last byte was written (the digest runs during the
     /// download; this is the tail it still had to read).
     public var verificationTail: Duration?

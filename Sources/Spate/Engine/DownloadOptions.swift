@@ -38,6 +38,9 @@ public struct DownloadOptions: Sendable {
     public var chunkBytes: Int64?
     /// The expected whole-file digest; a mismatch fails the download and leaves no file.
     public var checksum: Checksum?
+    /// Verify the whole-file digest the server publishes (`Repr-Digest`, S3, GCS, Hugging Face;
+    /// `ServerDigests`) when there is no `checksum` (`--no-server-digest` turns it off).
+    public var serverDigests = true
     /// Extra request headers. They go only to the original URL's scheme, host and port,
     /// unless `locationTrusted` is set.
     public var headers: [HTTPHeader] = []

@@ -39,14 +39,14 @@ final class DownloadResources: @unchecked Sendable {
     /// - Parameter streamWindow: an ordered stream's reorder window when ranges arrive out of
     ///   order; nil when one stream is written straight through (or for a file).
     static func open(path: String, header: JournalCodec.Header?, remote: RemoteFile, size: Int64?, options: DownloadOptions,
-                     session: DownloadSession, identity: ObjectIdentifier, streamWindow: Int64?,
+                     checksum: Checksum?, session: DownloadSession, identity: ObjectIdentifier, streamWindow: Int64?,
                      emit: @Sendable (DownloadEvent) -> Void) throws(SpateError) -> DownloadResources {
         switch options.output {
         case .file:
             break
         case .stream(let fd, _):
             let stream = try StreamOutput(outputFD: fd, name: path, windowBytes: streamWindow,
-                                          algorithm: options.checksum?.algorithm)
+                                          algorithm: checksum?.algorithm)
             return DownloadResources(file: OutputFile(streamingTo: stream, name: path), journal: nil, hasher: nil,
                                      alreadyDone: RangeSet(), session: session, identity: identity)
         case .discard:
@@ -65,7 +65,7 @@ final class DownloadResources: @unchecked Sendable {
             file.discard()
             throw error
         }
-        let hasher = options.checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
+        let hasher = checksum.map { WatermarkHasher(fd: file.fd, path: file.partPath, algorithm: $0.algorithm) }
         return DownloadResources(file: file, journal: journal, hasher: hasher, alreadyDone: covered,
                                  session: session, identity: identity)
     }

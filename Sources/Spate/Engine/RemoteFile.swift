@@ -12,6 +12,10 @@ public struct RemoteFile: Sendable, Hashable {
     public var lastModified: String?
     /// `Content-Disposition`, for naming the output when asked.
     public var contentDisposition: String?
+    /// Whole-file digests the server published (`ServerDigests`), best first.
+    public var serverDigests: [ServerDigest] = []
+    /// Digest headers seen but not checked (composite S3 checksums, CRCs), one line each.
+    var digestNotices: [String] = []
 
     public init(url: RemoteURL, size: Int64?, acceptsRanges: Bool, strongETag: String?, lastModified: String?,
                 contentDisposition: String? = nil) {

@@ -160,7 +160,7 @@ final class RemoteResolver: Sendable {
                     throw SpateError.invalidResponse("the probe's 206 reply has a bad Content-Range: \(head["content-range"]?.prefix(80) ?? "none")")
                 }
                 let rangesUsable = head["accept-ranges"]?.lowercased() != "none" && contentRange.completeLength != nil
-                return (remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable),
+                return (remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable, wholeBody: false),
                         Self.whole(sink, end: end, size: contentRange.completeLength))
             case 200:
                 var size: Int64?
@@ -168,11 +168,11 @@ final class RemoteResolver: Sendable {
                     size = ContentRange.parseDecimal(text)
                 }
                 let body = Self.whole(sink, end: end, size: size)
-                return (remoteFile(target, head: head, size: size ?? body.map { Int64($0.count) }, acceptsRanges: false), body)
+                return (remoteFile(target, head: head, size: size ?? body.map { Int64($0.count) }, acceptsRanges: false, wholeBody: true), body)
             case 416:
                 if let contentRange = head["content-range"].flatMap(ContentRange.init(parsing:)),
                    contentRange.range == nil, contentRange.completeLength == 0 {
-                    return (remoteFile(target, head: head, size: 0, acceptsRanges: true), nil)
+                    return (remoteFile(target, head: head, size: 0, acceptsRanges: true, wholeBody: false), nil)
                 }
                 throw SpateError(.http, "the server refused bytes=0-0 (416) for \(target.redacted)", httpStatus: 416)
             default:
@@ -206,9 +206,18 @@ final class RemoteResolver: Sendable {
         return body
     }
 
-    private func remoteFile(_ target: RemoteURL, head: ResponseHead, size: Int64?, acceptsRanges: Bool) -> RemoteFile {
-        RemoteFile(url: target, size: size, acceptsRanges: acceptsRanges,
-                   strongETag: RemoteFile.strongETag(from: head["etag"]),
-                   lastModified: head["last-modified"], contentDisposition: head["content-disposition"])
+    /// - Parameter wholeBody: the reply carries the whole file (a 200): `Content-MD5` then
+    ///   describes it.
+    private func remoteFile(_ target: RemoteURL, head: ResponseHead, size: Int64?, acceptsRanges: Bool,
+                            wholeBody: Bool) -> RemoteFile {
+        var file = RemoteFile(url: target, size: size, acceptsRanges: acceptsRanges,
+                              strongETag: RemoteFile.strongETag(from: head["etag"]),
+                              lastModified: head["last-modified"], contentDisposition: head["content-disposition"])
+        if requests.options.serverDigests {
+            let found = ServerDigests.parse(head, wholeBody: wholeBody)
+            file.serverDigests = found.digests
+            file.digestNotices = found.notices
+        }
+        return file
     }
 }

@@ -8,7 +8,7 @@
     /// The target names `scripts/fuzz` accepts.
     public static let names = [
         "journal", "content-range", "content-disposition", "retry-after", "response-head", "header-line",
-        "url", "size", "byte-range", "checksum", "manifest", "batch-path",
+        "url", "size", "byte-range", "checksum", "manifest", "batch-path", "server-digest",
     ]
 
     /// Runs target `name` on `data`. Returns false for an unknown name.
@@ -27,6 +27,7 @@
         case "checksum": _ = try? Checksum(parsing: text)
         case "manifest": manifest(text)
         case "batch-path": batchPath(text)
+        case "server-digest": serverDigest(text)
         default: return false
         }
         return true
@@ -117,6 +118,20 @@
             do { checkEntry(try parser.feed(line, number: number)) } catch { return }
         }
         do { checkEntry(try parser.finish()) } catch {}
+    }
+
+    /// "Name: value" lines as a reply head: every digest found has its algorithm's length.
+    private static func serverDigest(_ text: String) {
+        var fields: [(name: String, value: String)] = []
+        for line in text.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields.append((line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingSpaces()))
+        }
+        for whole in [false, true] {
+            for digest in ServerDigests.parse(ResponseHead(status: 200, fields: fields), wholeBody: whole).digests {
+                check(digest.checksum.digest.count == digest.checksum.algorithm.byteCount, "digest of the wrong length")
+            }
+        }
     }
 
     private static func batchPath(_ text: String) {

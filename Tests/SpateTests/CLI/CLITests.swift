@@ -142,6 +142,7 @@ struct CLITests {
             "a transfer held back by it never counts as stalled",
             "Write a Chrome trace-event JSON of the run",
             "Benchmarks: spate bench URL",
+            "Do not verify the whole-file digest the server publishes",
         ] {
             #expect(text.contains(phrase), "--help lacks: \(phrase)")
         }

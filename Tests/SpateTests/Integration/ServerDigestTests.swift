@@ -1,0 +1,115 @@
+import Foundation
+@testable import Spate
+import SpateTestContent
+import SpateTestServer
+import Testing
+
+/// Whole-file digests servers publish (issue 14, item 3): parsed from the reply head, verified
+/// while downloading; a mismatch is exit 5 and no file.
+@Suite("Server digests", .timeLimit(.minutes(5)))
+struct ServerDigestTests {
+    static let content = GeneratedContent(seed: 9701, size: 3 << 20)
+
+    static func base64(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+
+    func head(_ fields: [(String, String)], status: Int = 206) -> ResponseHead {
+        ResponseHead(status: status, fields: fields.map { (name: $0.0.lowercased(), value: $0.1) })
+    }
+
+    @Test func eachHeaderKindIsRead() {
+        let sha256 = Self.content.digest(.sha256), md5 = Self.content.digest(.md5), sha512 = Self.content.digest(.sha512)
+        let cases: [([(String, String)], Bool, String?, DigestAlgorithm?)] = [
+            ([("Repr-Digest", "sha-512=:\(Self.base64(sha512)):, sha-256=:\(Self.base64(sha256)):")], false, "Repr-Digest", .sha256),
+            ([("x-amz-checksum-sha256", Self.base64(sha256)), ("x-amz-checksum-type", "FULL_OBJECT")], false, "x-amz-checksum-sha256", .sha256),
+            ([("x-goog-hash", "crc32c=n03x6A==,md5=\(Self.base64(md5))")], false, "x-goog-hash", .md5),
+            ([("X-Linked-Etag", "\"\(Hex.encode(sha256))\"")], false, "X-Linked-Etag", .sha256),
+            ([("Content-MD5", Self.base64(md5))], true, "Content-MD5", .md5),
+            // Content-MD5 on a ranged reply covers the range: ignored.
+            ([("Content-MD5", Self.base64(md5))], false, nil, nil),
+            // Content-Digest covers one message only: ignored.
+            ([("Content-Digest", "sha-256=:\(Self.base64(sha256)):")], false, nil, nil),
+            // Malformed values: ignored, no trap.
+            ([("Repr-Digest", "sha-256=:not base64!:, sha-256=abc, =::")], false, nil, nil),
+        ]
+        for (fields, whole, source, algorithm) in cases {
+            let found = ServerDigests.parse(head(fields), wholeBody: whole)
+            #expect(found.digests.first?.source == source, "\(fields)")
+            #expect(found.digests.first?.checksum.algorithm == algorithm, "\(fields)")
+            if let algorithm { #expect(found.digests.first?.checksum.digest == Self.content.digest(algorithm)) }
+        }
+    }
+
+    @Test func compositeAndCRCValuesAreSaidAndIgnored() {
+        let composite = ServerDigests.parse(head([("x-amz-checksum-sha256", "q83vEjRWeJA=-7"), ("x-amz-checksum-type", "COMPOSITE")]),
+                                            wholeBody: false)
+        #expect(composite.digests.isEmpty)
+        #expect(composite.notices.count == 1 && composite.notices[0].contains("composite"))
+        let crc = ServerDigests.parse(head([("x-amz-checksum-crc64nvme", "AAAAAAAAAAA=")]), wholeBody: false)
+        #expect(crc.digests.isEmpty && crc.notices.first?.contains("does not check yet") == true)
+    }
+
+    /// The test server with `extra` headers on every reply.
+    func serve(_ server: TestServer, extra: [(String, String)]) {
+        let file = TestServer.File(content: Self.content)
+        server.addFile("/f.bin", file)
+        server.setHook { request in
+            var plan = TestServer.standardPlan(for: request, file: file)
+            for (name, value) in extra { plan.setHeader(name, value) }
+            return plan
+        }
+    }
+
+    @Test(arguments: [false, true])
+    func aRightDigestIsVerifiedAndNamed(wrong: Bool) async throws {
+        try await withTestServer { server in
+            var sha256 = Self.content.digest(.sha256)
+            if wrong { sha256[0] ^= 1 }
+            serve(server, extra: [("Repr-Digest", "sha-256=:\(Self.base64(sha256)):")])
+            let dir = try TemporaryDirectory()
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: testOptions(connections: 4))
+            switch result {
+            case .success(let r):
+                #expect(!wrong)
+                #expect(r.checksumSource == "Repr-Digest" && r.verifiedChecksum?.algorithm == .sha256)
+                #expect(compareFile(dir.file("f.bin"), with: Self.content) == nil)
+            case .failure(let error):
+                #expect(wrong && error.kind == .checksumMismatch, "\(error)")
+                #expect(!FileManager.default.fileExists(atPath: dir.file("f.bin")))
+            }
+        }
+    }
+
+    @Test func aServerDigestThatDisagreesWithTheChecksumStopsBeforeAnyByte() async throws {
+        try await withTestServer { server in
+            var other = Self.content.digest(.sha256)
+            other[5] ^= 0x40
+            serve(server, extra: [("x-amz-checksum-sha256", Self.base64(other))])
+            let dir = try TemporaryDirectory()
+            var o = testOptions(connections: 4)
+            o.checksum = sha256Checksum(of: Self.content)
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            guard case .failure(let error) = result else { Issue.record("downloaded"); return }
+            #expect(error.kind == .checksumMismatch && error.message.contains("x-amz-checksum-sha256"))
+            #expect(server.requests.count == 1, "only the probe")
+            // --no-server-digest: the user's checksum alone decides (and it is right).
+            o.serverDigests = false
+            let again = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            guard case .success(let r) = again else { Issue.record("\(again)"); return }
+            #expect(r.checksumSource == "--checksum")
+        }
+    }
+
+    @Test func aSmallFileInOneReplyIsCheckedToo() async throws {
+        try await withTestServer { server in
+            var md5 = Self.content.digest(.md5)
+            md5[0] ^= 1
+            serve(server, extra: [("x-goog-hash", "md5=\(Self.base64(md5))")])
+            let dir = try TemporaryDirectory()
+            var o = testOptions(connections: 2)
+            o.wholeFileBytes = 4 << 20
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            #expect(result.failureKind == .checksumMismatch, "\(result)")
+            #expect(dir.contents.isEmpty, "\(dir.contents)")
+        }
+    }
+}
