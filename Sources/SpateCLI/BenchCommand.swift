@@ -183,9 +183,7 @@ struct BenchCommand {
         if json { print(Self.json(rows)) }
         if let chart {
             let svg = BenchChart.svg(rows: swept, title: "spate bench: \(Redactor.originOnly(url))")
-            guard Self.write(svg, to: chart) else {
-                throw SpateError(.localIO, "cannot write the chart to \(chart)")
-            }
+            try TextFile.write([svg], to: chart)
             Console.note("chart: \(chart)")
         }
         return 0
@@ -233,27 +231,5 @@ struct BenchCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
             + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
-    }
-
-    static func write(_ text: String, to path: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var text = text
-        return text.withUTF8 { StreamWriter.writeAll(fd, UnsafeRawBufferPointer($0)) }
-    }
-}
-
-/// Writes all of a buffer to a descriptor.
-enum StreamWriter {
-    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) -> Bool {
-        var done = 0
-        while done < buffer.count {
-            let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return false }
-            done += n
-        }
-        return true
     }
 }

@@ -74,26 +74,16 @@ public final class TraceRecorder: Sendable {
             let name = lane == Self.eventsLane ? "events" : "connection :\(lane)"
             names.append("{\"name\":\"thread_name\",\"ph\":\"M\",\"ts\":0,\"pid\":1,\"tid\":\(lane),\"args\":{\"name\":\(JSONText.quote(name))}}")
         }
-        let fd = Syscall.retryingEINTR { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
-        guard fd >= 0 else { throw Syscall.fail("create the trace", path: path) }
-        defer { _ = close(fd) }
-        func put(_ text: String) throws(SpateError) {
-            var text = text
-            let code = text.withUTF8 { StreamOutput.writeAll(fd, UnsafeRawBufferPointer($0)) }
-            if code != 0 { throw Syscall.fail("write the trace", path: path, errno: code) }
-        }
-        // In pieces of a few thousand events: no second copy of the whole trace in memory.
         let all = names + events
-        try put("{\"traceEvents\":[\n")
-        var start = 0
-        while start < all.count {
-            let end = min(all.count, start + 4096)
-            try put(all[start..<end].joined(separator: ",\n") + (end < all.count ? ",\n" : "\n"))
-            start = end
-        }
         var tail = "],\"displayTimeUnit\":\"ms\""
         if dropped > 0 { tail += ",\"otherData\":{\"dropped_events\":\(dropped)}" }
-        try put(tail + "}\n")
+        // In pieces of a few thousand events: no second copy of the whole trace in memory.
+        let pieces = stride(from: 0, to: all.count, by: 4096).lazy.map { start -> String in
+            let end = min(all.count, start + 4096)
+            return all[start..<end].joined(separator: ",\n") + (end < all.count ? ",\n" : "\n")
+        }
+        let text = [AnySequence(["{\"traceEvents\":[\n"]), AnySequence(pieces), AnySequence([tail + "}\n"])].joined()
+        try TextFile.write(text, to: path, mode: 0o600)
     }
 }
 
@@ -108,6 +98,20 @@ enum TraceValue {
         case .text(let s): JSONText.quote(s)
         case .integer(let n): String(n)
         case .number(let d): d.isFinite ? DecimalFormat.fixed(d, decimals: 3) : "null"
+        }
+    }
+}
+
+/// Writes text to a new file (created or truncated) in pieces: the trace and the bench chart.
+public enum TextFile {
+    public static func write(_ pieces: some Sequence<String>, to path: String, mode: mode_t = 0o644) throws(SpateError) {
+        let fd = Syscall.retryingEINTR { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode) }
+        guard fd >= 0 else { throw Syscall.fail("create", path: path) }
+        defer { _ = close(fd) }
+        for piece in pieces {
+            var piece = piece
+            let code = piece.withUTF8 { StreamOutput.writeAll(fd, UnsafeRawBufferPointer($0)) }
+            if code != 0 { throw Syscall.fail("write", path: path, errno: code) }
         }
     }
 }

@@ -56,6 +56,8 @@ struct ConcurrentRunTests {
                     if n <= 0 { break }
                     lines += buffer[0..<n].filter { $0 == UInt8(ascii: "\n") }.count
                 }
+                // Not synchronisation: a seeded spread of B's start within A's run, so the trials
+                // meet A at different stages. Every assertion below holds for any timing.
                 usleep(delay)
                 let runB = try CLIRunner.run([server.url(sameURL ? "/a.bin" : "/b.bin")] + common + (force ? ["--force"] : []),
                                              in: dir.path)

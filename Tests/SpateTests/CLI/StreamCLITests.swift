@@ -104,12 +104,14 @@ struct StreamCLITests {
             let fifo = dir.file("pipe")
             #expect(mkfifo(fifo, 0o600) == 0)
             nonisolated(unsafe) var received = Data()
+            let readerDone = DispatchSemaphore(value: 0)
             let reader = Thread {
                 received = FileHandle(forReadingAtPath: fifo)?.readDataToEndOfFile() ?? Data()
+                readerDone.signal()
             }
             reader.start()
             let out = try CLIRunner.run([server.url("/f.bin"), "-o", "pipe", "-c", "4", "-q"] + (force ? ["--force"] : []), in: dir.path)
-            while !reader.isFinished { usleep(1000) }
+            readerDone.wait()
             #expect(out.status == 0, "\(out.stderr)")
             expectSame(received, content)
             var info = stat()

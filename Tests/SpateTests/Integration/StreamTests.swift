@@ -38,6 +38,8 @@ struct StreamTests {
                     }
                     offset += Int64(n)
                     consumed.store(offset, ordering: .relaxed)
+                    // The workload of a slow reader, not synchronisation: the assertions hold at
+                    // any reading speed.
                     if pause > 0 { usleep(pause) }
                 }
                 close(fd)
