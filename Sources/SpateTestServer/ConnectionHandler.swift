@@ -114,6 +114,24 @@ final class ConnectionHandler: ChannelInboundHandler {
         let plan = server.plan(for: info)
         if case .content(_, let start, _) = plan.body { servedStart = start } else { servedStart = nil }
 
+        if let delay = plan.firstByteDelay, delay > .zero {
+            // The reply starts one round trip after the request: the connection stays busy
+            // (`stream` set) so a pipelined request waits, as on a real link.
+            stream = BodyStream(plan: plan, total: 0, closeWhenDone: false, stalled: true)
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let (seconds, attoseconds) = delay.components
+            context.eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
+                let (handler, context) = bound.value
+                guard handler.active else { return }
+                handler.stream = nil
+                handler.sendReply(context: context, plan: plan, to: request)
+            }
+            return
+        }
+        sendReply(context: context, plan: plan, to: request)
+    }
+
+    private func sendReply(context: ChannelHandlerContext, plan: ResponsePlan, to request: HTTPRequestHead) {
         var text = "HTTP/1.1 \(plan.status) \(plan.reason)\r\n"
         for (name, value) in plan.headers { text += "\(name): \(value)\r\n" }
         text += "\r\n"

@@ -32,6 +32,10 @@ public struct ResponsePlan: Sendable {
     public var bytesPerSecond: Int?
     /// Close the connection after the response.
     public var closeAfterResponse = false
+    /// Hold the reply this long after the request arrived: a network's round trip, which the
+    /// loopback hides (this kernel has no netem). Requests queued behind it on the connection
+    /// wait their turn, as they would on a real connection.
+    public var firstByteDelay: Duration?
     /// Sent instead of the status line and headers when set: a broken reply exactly as given
     /// (an empty string makes an HTTP/0.9 reply, the body alone).
     public var rawHead: String?

@@ -35,6 +35,12 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Pace every reply body at this many bytes per second (e.g. 20M).")
     var rate: String?
 
+    @Option(help: "Hold every reply this many milliseconds after its request: a round trip (the loopback has none).")
+    var latency: Int = 0
+
+    @Option(help: "Answer 429 to a request that arrives while more than this many requests to the host are being served (a per-client cap, as nginx's limit_conn counts).")
+    var maxConnections: Int?
+
     @Flag(help: "Emulate Box and Backendless file downloads (needs --host 127.0.0.1 --host 127.0.0.2); prints example commands.")
     var emulateCloud = false
 
@@ -55,13 +61,28 @@ struct ServerCommand: AsyncParsableCommand {
             server.addFile(parts[0], file)
             paths.append(parts[0])
         }
+        var bytesPerSecond: Int?
         if let rate {
-            guard let bytesPerSecond = ByteSize.parse(rate), bytesPerSecond > 0 else {
+            guard let parsed = ByteSize.parse(rate), parsed > 0 else {
                 throw ValidationError("--rate expects a size per second like 20M")
             }
+            bytesPerSecond = Int(parsed)
+        }
+        guard latency >= 0 else { throw ValidationError("--latency expects milliseconds, 0 or more") }
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections expects 1 or more") }
+        if bytesPerSecond != nil || latency > 0 || maxConnections != nil {
+            let delay: Duration? = latency > 0 ? .milliseconds(latency) : nil
+            let cap = maxConnections
+            let pace = bytesPerSecond
             server.setHook { request in
                 var plan = server.standardPlan(for: request)
-                plan.bytesPerSecond = Int(bytesPerSecond)
+                if let cap, request.concurrentRequestsOnHost > cap {
+                    plan = .text(429, "too many connections\n")
+                    plan.setHeader("Retry-After", "1")
+                } else {
+                    plan.bytesPerSecond = pace
+                }
+                plan.firstByteDelay = delay
                 return plan
             }
         }

@@ -175,7 +175,7 @@ final class DownloadEngine: Sendable {
                 let settings = RangeSchedule.Settings(
                     workStealing: options.workStealing, tailHedging: options.tailHedging, sizer: plan.sizer, retry: options.retry,
                     maximumWorkers: plan.connections, selfTuning: options.selfTuning, initialWorkers: options.initialConnections,
-                    windowBytes: streamWindow)
+                    windowBytes: streamWindow, initialReplyWait: resolver.probeReplyWait)
                 let schedule = RangeSchedule(size: size, alreadyDone: resources.alreadyDone,
                                              settings: settings, seed: SplitMix64.mix(seed &+ 2))
                 let workers = RangeWorkers(schedule: schedule, parts: RangeWorkers.Parts(

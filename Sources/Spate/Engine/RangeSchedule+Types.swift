@@ -14,6 +14,8 @@ extension RangeSchedule {
         /// handed out (`RangeSchedule.moveWindow`), and requests are at most a share of it so
         /// every connection has work inside it. Nil for a file.
         var windowBytes: Int64? = nil
+        /// The probe's wait for its reply: the round trip, before any range has measured it.
+        var initialReplyWait: Duration? = nil
     }
 
     /// What a worker does next.

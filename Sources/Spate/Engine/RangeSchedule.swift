@@ -63,6 +63,9 @@ struct RangeSchedule: Sendable {
     private var speeds: [Int: Double] = [:]
     /// Speeds (bytes/s) of recently completed requests: what a healthy connection achieves.
     private var recentSpeeds: [Double] = []
+    /// Recent waits (seconds) between a request and its first byte (the probe's first): the
+    /// round trip every request pays, which sets the least time a request should last.
+    private var recentReplyWaits: [Double] = []
     private var random: SplitMix64
     private var sampler: ThroughputSampler?
     private var throttledSinceSample = false
@@ -87,6 +90,7 @@ struct RangeSchedule: Sendable {
         }
         peakWorkers = allowedWorkers
         windowEnd = settings.windowBytes
+        if let wait = settings.initialReplyWait { recentReplyWaits = [wait.secondsDouble] }
     }
 
     /// The stream has written `streamed` bytes: the window now ends `windowBytes` after them.
@@ -113,7 +117,8 @@ struct RangeSchedule: Sendable {
         // download really has (in a shared session, fewer than its workers).
         let connections = max(1, min(allowedWorkers, running.count + 1))
         var bytes = settings.sizer.nextRequestBytes(unassigned: ledger.unassignedBytes, connections: connections,
-                                                    speed: speeds[worker] ?? typicalSpeed)
+                                                    speed: speeds[worker] ?? typicalSpeed, replyWait: typicalReplyWait,
+                                                    outstanding: outstandingBytes(positions), allowed: allowedWorkers)
         if let window = settings.windowBytes {
             // Every connection can hold a request inside the window, with room for a second.
             bytes = min(bytes, max(RequestSizer.alignment, window / Int64(2 * max(1, settings.maximumWorkers))))
@@ -149,6 +154,19 @@ struct RangeSchedule: Sendable {
         return recentSpeeds.sorted()[recentSpeeds.count / 2]
     }
 
+    /// The bytes the running primary requests have still to receive.
+    private func outstandingBytes(_ positions: [RangeLedger.AssignmentID: Int64]) -> Int64 {
+        ledger.inFlight.reduce(0) { sum, entry in
+            sum + max(0, entry.value.end - max(positions[entry.key] ?? entry.value.start, entry.value.start))
+        }
+    }
+
+    /// The median of the recent reply waits (seconds).
+    var typicalReplyWait: Double? {
+        guard !recentReplyWaits.isEmpty else { return nil }
+        return recentReplyWaits.sorted()[recentReplyWaits.count / 2]
+    }
+
     /// The transfer for `id` starts now.
     mutating func requestStarted(_ id: RangeLedger.AssignmentID, now: ContinuousClock.Instant) {
         running[id]?.started = now
@@ -157,10 +175,16 @@ struct RangeSchedule: Sendable {
     /// The request `id` of `worker` ended: bytes up to `doneThrough` are in the file, and the
     /// transfer ended with `end`; `throttle` is the host budget's judgement of a throttling
     /// reply (`FailurePolicy.isThrottling`).
+    /// - Parameter replyWait: how long the request waited for its first byte, when a reply came.
     mutating func requestEnded(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd,
-                               throttle: ThrottleDecision? = nil, now: ContinuousClock.Instant) -> Ended {
+                               throttle: ThrottleDecision? = nil, replyWait: Duration? = nil,
+                               now: ContinuousClock.Instant) -> Ended {
         guard let request = running.removeValue(forKey: id) else {
             preconditionFailure("end of request \(id), which is not running")
+        }
+        if let replyWait {
+            recentReplyWaits.append(replyWait.secondsDouble)
+            if recentReplyWaits.count > Self.recentSpeedsKept { recentReplyWaits.removeFirst() }
         }
         let range = ledger.range(of: id)
         let wasHedge = ledger.isHedge(id)

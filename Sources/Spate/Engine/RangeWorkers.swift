@@ -277,7 +277,7 @@ final class RangeWorkers: Sendable {
             throttle = decision
         }
         let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end,
-                           throttle: throttle)
+                           throttle: throttle, replyWait: outcome.replyWait)
         if ended.complete { session.budgets.succeeded(slot.origin) }
         return (ended.next, end)
     }
@@ -285,12 +285,13 @@ final class RangeWorkers: Sendable {
     /// Reports a request's end to the schedule, stops the requests it made unnecessary, moves
     /// the digest's watermark and wakes idle workers.
     private func record(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd,
-                        throttle: ThrottleDecision? = nil) -> RangeSchedule.Ended {
+                        throttle: ThrottleDecision? = nil, replyWait: Duration? = nil) -> RangeSchedule.Ended {
         let now = clock.now
         let (ended, losers, waiters) = core.withLock { c in
             c.running.removeValue(forKey: id)
             c.generation += 1
-            let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, throttle: throttle, now: now)
+            let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, throttle: throttle,
+                                                    replyWait: replyWait, now: now)
             let losers = ended.abandon.compactMap { c.running[$0]?.handle }
             defer { c.changes.removeAll() }
             return (ended, losers, Array(c.changes.values))

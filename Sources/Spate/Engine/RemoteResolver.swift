@@ -15,6 +15,8 @@ final class RemoteResolver: Sendable {
         var inProgress: Task<RemoteFile, any Error>?
         /// The whole file, when the first probe's reply held all of it (taken once).
         var wholeBody: [UInt8]?
+        /// How long the last probe waited for its reply once sent (`TransferOutcome.replyWait`).
+        var replyWait: Duration?
     }
 
     let requests: RequestBuilder
@@ -35,6 +37,10 @@ final class RemoteResolver: Sendable {
 
     /// The file as last resolved.
     var current: RemoteFile { state.withLock { $0.current! } }
+
+    /// The last probe's wait between its request and the reply: the round trip ranges will
+    /// pay, known before the first range is sized.
+    var probeReplyWait: Duration? { state.withLock { $0.replyWait } }
 
     /// Resolves the URL for the first time (or again, after the remote file changed).
     func resolve() async throws -> RemoteFile {
@@ -130,20 +136,28 @@ final class RemoteResolver: Sendable {
         while true {
             try Task.checkCancellation()
             let hop = target
-            let (outcome, sink) = try await transport.withSlot(for: hop.origin) { slot in
+            let (outcome, sink, slot) = try await transport.withSlot(for: hop.origin) { slot in
                 let sink = ProbeSink(wholeFileBytes: wholeFileBytes)
                 // A probe reads at most a small file: a 64 KiB buffer (libcurl allocates it per
                 // request; a bigger one is an mmap and page faults per small file of a batch).
                 let buffer = min(64 * 1024, transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes))
                 let spec = requests.probe(hop, bufferBytes: buffer, slot: slot, wholeFileBytes: wholeFileBytes)
-                return (try await transport.perform(spec, sink: sink), sink)
+                return (try await transport.perform(spec, sink: sink), sink, slot)
             }
             let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,
                                   wallSeconds: transport.clock.wallSeconds)
+            if FailurePolicy.isThrottling(end), case .status(let reply) = end {
+                // A refused probe tells the host's budget as much as a refused range: the
+                // session's other downloads to that host hold back too.
+                if case .lowered(let count) = transport.session.budgets.refused(slot, now: transport.clock.now) {
+                    transport.emit(.notice("the server is throttling (HTTP \(reply.status)): using at most \(count) connections to \(slot.origin.host):\(slot.origin.port)"))
+                }
+            }
             guard let head = outcome.head, end == .enough || end == .completed else {
                 try await failed(end, budget: &budget)
                 continue
             }
+            if let wait = outcome.replyWait { state.withLock { $0.replyWait = wait } }
             switch head.status {
             case 301, 302, 303, 307, 308:
                 guard let location = head["location"] else {

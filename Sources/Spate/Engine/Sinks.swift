@@ -187,8 +187,6 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
             }
         }
         if let change = remote.validatorMismatch(in: head) { return .remoteChanged(change) }
-        // The host accepted the request: it counts as running when the host throttles others.
-        slot?.markReceiving()
         return nil
     }
 

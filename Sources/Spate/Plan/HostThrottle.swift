@@ -4,18 +4,27 @@
 /// lowers another's budget.
 ///
 /// Rules (times from the `now` passed in):
-/// - A refusal lowers `allowed` by at least a quarter, and to no more than the requests still
-///   receiving (those the host accepted), never below 1 — at most once per `cooldown`, so one
-///   burst of replies to simultaneous requests counts once.
-/// - Every `recoverAfter` successes in a row raise it by one, up to `ceiling`.
+/// - A refusal lowers `allowed` by at least a quarter, and to no more than the host's other
+///   requests in flight (receiving, or sent and not answered yet), never below 1 — at most
+///   once per `cooldown`, so one burst of replies to simultaneous requests counts once.
+/// - Each later refusal of a request that was in flight at that cut is one request fewer that
+///   the host accepted: `allowed` follows that count down. Why: a host that refuses more than N
+///   connections per client answers a burst of requests with a burst of 429s, and behind a
+///   real round trip most of its 206 heads have not arrived yet when the first 429 does.
+///   Counting only the requests already receiving then (the first design) cut a 16-connection
+///   cap to 1–9 behind 80 ms; counting those in flight, minus the burst's refusals, lands on N.
+/// - Every `recoverAfter` successes in a row raise it by one, up to `ceiling`. A refusal of a
+///   request sent at a count reached that way goes back one step, and the next step up needs
+///   twice as many successes (a server's fixed cap is probed ever more rarely, not hit every
+///   few seconds).
 ///
-/// | allowed | running | refusal at                      | decision                        |
-/// |---------|---------|---------------------------------|---------------------------------|
-/// | 16      | 16      | first                           | lowered(12)                     |
-/// | 12      | any     | 100 ms after the cut            | settling(remaining: 150 ms)     |
-/// | 12      | 5       | 250 ms after the cut            | lowered(5)                      |
-/// | 1       | any     | request sent before the last cut| settling(remaining: 0)          |
-/// | 1       | any     | request sent at allowed = 1     | persisting (counts as a failure)|
+/// | allowed | in flight | refusal at                       | decision                        |
+/// |---------|-----------|----------------------------------|---------------------------------|
+/// | 16      | 16        | first                            | lowered(12)                     |
+/// | 12      | any       | 100 ms after the cut             | settling(remaining: 150 ms)     |
+/// | 12      | 5         | 250 ms after the cut             | lowered(5)                      |
+/// | 1       | any       | request sent before the last cut | settling(remaining: 0)          |
+/// | 1       | any       | request sent at allowed = 1      | persisting (counts as a failure)|
 struct HostThrottle: Sendable, Hashable {
     let ceiling: Int
     private(set) var allowed: Int
@@ -25,8 +34,15 @@ struct HostThrottle: Sendable, Hashable {
     private(set) var cuts = 0
     private var lastCut: ContinuousClock.Instant?
     private var successes = 0
+    /// Requests in flight at the last cut, less those refused since: what the host accepted.
+    private var acceptedAtCut = 0
+    /// `allowed` right after the last cut (a higher count was reached by recovering).
+    private var levelAfterCut = 0
+    /// Successes in a row that raise `allowed` by one now.
+    private(set) var successesPerStep = HostThrottle.recoverAfter
 
     static let recoverAfter = 8
+    static let maximumSuccessesPerStep = 512
     static let cooldown: Duration = .milliseconds(250)
 
     init(ceiling: Int) {
@@ -40,7 +56,7 @@ struct HostThrottle: Sendable, Hashable {
     var isAtCeiling: Bool { allowed == ceiling }
 
     /// A 429 or 503 to a request sent when `sentAtCuts` cuts had been made, while `running`
-    /// requests to the host were receiving data.
+    /// other requests to the host were in flight (holding a connection slot).
     ///
     /// Why the decision matters to the retry budget: a request refused while the budget is
     /// still coming down answered a higher count than the one now allowed; counting it against
@@ -48,17 +64,34 @@ struct HostThrottle: Sendable, Hashable {
     /// converging on what the host accepts.
     mutating func refused(running: Int, sentAtCuts: Int, now: ContinuousClock.Instant) -> ThrottleDecision {
         successes = 0
+        if sentAtCuts < cuts {
+            // In flight at the last cut and refused after all: one fewer was accepted.
+            acceptedAtCut = max(1, acceptedAtCut - 1)
+            if acceptedAtCut < allowed {
+                allowed = acceptedAtCut
+                lowest = min(lowest, allowed)
+            }
+            let since = lastCut.map { now - $0 } ?? Self.cooldown
+            return .settling(remaining: since < Self.cooldown ? Self.cooldown - since : .zero)
+        }
         if let lastCut, now - lastCut < Self.cooldown {
             return .settling(remaining: Self.cooldown - (now - lastCut))
         }
-        let lowered = max(1, min(allowed - max(1, allowed / 4), running))
-        guard lowered != allowed else {
-            return sentAtCuts < cuts ? .settling(remaining: .zero) : .persisting
+        let lowered: Int
+        if cuts > 0 && allowed > levelAfterCut {
+            // A step up was refused: back to the count that held, and probe more rarely.
+            lowered = max(1, min(allowed - 1, max(running, levelAfterCut)))
+            successesPerStep = min(Self.maximumSuccessesPerStep, successesPerStep * 2)
+        } else {
+            lowered = max(1, min(allowed - max(1, allowed / 4), running))
         }
+        guard lowered != allowed else { return .persisting }
         allowed = lowered
         lowest = min(lowest, lowered)
         lastCut = now
         cuts += 1
+        acceptedAtCut = max(1, running)
+        levelAfterCut = lowered
         return .lowered(lowered)
     }
 
@@ -66,7 +99,7 @@ struct HostThrottle: Sendable, Hashable {
     mutating func succeeded() -> Bool {
         guard allowed < ceiling else { return false }
         successes += 1
-        guard successes >= Self.recoverAfter else { return false }
+        guard successes >= successesPerStep else { return false }
         successes = 0
         allowed += 1
         if allowed >= ceiling { lastCut = nil }

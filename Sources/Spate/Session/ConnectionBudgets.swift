@@ -73,10 +73,11 @@ final class ConnectionBudgets: Sendable {
     }
 
     /// A request that held `slot` (already released) got 429/503: the host's budget judges it
-    /// (`HostThrottle.refused`), counting the host's requests that are receiving data now.
+    /// (`HostThrottle.refused`), counting the host's other requests in flight now.
     func refused(_ slot: BudgetSlot, now: ContinuousClock.Instant) -> ThrottleDecision {
         state.withLock { s in
-            let running = s.held.values.filter { $0.origin == slot.origin && $0.isReceiving }.count
+            // The host's other requests in flight (receiving, or waiting for their reply).
+            let running = s.held.values.filter { $0.origin == slot.origin }.count
             return s.book.refused(slot.origin, running: running, sentAtCuts: slot.sentAtCuts, now: now)
         }
     }
@@ -144,7 +145,6 @@ final class BudgetSlot: Sendable {
     /// The host's budget when the slot was taken: a request that finds more connections open to
     /// the host closes its own afterwards (see `HostSockets`).
     let hostAllowed: Int
-    private let receiving = Atomic<Bool>(false)
 
     init(id: UInt64, origin: RemoteURL.Origin, sentAtCuts: Int, hostAllowed: Int) {
         self.id = id
@@ -152,10 +152,6 @@ final class BudgetSlot: Sendable {
         self.sentAtCuts = sentAtCuts
         self.hostAllowed = hostAllowed
     }
-
-    /// The host accepted the request and sends data (set once, from the transfer loop).
-    func markReceiving() { receiving.store(true, ordering: .relaxed) }
-    var isReceiving: Bool { receiving.load(ordering: .relaxed) }
 }
 
 /// A host's connection budget, as a session reports it.

@@ -332,6 +332,12 @@ private final class Transfer {
         var microseconds: curl_off_t = 0
         if head != nil, spate_easy_getinfo_off_t(easy.raw, CURLINFO_STARTTRANSFER_TIME_T, &microseconds) == CURLE_OK {
             outcome.timeToFirstByte = .microseconds(Int64(microseconds))
+            // The request's own wait: from the request sent (after connect and TLS) to the
+            // first byte of the reply, what every request on a kept connection pays.
+            var sent: curl_off_t = 0
+            if spate_easy_getinfo_off_t(easy.raw, CURLINFO_PRETRANSFER_TIME_T, &sent) == CURLE_OK, microseconds >= sent {
+                outcome.replyWait = .microseconds(Int64(microseconds - sent))
+            }
         }
         return outcome
     }

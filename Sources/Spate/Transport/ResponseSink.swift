@@ -42,5 +42,8 @@ struct TransferOutcome: Sendable {
     /// From the start of the request to its first response byte (libcurl's
     /// `CURLINFO_STARTTRANSFER_TIME_T`), when a response began.
     var timeToFirstByte: Duration? = nil
+    /// From the request sent to its first response byte (`STARTTRANSFER − PRETRANSFER`): the
+    /// round trip plus the server's think time, which a connection spends idle per request.
+    var replyWait: Duration? = nil
 
 }

@@ -50,6 +50,38 @@ struct HostThrottleTests {
         #expect(throttle.allowed == 2)
     }
 
+    /// A host that serves 16 requests per client gets 32 at once (the tuner doubled): the first
+    /// 429 arrives while most 206 heads are still on their way (a real round trip), so the cut
+    /// counts every request in flight, and each later 429 of that burst takes one off.
+    @Test func aBurstOfRefusalsLandsOnWhatTheHostAccepted() {
+        var throttle = HostThrottle(ceiling: 64)
+        let first = throttle.refused(running: 31, sentAtCuts: 0, now: t0)
+        #expect(first == .lowered(31), "no more than the other requests in flight")
+        for i in 1..<16 {
+            let got = throttle.refused(running: 31 - i, sentAtCuts: 0, now: t0 + .milliseconds(i))
+            #expect(got == .settling(remaining: HostThrottle.cooldown - .milliseconds(i)), "sent before the cut: uncounted")
+        }
+        #expect(throttle.allowed == 16 && throttle.lowest == 16, "31 in flight, 15 of them refused after the cut")
+        #expect(throttle.cuts == 1)
+    }
+
+    /// Recovering one step at a time above a fixed cap: the refused step goes back one, and the
+    /// next step needs twice the successes.
+    @Test func aRefusedStepUpGoesBackOneAndProbesMoreRarely() {
+        var throttle = HostThrottle(ceiling: 32)
+        _ = throttle.refused(running: 16, sentAtCuts: 0, now: t0)
+        #expect(throttle.allowed == 16)
+        for _ in 0..<HostThrottle.recoverAfter { _ = throttle.succeeded() }
+        #expect(throttle.allowed == 17)
+        let refused = throttle.refused(running: 16, sentAtCuts: 1, now: t0 + .seconds(1))
+        #expect(refused == .lowered(16), "back to the count that held, not a quarter off")
+        #expect(throttle.successesPerStep == 2 * HostThrottle.recoverAfter)
+        for _ in 0..<(2 * HostThrottle.recoverAfter - 1) { _ = throttle.succeeded() }
+        #expect(throttle.allowed == 16)
+        let rose = throttle.succeeded()
+        #expect(rose && throttle.allowed == 17)
+    }
+
     @Test func aHostThatThrottlesLowersOnlyItsOwnBudget() throws {
         let a = try RemoteURL("http://127.0.0.1:8080/x").origin
         let b = try RemoteURL("http://127.0.0.2:8080/x").origin

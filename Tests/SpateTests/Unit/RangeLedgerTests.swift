@@ -151,6 +151,30 @@ struct RequestSizerTests {
         #expect(small.usefulConnections(fileSize: 1000) == 1)
     }
 
+    /// Loopback (a reply wait of 1 ms): unchanged. 80 ms: one equal share of the work per
+    /// connection before the speed is known, then at least 40 reply waits of transfer, and a
+    /// last request takes the whole share rather than leave a small one behind.
+    @Test func roundTripsSetTheLeastLengthOfARequest() {
+        let sizer = RequestSizer(fileSize: 1 << 30, connections: 16, fixedBytes: nil)
+        let gib: Int64 = 1 << 30
+        #expect(sizer.nextRequestBytes(unassigned: gib, connections: 1, replyWait: 0.001, allowed: 16) == sizer.baseBytes)
+        #expect(sizer.nextRequestBytes(unassigned: gib, connections: 1, speed: 10e6, replyWait: 0.001, allowed: 16) == 4_980_736,
+                "0.5 s at 10 MB/s, in 64 KiB steps")
+        #expect(sizer.nextRequestBytes(unassigned: gib, connections: 1, replyWait: 0.08, allowed: 16) == gib / 16,
+                "the first connection takes a sixteenth")
+        #expect(sizer.nextRequestBytes(unassigned: gib - gib / 16, connections: 2, replyWait: 0.08, outstanding: gib / 16,
+                                       allowed: 16) == gib / 16, "so does the second: the share counts what is in flight")
+        let timed = sizer.nextRequestBytes(unassigned: gib, connections: 16, speed: 1e6, replyWait: 0.08, allowed: 16)
+        #expect(timed == 3_145_728, "40 × 80 ms at 1 MB/s = 3.2 MB, in 64 KiB steps")
+        #expect(sizer.nextRequestBytes(unassigned: 50 << 20, connections: 16, speed: 1e6, replyWait: 0.08,
+                                       outstanding: 14 << 20, allowed: 16) == 4 << 20,
+                "a share under two timed requests is taken whole")
+        #expect(sizer.nextRequestBytes(unassigned: 1000, connections: 16, replyWait: 0.2, allowed: 16)
+                == RequestSizer.minimumAutomaticBytes)
+        let fixed = RequestSizer(fileSize: gib, connections: 16, fixedBytes: 1 << 20)
+        #expect(fixed.nextRequestBytes(unassigned: gib, replyWait: 0.2) == 1 << 20, "--chunk-size is used as given")
+    }
+
     @Test func connectionsAreCappedByTheNumberOfRequests() {
         let sizer = RequestSizer(fileSize: 10, connections: 32, fixedBytes: 3)
         #expect(sizer.usefulConnections(fileSize: 10) == 4)
