@@ -185,7 +185,7 @@ final class RangeWorkers: Sendable {
                     let work = c.schedule.nextWork(worker: index, positions: c.positions(), now: now)
                     guard case .fetch(let job) = work else { return (work, nil) }
                     let sink = RangeSink(requested: job.assignment.range, remoteOffset: parts.remoteOffset, output: parts.output.make(),
-                                         remote: remote, counters: parts.transport.counters, slot: slot,
+                                         remote: remote, counters: parts.transport.counters,
                                          sentIfRange: parts.requests.sendsIfRange(for: remote))
                     c.running[job.assignment.id] = Running(sink: sink, handle: TransferHandle())
                     return (work, job.shorten.flatMap { c.running[$0.victim]?.sink })

@@ -108,8 +108,6 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private var output: StagedOutput
     private let remote: RemoteFile
     private let counters: DownloadCounters
-    /// The connection slot of the request: marked once the host accepted it (a good 206).
-    private let slot: BudgetSlot?
     /// The next offset to write: `requested.start ..< position` is accepted (queued or written;
     /// all written after `flush()`).
     private(set) var position: Int64
@@ -122,7 +120,7 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     private(set) var errorBody = ErrorBody()
 
     init(requested: ByteRange, remoteOffset: Int64 = 0, output: StagedOutput, remote: RemoteFile, counters: DownloadCounters,
-         slot: BudgetSlot? = nil, sentIfRange: Bool = false) {
+         sentIfRange: Bool = false) {
         self.sentIfRange = sentIfRange
         self.requested = requested
         self.remoteOffset = remoteOffset
@@ -132,7 +130,6 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         self.output = output
         self.remote = remote
         self.counters = counters
-        self.slot = slot
     }
 
     func accept(_ head: ResponseHead) -> TransferStop? {
