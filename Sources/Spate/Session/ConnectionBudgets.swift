@@ -72,12 +72,13 @@ final class ConnectionBudgets: Sendable {
         for (continuation, slot) in granted { continuation.resume(returning: slot) }
     }
 
-    /// A request that held `slot` (already released) got 429/503: the host's budget judges it
-    /// (`HostThrottle.refused`), counting the host's other requests in flight now.
+    /// A request holding `slot` got 429/503: the host's budget judges it (`HostThrottle.refused`),
+    /// counting the host's other requests in flight now.
     func refused(_ slot: BudgetSlot, now: ContinuousClock.Instant) -> ThrottleDecision {
         state.withLock { s in
-            // The host's other requests in flight (receiving, or waiting for their reply).
-            let running = s.held.values.filter { $0.origin == slot.origin }.count
+            // The host's other requests in flight (receiving, or waiting for their reply); the
+            // refused one still holds its slot, and the host did not accept it.
+            let running = s.held.values.filter { $0.origin == slot.origin && $0.id != slot.id }.count
             return s.book.refused(slot.origin, running: running, sentAtCuts: slot.sentAtCuts, now: now)
         }
     }

@@ -310,23 +310,28 @@ struct FaultTests {
             var o = options(connections: 12)
             o.retry = RetryPolicy(maxRetries: 5, baseDelay: .milliseconds(20), maxDelay: .milliseconds(200))
             o.tailHedging = false
+            let session = try DownloadSession(limits: .init(maxConnections: 12, maxConnectionsPerHost: 12))
+            defer { session.shutdown() }
             let dir = try TemporaryDirectory()
-            let d = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            let d = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: o, session: session)
             async let result = d.run()
             var notices: [String] = []
             for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
             _ = try await result
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
-            // "… using at most N connections to HOST": the first cut counts the requests in
-            // flight (at most 11 besides the refused one); the burst's other refusals bring the
-            // budget down to what the server accepted (3, or one more when a request of the
-            // burst got in as another ended), so every later cut is at most 4.
+            // The burst's refusals, and later cuts, bring the budget down to what the server
+            // accepts (3, or one more when a request got in as another ended). How many cuts
+            // that takes depends on how the requests interleave (a loaded machine sends the
+            // burst spread out), so only where it went is asserted.
+            let budget = try session.budget(for: server.url("/"))
+            #expect(budget.cuts >= 1 && budget.lowest <= 4, "\(budget) \(notices)")
+            // "… using at most N connections to HOST": a cut counts the requests in flight (at
+            // most 11 besides the refused one).
             let counts = notices.compactMap { text -> Int? in
                 guard text.contains("throttling"), let at = text.range(of: "at most ") else { return nil }
                 return Int(text[at.upperBound...].prefix { $0.isNumber })
             }
             #expect(!counts.isEmpty && counts.allSatisfy { (1...11).contains($0) }, "\(notices)")
-            #expect(counts.dropFirst().allSatisfy { (1...4).contains($0) }, "\(notices)")
         }
     }
 

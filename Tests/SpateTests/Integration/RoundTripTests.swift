@@ -58,14 +58,15 @@ struct RoundTripTests {
         }
     }
 
-    /// The host serves 2 requests per client and 6 arrive at once behind a 30 ms round trip:
+    /// The host serves 2 requests per client and 6 arrive at once behind a 300 ms round trip:
     /// the first 429 comes back with the 206 heads, before any byte. The budget settles on 2
     /// (the 6 in flight, less the 4 refusals), not on the few already receiving; the file is
-    /// exact and the server never served more than 2 at once.
+    /// exact. (The round trip is long so that a loaded machine, which may start the 6 requests
+    /// tens of milliseconds apart, still has them all in flight when the first reply comes.)
     @Test func aPerClientCapBehindARoundTripIsFoundExactly() async throws {
         try await withTestServer { server in
             let content = GeneratedContent(seed: 82, size: Self.size)
-            serve(server, content: content, rate: 4 << 20, delay: .milliseconds(30)) { request in
+            serve(server, content: content, rate: 4 << 20, delay: .milliseconds(300)) { request in
                 guard request.header("range") != "bytes=0-0", request.concurrentRequestsOnHost > 2 else { return nil }
                 var refusal = ResponsePlan.text(429, "too many requests\n")
                 refusal.setHeader("Retry-After", "0")

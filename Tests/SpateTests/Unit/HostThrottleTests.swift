@@ -142,4 +142,23 @@ struct HostThrottleTests {
         budgets.release(slotB)
         #expect(budgets.inUse == 0)
     }
+
+    /// The refused request still holds its slot when the budget judges it: the host accepted
+    /// only the others. 6 in flight, a host that takes 2: the four 429s land the budget on 2.
+    @Test func aRefusedRequestIsNotCountedAmongTheAccepted() async throws {
+        let a = try RemoteURL("http://127.0.0.1:1/").origin
+        let budgets = ConnectionBudgets(maxConnections: 6, maxPerHost: 6)
+        var slots: [BudgetSlot] = []
+        for _ in 0..<6 { slots.append(try await budgets.acquire(a)) }
+        let t0 = ContinuousClock.now
+        #expect(budgets.refused(slots[2], now: t0) == .lowered(5))
+        budgets.release(slots[2])
+        for (i, slot) in slots[3...].enumerated() {
+            _ = budgets.refused(slot, now: t0 + .milliseconds(i + 1))
+            budgets.release(slot)
+        }
+        #expect(budgets.snapshot(a).allowed == 2)
+        budgets.release(slots[0])
+        budgets.release(slots[1])
+    }
 }
