@@ -128,10 +128,10 @@ struct SpateCommand: ParsableCommand {
     @Flag(help: "Throw the bytes away as they arrive (like -o /dev/null): for benchmarks. With --checksum they are still hashed, in order.")
     var discard = false
 
-    @Option(help: ArgumentHelp("Expected digest: sha256, sha512, sha1 or md5, e.g. sha256:<hex>.", valueName: "ALG:HEX"))
+    @Option(help: ArgumentHelp("Expected digest: sha256, sha512, sha1, md5, crc32c, crc64nvme or crc32, e.g. sha256:<hex>.", valueName: "ALG:HEX"))
     var checksum: String?
 
-    @Flag(help: "Do not verify the whole-file digest the server publishes (Repr-Digest, x-amz-checksum-sha256, x-goog-hash md5, X-Linked-Etag, Content-MD5 on whole replies).")
+    @Flag(help: "Do not verify the whole-file digest the server publishes (Repr-Digest, x-amz-checksum-*, x-goog-hash, X-Linked-Etag, Content-MD5 on whole replies).")
     var noServerDigest = false
 
     @Option(name: [.customShort("H"), .customLong("header")], help: ArgumentHelp(

@@ -22,6 +22,9 @@ public struct Checksum: Sendable, Hashable, CustomStringConvertible {
             let known = DigestAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")
             throw .usage("unknown checksum algorithm \"\(name)\": use one of \(known)")
         }
+        guard algorithm.isAvailable else {
+            throw .usage("\(name) needs ISA-L 2.31 or later (crc64_rocksoft_refl); this machine has an older one")
+        }
         // The length first: "abc" is hexadecimal, just not a digest (an odd count would
         // otherwise read as "not hexadecimal").
         let digits = hex.utf8.count

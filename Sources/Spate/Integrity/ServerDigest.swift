@@ -15,17 +15,19 @@ public struct ServerDigest: Sendable, Hashable, CustomStringConvertible {
 /// - `Repr-Digest` (RFC 9530): `sha-256=:BASE64:` and `sha-512=:BASE64:`; the digest of the
 ///   whole representation, on ranged replies too. (`Content-Digest` covers one message's bytes
 ///   only: not a whole-file digest, ignored.)
-/// - `x-amz-checksum-sha256` (S3), when `x-amz-checksum-type` is `FULL_OBJECT` or absent and
-///   the value is not a composite `…-N` (a checksum of part checksums, which no byte stream can
-///   reproduce: said once, ignored).
-/// - `x-goog-hash: crc32c=…,md5=…` (GCS): the whole object's MD5, also on ranged reads.
+/// - `x-amz-checksum-sha256|sha1|crc64nvme|crc32c|crc32` (S3), when `x-amz-checksum-type` is
+///   `FULL_OBJECT` or absent and the value is not a composite `…-N` (a checksum of part
+///   checksums, which no byte stream can reproduce: said once, ignored).
+/// - `x-goog-hash: crc32c=…,md5=…` (GCS): whole-object values, also on ranged reads.
 /// - `X-Linked-Etag` (Hugging Face LFS files): the quoted hex SHA-256 of the file.
 /// - `Content-MD5` (Azure): only on a reply that carries the whole file (on a ranged reply it
 ///   covers the range, or is absent).
-/// CRC32C and CRC64NVME values are not checked yet (said once when they are all there is).
+/// A CRC is used only when no cryptographic digest is published (`digests` is in order of
+/// preference); CRC-64/NVME only where ISA-L has it (else said once when it is all there is).
 enum ServerDigests {
     struct Found: Equatable {
-        /// Usable digests, in the order of preference (SHA-256, SHA-512, MD5).
+        /// Usable digests, in the order of preference (SHA-256, SHA-512, SHA-1, MD5, then the
+        /// CRCs: CRC-64/NVME, CRC-32C, CRC-32).
         var digests: [ServerDigest] = []
         /// Values seen but not checked, one line each.
         var notices: [String] = []
@@ -33,11 +35,15 @@ enum ServerDigests {
 
     static func parse(_ head: ResponseHead, wholeBody: Bool) -> Found {
         var found = Found()
+        var unchecked: [String] = []
         func add(_ algorithm: DigestAlgorithm, _ bytes: [UInt8]?, _ source: String) {
+            guard algorithm.isAvailable else {
+                unchecked.append(source)
+                return
+            }
             guard let bytes, let checksum = try? Checksum(algorithm: algorithm, digest: bytes) else { return }
             found.digests.append(ServerDigest(checksum: checksum, source: source))
         }
-        var unchecked: [String] = []
         if let value = head["repr-digest"] {
             for member in value.split(separator: ",") {
                 let parts = member.split(separator: "=", maxSplits: 1).map { $0.trimmingSpaces() }
@@ -51,23 +57,27 @@ enum ServerDigests {
             }
         }
         let s3Type = head["x-amz-checksum-type"]?.uppercased()
-        for (name, algorithm) in [("x-amz-checksum-sha256", DigestAlgorithm.sha256), ("x-amz-checksum-sha1", .sha1)] {
+        let s3: [(String, DigestAlgorithm)] = [
+            ("x-amz-checksum-sha256", .sha256), ("x-amz-checksum-sha1", .sha1), ("x-amz-checksum-crc64nvme", .crc64nvme),
+            ("x-amz-checksum-crc32c", .crc32c), ("x-amz-checksum-crc32", .crc32),
+        ]
+        for (name, algorithm) in s3 {
             guard let value = head[name] else { continue }
             if s3Type == "COMPOSITE" || value.contains("-") {
                 found.notices.append("the server's \(name) is a composite checksum of multipart parts; it cannot be checked against the bytes and is ignored")
                 continue
             }
-            add(algorithm, Base64.decode(value), name)
-        }
-        for name in ["x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme", "x-amz-checksum-crc32"] where head[name] != nil {
-            unchecked.append(name)
+            add(algorithm, Base64.decode(value.trimmingSpaces()), name)
         }
         for value in head.values("x-goog-hash") {
             for member in value.split(separator: ",") {
                 let parts = member.split(separator: "=", maxSplits: 1).map { $0.trimmingSpaces() }
                 guard parts.count == 2 else { continue }
-                if parts[0].lowercased() == "md5" { add(.md5, Base64.decode(parts[1]), "x-goog-hash") }
-                if parts[0].lowercased() == "crc32c" { unchecked.append("x-goog-hash crc32c") }
+                switch parts[0].lowercased() {
+                case "md5": add(.md5, Base64.decode(parts[1]), "x-goog-hash")
+                case "crc32c": add(.crc32c, Base64.decode(parts[1]), "x-goog-hash")
+                default: break
+                }
             }
         }
         if let value = head["x-linked-etag"] {
@@ -75,10 +85,10 @@ enum ServerDigests {
             if hex.utf8.count == 64 { add(.sha256, Hex.decode(hex), "X-Linked-Etag") }
         }
         if wholeBody, let value = head["content-md5"] { add(.md5, Base64.decode(value.trimmingSpaces()), "Content-MD5") }
-        let rank: [DigestAlgorithm: Int] = [.sha256: 0, .sha512: 1, .sha1: 2, .md5: 3]
-        found.digests.sort { rank[$0.checksum.algorithm, default: 9] < rank[$1.checksum.algorithm, default: 9] }
+        let order = DigestAlgorithm.allCases
+        found.digests.sort { order.firstIndex(of: $0.checksum.algorithm)! < order.firstIndex(of: $1.checksum.algorithm)! }
         if found.digests.isEmpty && !unchecked.isEmpty {
-            found.notices.append("the server publishes \(unchecked.joined(separator: ", ")), which spate does not check yet; use --checksum")
+            found.notices.append("the server publishes \(unchecked.joined(separator: ", ")) (CRC-64/NVME), which needs ISA-L 2.31 or later to check; this machine has an older one: use --checksum")
         }
         return found
     }

@@ -39,13 +39,41 @@ struct ServerDigestTests {
         }
     }
 
-    @Test func compositeAndCRCValuesAreSaidAndIgnored() {
+    /// S3 and GCS publish CRCs: read when nothing cryptographic is there, after it when it is.
+    @Test func crcHeadersAreReadBelowTheHashes() {
+        let crc32c = Self.content.digest(.crc32c), crc32 = Self.content.digest(.crc32), md5 = Self.content.digest(.md5)
+        let cases: [([(String, String)], String, DigestAlgorithm)] = [
+            ([("x-goog-hash", "crc32c=\(Self.base64(crc32c))")], "x-goog-hash", .crc32c),
+            ([("x-goog-hash", "crc32c=\(Self.base64(crc32c)),md5=\(Self.base64(md5))")], "x-goog-hash", .md5),
+            ([("x-amz-checksum-crc32c", Self.base64(crc32c)), ("x-amz-checksum-type", "FULL_OBJECT")], "x-amz-checksum-crc32c", .crc32c),
+            ([("x-amz-checksum-crc32", Self.base64(crc32))], "x-amz-checksum-crc32", .crc32),
+        ]
+        for (fields, source, algorithm) in cases {
+            let found = ServerDigests.parse(head(fields), wholeBody: false)
+            #expect(found.digests.first?.source == source && found.digests.first?.checksum.algorithm == algorithm, "\(fields)")
+            #expect(found.digests.first?.checksum.digest == Self.content.digest(algorithm), "\(fields)")
+        }
+    }
+
+    @Test func compositeValuesAreSaidAndIgnored() {
         let composite = ServerDigests.parse(head([("x-amz-checksum-sha256", "q83vEjRWeJA=-7"), ("x-amz-checksum-type", "COMPOSITE")]),
                                             wholeBody: false)
         #expect(composite.digests.isEmpty)
         #expect(composite.notices.count == 1 && composite.notices[0].contains("composite"))
-        let crc = ServerDigests.parse(head([("x-amz-checksum-crc64nvme", "AAAAAAAAAAA=")]), wholeBody: false)
-        #expect(crc.digests.isEmpty && crc.notices.first?.contains("does not check yet") == true)
+        let crc = ServerDigests.parse(head([("x-amz-checksum-crc32c", "n03x6A==-3")]), wholeBody: false)
+        #expect(crc.digests.isEmpty && crc.notices.first?.contains("composite") == true)
+    }
+
+    /// CRC-64/NVME is checked where ISA-L has it (2.31+); elsewhere it is said, not failed.
+    @Test func crc64nvmeIsCheckedWhereTheLibraryHasIt() {
+        let value = DigestAlgorithm.crc64nvme.isAvailable ? Self.base64(Self.content.digest(.crc64nvme)) : "AAAAAAAAAAA="
+        let found = ServerDigests.parse(head([("x-amz-checksum-crc64nvme", value)]), wholeBody: false)
+        if DigestAlgorithm.crc64nvme.isAvailable {
+            #expect(found.digests.first?.checksum.algorithm == .crc64nvme && found.notices.isEmpty)
+        } else {
+            #expect(found.digests.isEmpty && found.notices.first?.contains("ISA-L 2.31") == true, "\(found)")
+            #expect(throws: SpateError.self) { try Checksum(parsing: "crc64nvme:ae8b14860a799888") }
+        }
     }
 
     /// The test server with `extra` headers on every reply.
@@ -71,6 +99,27 @@ struct ServerDigestTests {
             case .success(let r):
                 #expect(!wrong)
                 #expect(r.checksumSource == "Repr-Digest" && r.verifiedChecksum?.algorithm == .sha256)
+                #expect(compareFile(dir.file("f.bin"), with: Self.content) == nil)
+            case .failure(let error):
+                #expect(wrong && error.kind == .checksumMismatch, "\(error)")
+                #expect(!FileManager.default.fileExists(atPath: dir.file("f.bin")))
+            }
+        }
+    }
+
+    /// A CRC is verified like a hash: right → exact file, named; wrong → checksum mismatch, no file.
+    @Test(arguments: [("x-amz-checksum-crc32c", DigestAlgorithm.crc32c), ("x-amz-checksum-crc32", .crc32)], [false, true])
+    func aServerCRCIsVerified(header: (String, DigestAlgorithm), wrong: Bool) async throws {
+        try await withTestServer { server in
+            var value = Self.content.digest(header.1)
+            if wrong { value[3] ^= 0x10 }
+            serve(server, extra: [(header.0, Self.base64(value)), ("x-amz-checksum-type", "FULL_OBJECT")])
+            let dir = try TemporaryDirectory()
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: testOptions(connections: 4))
+            switch result {
+            case .success(let r):
+                #expect(!wrong)
+                #expect(r.checksumSource == header.0 && r.verifiedChecksum?.algorithm == header.1)
                 #expect(compareFile(dir.file("f.bin"), with: Self.content) == nil)
             case .failure(let error):
                 #expect(wrong && error.kind == .checksumMismatch, "\(error)")

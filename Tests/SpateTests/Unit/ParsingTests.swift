@@ -83,7 +83,7 @@ struct InputValidationTests {
     }
 
     @Test(arguments: ["sha256", "sha256:abc", "sha256:" + String(repeating: "g", count: 64),
-                      "crc32:00000000", "sha256:" + String(repeating: "0", count: 62), ":00"])
+                      "adler32:00000000", "crc32:000000", "sha256:" + String(repeating: "0", count: 62), ":00"])
     func badChecksumsAreUsageErrors(text: String) {
         #expect(throws: SpateError.self) { try Checksum(parsing: text) }
         do { _ = try Checksum(parsing: text) } catch { #expect(error.kind == .usage) }
