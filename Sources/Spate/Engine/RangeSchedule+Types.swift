@@ -51,6 +51,8 @@ extension RangeSchedule {
         /// Whether the request's bytes are done (by it or by its hedge partner).
         var complete: Bool
         var next: Next
+        /// A throttled thief gave its bytes back: the victim's sink stops at this end again.
+        var extend: Shorten? = nil
     }
 
     enum Next: Sendable, Equatable {

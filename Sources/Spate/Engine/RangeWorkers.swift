@@ -292,6 +292,10 @@ final class RangeWorkers: Sendable {
             c.generation += 1
             let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, throttle: throttle,
                                                     replyWait: replyWait, now: now)
+            if let extend = ended.extend, let victim = c.running[extend.victim]?.sink {
+                // Never past what the victim asked the server for.
+                victim.limit.store(min(extend.end, victim.requested.end), ordering: .relaxed)
+            }
             let losers = ended.abandon.compactMap { c.running[$0]?.handle }
             defer { c.changes.removeAll() }
             return (ended, losers, Array(c.changes.values))

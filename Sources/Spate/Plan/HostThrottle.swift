@@ -38,6 +38,10 @@ struct HostThrottle: Sendable, Hashable {
     private var acceptedAtCut = 0
     /// `allowed` right after the last cut (a higher count was reached by recovering).
     private var levelAfterCut = 0
+    /// Where later refusals of the last cut's burst stop taking the budget down: after a
+    /// refused step up, the count that held before it (that burst was sent above it; a request
+    /// it counted as in flight may have been refused already, which took one too many off).
+    private var floorAfterCut = 1
     /// Successes in a row that raise `allowed` by one now.
     private(set) var successesPerStep = HostThrottle.recoverAfter
 
@@ -66,10 +70,12 @@ struct HostThrottle: Sendable, Hashable {
         successes = 0
         if sentAtCuts < cuts {
             // In flight at the last cut and refused after all: one fewer was accepted.
-            acceptedAtCut = max(1, acceptedAtCut - 1)
+            acceptedAtCut = max(floorAfterCut, acceptedAtCut - 1)
             if acceptedAtCut < allowed {
                 allowed = acceptedAtCut
                 lowest = min(lowest, allowed)
+                // This is the count that holds: a later refusal above it is a step up refused.
+                levelAfterCut = allowed
             }
             let since = lastCut.map { now - $0 } ?? Self.cooldown
             return .settling(remaining: since < Self.cooldown ? Self.cooldown - since : .zero)
@@ -78,9 +84,11 @@ struct HostThrottle: Sendable, Hashable {
             return .settling(remaining: Self.cooldown - (now - lastCut))
         }
         let lowered: Int
+        var floor = 1
         if cuts > 0 && allowed > levelAfterCut {
             // A step up was refused: back to the count that held, and probe more rarely.
             lowered = max(1, min(allowed - 1, max(running, levelAfterCut)))
+            floor = min(lowered, levelAfterCut)
             successesPerStep = min(Self.maximumSuccessesPerStep, successesPerStep * 2)
         } else {
             lowered = max(1, min(allowed - max(1, allowed / 4), running))
@@ -90,8 +98,9 @@ struct HostThrottle: Sendable, Hashable {
         lowest = min(lowest, lowered)
         lastCut = now
         cuts += 1
-        acceptedAtCut = max(1, running)
+        acceptedAtCut = max(floor, running)
         levelAfterCut = lowered
+        floorAfterCut = floor
         return .lowered(lowered)
     }
 

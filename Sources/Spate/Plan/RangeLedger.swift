@@ -176,6 +176,17 @@ public struct RangeLedger: Sendable {
         return Steal(victim: best.id, victimEnd: split, assignment: Assignment(id: id, range: taken))
     }
 
+    /// Undoes a steal whose thief got nothing: the thief's bytes go back to the end of
+    /// `victim`, which still runs and still ends where the steal cut it. Returns the victim's
+    /// new end, or nil (and changes nothing) when that no longer holds, or either is hedged.
+    public mutating func giveBack(_ thief: AssignmentID, to victim: AssignmentID) -> Int64? {
+        guard let taken = inFlight[thief], let kept = inFlight[victim], kept.end == taken.start, !taken.isEmpty,
+              !hedges.values.contains(where: { $0.of == victim || $0.of == thief }) else { return nil }
+        inFlight.removeValue(forKey: thief)
+        inFlight[victim] = ByteRange(kept.start, taken.end)
+        return taken.end
+    }
+
     /// Starts a hedge: a second request for `victim`'s bytes from `position` to its end.
     /// Nil when the victim is gone, already hedged, or has nothing left.
     public mutating func hedge(_ victim: AssignmentID, from position: Int64) -> Assignment? {

@@ -63,6 +63,15 @@ struct HostThrottleTests {
         }
         #expect(throttle.allowed == 16 && throttle.lowest == 16, "31 in flight, 15 of them refused after the cut")
         #expect(throttle.cuts == 1)
+        // Two steps up (16 successes), and the step to 18 is refused: back one, not a quarter
+        // off the 18 (16 is what held after the burst, not the 31 of the first cut).
+        for _ in 0..<(2 * HostThrottle.recoverAfter) { _ = throttle.succeeded() }
+        #expect(throttle.allowed == 18)
+        let stepRefused = throttle.refused(running: 17, sentAtCuts: 1, now: t0 + .seconds(3))
+        #expect(stepRefused == .lowered(17) && throttle.successesPerStep == 2 * HostThrottle.recoverAfter)
+        // The rest of that burst takes it back to 16, the count that held, and no lower.
+        for i in 1...3 { _ = throttle.refused(running: 17 - i, sentAtCuts: 1, now: t0 + .seconds(3) + .milliseconds(i)) }
+        #expect(throttle.allowed == 16 && throttle.lowest == 16)
     }
 
     /// Recovering one step at a time above a fixed cap: the refused step goes back one, and the

@@ -61,6 +61,39 @@ struct RangeScheduleTests {
         #expect(end.complete && end.watermark == split)
     }
 
+    /// A thief the host refuses before any byte gives its half back: the victim fetches it as
+    /// first asked (its sink's end goes back up), no remainder waits in pending, and a victim
+    /// that had already stopped at the split is not a short reply.
+    @Test func aThrottledThiefGivesItsBytesBackToItsVictim() throws {
+        var s = schedule(size: 4 * Self.mib, chunk: 4 * Self.mib)
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        s.requestStarted(a.assignment.id, now: t0)
+        let thief = try job(s.nextWork(worker: 1, positions: [a.assignment.id: Self.mib / 2], now: t0))
+        let split = try #require(thief.shorten).end
+        s.requestStarted(thief.assignment.id, now: t0)
+        let reply = StatusReply(status: 429, retryAfter: .zero, message: "HTTP 429 Too Many Requests from http://h/f")
+        let ended = s.requestEnded(thief.assignment.id, worker: 1, doneThrough: split, end: .status(reply),
+                                   throttle: .lowered(1), now: t0 + .milliseconds(80))
+        #expect(ended.extend == RangeSchedule.Shorten(victim: a.assignment.id, end: 4 * Self.mib))
+        #expect(ended.next == .wait(HostThrottle.cooldown, attempt: 0) && !ended.complete)
+        #expect(s.ledger.range(of: a.assignment.id) == ByteRange(0, 4 * Self.mib) && s.ledger.pendingBytes == 0)
+        #expect(s.ledger.invariantViolation() == nil)
+        // The victim had stopped at the split before it learned the new end: the rest is
+        // pending again, without a failure.
+        let victimEnd = s.requestEnded(a.assignment.id, worker: 0, doneThrough: split, end: .enough, now: t0 + .seconds(1))
+        #expect(victimEnd.next == .proceed && !victimEnd.complete)
+        #expect(s.ledger.pending.ranges == [ByteRange(split, 4 * Self.mib)])
+        // A thief that fails otherwise (not throttled) leaves its bytes to be fetched again.
+        var t = schedule(size: 4 * Self.mib, chunk: 4 * Self.mib)
+        let b = try job(t.nextWork(worker: 0, positions: [:], now: t0))
+        t.requestStarted(b.assignment.id, now: t0)
+        let other = try job(t.nextWork(worker: 1, positions: [b.assignment.id: 0], now: t0))
+        t.requestStarted(other.assignment.id, now: t0)
+        let reset = t.requestEnded(other.assignment.id, worker: 1, doneThrough: other.assignment.range.start,
+                                   end: .invalidReply(InvalidReply(.shortReply, "ended early")), now: t0 + .milliseconds(80))
+        #expect(reset.extend == nil && t.ledger.pendingBytes == other.assignment.range.count)
+    }
+
     @Test func aSlowRequestIsHedgedOnlyOnceItRunsAndTheWinnerStopsTheLoser() throws {
         var s = schedule(size: 2 * Self.mib, chunk: Self.mib, stealing: false)
         let slow = try job(s.nextWork(worker: 0, positions: [:], now: t0))
