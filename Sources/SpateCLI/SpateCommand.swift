@@ -139,6 +139,11 @@ struct SpateCommand: ParsableCommand {
         valueName: "Name: value"))
     var headers: [String] = []
 
+    @Option(help: ArgumentHelp(
+        "Another URL of the same file (repeatable): ranges go to every source by its speed. It must serve the same size and version (same ETag or Last-Modified; with --checksum, any). -H headers never go to it.",
+        valueName: "URL"))
+    var mirror: [String] = []
+
     @Flag(name: .shortAndLong, help: "No progress line; print only a one-line summary or errors.")
     var quiet = false
 
@@ -241,6 +246,9 @@ struct SpateCommand: ParsableCommand {
         if isBatch && (discard || window != nil) {
             throw SpateError(.usage, "\(discard ? "--discard" : "--window") is for one URL")
         }
+        if isBatch && !mirror.isEmpty {
+            throw SpateError(.usage, "--mirror is for one URL; in a manifest, put a file's mirrors on its line, TAB-separated")
+        }
         guard !isBatch else { return }
         let batchOnly: [(Bool, String)] = [
             (dir != nil, "-d"), (maxFiles != nil, "-j"), (failFast, "--fail-fast"), (shard != nil, "--shard"),
@@ -263,6 +271,9 @@ struct SpateCommand: ParsableCommand {
         }
         if let checksum { options.checksum = try Checksum(parsing: checksum) }
         options.headers = try headers.map { line throws(SpateError) in try HTTPHeader(parsing: line) }
+        options.mirrors = try mirror.map { text throws(SpateError) in
+            do throws(SpateError) { return try RemoteURL(text) } catch { throw SpateError(.usage, "invalid --mirror: \(error.message)") }
+        }
         options.overwrite = force
         guard maxRetries >= 0, maxRetries <= 1000 else {
             throw SpateError(.usage, "--max-retries must be between 0 and 1000")

@@ -150,6 +150,7 @@ public final class DownloadBatch: Sendable {
             var fileOptions = options.download
             fileOptions.checksum = entry.checksum
             fileOptions.headers += entry.headers
+            fileOptions.mirrors = entry.mirrors
             fileOptions.destinationPrepared = true
             fileOptions.replacesUnjournaledPartial = !resuming
             // A journal means the file was bigger than one request: probe one byte, so the

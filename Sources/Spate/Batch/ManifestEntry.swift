@@ -10,6 +10,9 @@ public struct ManifestEntry: Sendable, Hashable {
     public var checksum: Checksum?
     /// Extra request headers for this file only (`header=`), sent only to its URL's origin.
     public var headers: [HTTPHeader]
+    /// Other sources of the same file: the URLs after the first on its line (aria2's
+    /// TAB-separated mirrors).
+    public var mirrors: [RemoteURL] = []
     /// The URL as the parser already parsed it (saves parsing it again per file); not part of
     /// the entry's identity.
     var remote: RemoteURL?
@@ -26,6 +29,7 @@ public struct ManifestEntry: Sendable, Hashable {
 extension ManifestEntry {
     public static func == (a: ManifestEntry, b: ManifestEntry) -> Bool {
         a.line == b.line && a.url == b.url && a.destination == b.destination && a.checksum == b.checksum && a.headers == b.headers
+            && a.mirrors == b.mirrors
     }
 
     public func hash(into hasher: inout Hasher) {

@@ -1,7 +1,8 @@
 /// Turns manifest lines into entries, one line at a time (no I/O; `Manifest` feeds it).
 ///
 /// Two formats, mixed freely:
-/// - pget's `URL [DEST]`: a URL, optionally whitespace and a destination;
+/// - pget's `URL [DEST]`: a URL, optionally whitespace and a destination; aria2's mirrors of
+///   one file, TAB-separated URLs on its line, may come before the destination;
 /// - aria2's input file (the common subset): a URL line followed by indented `key=value` lines,
 ///   `out=`, `dir=`, `checksum=ALG=HEX` (`sha-256`, `sha-1`, `sha-512`, `md5`) and `header=`.
 ///
@@ -29,7 +30,11 @@ public struct ManifestParser: Sendable {
         var directory: String?
         var checksum: Checksum?
         var headers: [HTTPHeader] = []
+        var mirrors: [String] = []
     }
+
+    /// Mirrors on one line, at most (a line's memory stays bounded).
+    static let maximumMirrors = 16
 
     public init(shard: ManifestShard = .all) {
         self.shard = shard
@@ -73,14 +78,21 @@ public struct ManifestParser: Sendable {
             while i < end, !isSpace(bytes[i]) { i += 1 }
             fields.append(start..<i)
         }
-        // aria2 puts mirrors of one file on one line, TAB-separated: not a destination.
-        if fields.dropFirst().contains(where: { Self.containsScheme(UnsafeBufferPointer(rebasing: bytes[$0])) }) {
-            throw Self.error(number, "several URLs on one line (mirrors) are not supported; use one URL, then optionally a destination")
+        // aria2 puts mirrors of one file on one line, TAB-separated: URLs first, then maybe
+        // a destination (pget's field).
+        let urlCount = fields.prefix { Self.containsScheme(UnsafeBufferPointer(rebasing: bytes[$0])) }.count
+        if fields.dropFirst(max(1, urlCount)).contains(where: { Self.containsScheme(UnsafeBufferPointer(rebasing: bytes[$0])) }) {
+            throw Self.error(number, "a URL after the destination: put a file's mirrors right after its URL, then the destination")
         }
-        guard fields.count <= 2 else {
-            throw Self.error(number, "expected \"URL [DEST]\", found \(fields.count) fields")
+        guard fields.count <= max(1, urlCount) + 1 else {
+            throw Self.error(number, "expected \"URL [MIRROR...] [DEST]\", found \(fields.count - max(1, urlCount)) fields after the URLs")
+        }
+        guard urlCount <= 1 + Self.maximumMirrors else {
+            throw Self.error(number, "more than \(Self.maximumMirrors) mirrors for one file")
         }
         let url = text(fields[0])
+        let hasDestination = fields.count > max(1, urlCount)
+        let mirrors = fields.dropFirst().prefix(max(0, urlCount - 1)).map { text($0) }
         var parsed: RemoteURL?
         if shard.count == 1 || !Self.looksLikeHTTP(UnsafeBufferPointer(rebasing: bytes[fields[0]])) {
             do {
@@ -90,7 +102,8 @@ public struct ManifestParser: Sendable {
             }
         }
         let completed = try finishPending()
-        pending = Pending(line: number, url: url, parsed: parsed, destination: fields.count == 2 ? text(fields[1]) : nil)
+        pending = Pending(line: number, url: url, parsed: parsed, destination: hasDestination ? text(fields[fields.count - 1]) : nil,
+                          mirrors: mirrors)
         return completed
     }
 
@@ -168,6 +181,7 @@ public struct ManifestParser: Sendable {
         if let parsed = entry.parsed { remote = parsed } else { remote = try Self.parse(entry.url, line: entry.line) }
         var result = ManifestEntry(line: entry.line, url: entry.url, destination: path, checksum: entry.checksum, headers: entry.headers)
         result.remote = remote
+        for mirror in entry.mirrors { result.mirrors.append(try Self.parse(mirror, line: entry.line)) }
         return result
     }
 

@@ -151,6 +151,9 @@ final class DownloadEngine: Sendable {
         if !remote.acceptsRanges && (plan.size ?? 1) > 0 {
             emit(.notice("the server does not support byte ranges: downloading with one connection"))
         }
+        if !plan.segmented && !options.mirrors.isEmpty {
+            emit(.notice("mirrors serve byte ranges of a file of known size; this one is fetched from the URL alone"))
+        }
         if plan.segmented && remote.ifRangeValidator == nil && checksum == nil {
             // Nothing ties the ranges to one version of the file: say so once.
             emit(.notice("no validator (no ETag or Last-Modified): changes during the download cannot be detected; use --checksum"))
@@ -178,8 +181,9 @@ final class DownloadEngine: Sendable {
                     windowBytes: streamWindow, initialReplyWait: resolver.probeReplyWait)
                 let schedule = RangeSchedule(size: size, alreadyDone: resources.alreadyDone,
                                              settings: settings, seed: SplitMix64.mix(seed &+ 2))
+                let sources = await sourceSet(remote, checksum: checksum)
                 let workers = RangeWorkers(schedule: schedule, parts: RangeWorkers.Parts(
-                    requests: requests, transport: transport, resolver: resolver, output: resources.output,
+                    transport: transport, sources: sources, output: resources.output,
                     journal: resources.journal, hasher: resources.hasher, stream: resources.file.stream,
                     remoteOffset: plan.remoteOffset, identity: identity))
                 resources.file.stream?.onProgress { [workers] streamed, failure in
@@ -210,6 +214,48 @@ final class DownloadEngine: Sendable {
             resources.close(keepForResume: true)  // cancellation
             throw error
         }
+    }
+
+    /// The URL's source and every mirror that describes the same file (`SourceSet.mismatch`),
+    /// probed at once; a mirror that fails its probe or describes another file is left out
+    /// with a notice.
+    private func sourceSet(_ remote: RemoteFile, checksum: Checksum?) async -> SourceSet {
+        let primary = SourceSet.Source(resolver: resolver, requests: requests)
+        guard !options.mirrors.isEmpty else { return SourceSet([primary]) }
+        let probed = await withTaskGroup(of: (Int, Result<SourceSet.Source, SpateError>).self) { group in
+            for (i, mirror) in options.mirrors.enumerated() {
+                group.addTask { [self] in
+                    let builder = requests.forMirror(mirror)
+                    let resolver = RemoteResolver(requests: builder, transport: transport, seed: SplitMix64.mix(seed &+ 16 &+ UInt64(i)))
+                    do {
+                        let found = try await resolver.resolve()
+                        if let reason = SourceSet.mismatch(primary: remote, mirror: found, checksum: checksum) {
+                            return (i, .failure(SpateError(.remoteChanged, reason)))
+                        }
+                        return (i, .success(SourceSet.Source(resolver: resolver, requests: builder)))
+                    } catch let error as SpateError {
+                        return (i, .failure(error))
+                    } catch {
+                        return (i, .failure(SpateError(.cancelled, "cancelled")))
+                    }
+                }
+            }
+            var results: [(Int, Result<SourceSet.Source, SpateError>)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }
+        }
+        var sources = [primary]
+        for (i, result) in probed {
+            switch result {
+            case .success(let source): sources.append(source)
+            case .failure(let error):
+                emit(.notice("not using the mirror \(options.mirrors[i].redacted): \(error.message)"))
+            }
+        }
+        if sources.count > 1 {
+            emit(.notice("fetching from \(sources.count) sources: \(sources.map { $0.resolver.current.url.origin.host }.joined(separator: ", "))"))
+        }
+        return SourceSet(sources)
     }
 
     /// A small file that arrived whole in the probe's reply: checked against the checksum in

@@ -44,6 +44,10 @@ public struct DownloadOptions: Sendable {
     /// Extra request headers. They go only to the original URL's scheme, host and port,
     /// unless `locationTrusted` is set.
     public var headers: [HTTPHeader] = []
+    /// Other sources of the same file (`--mirror`, or TAB-separated URLs on a manifest line):
+    /// ranges go to every source that describes the same file as the URL (see `SourceSet`).
+    /// The user's headers go only to the URL's own origin.
+    public var mirrors: [RemoteURL] = []
     /// Send `headers` to redirect targets on other hosts too (`--location-trusted`).
     public var locationTrusted = false
     /// Replace an existing output file (and a stale partial file).

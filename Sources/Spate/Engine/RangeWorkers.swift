@@ -13,9 +13,9 @@ import Synchronization
 final class RangeWorkers: Sendable {
     /// What the workers use, besides the schedule.
     struct Parts: Sendable {
-        let requests: RequestBuilder
         let transport: DownloadTransport
-        let resolver: RemoteResolver
+        /// Where the bytes come from: the URL, and the mirrors in use.
+        let sources: SourceSet
         let output: StagedOutputFactory
         let journal: Journal?
         let hasher: WatermarkHasher?
@@ -145,7 +145,7 @@ final class RangeWorkers: Sendable {
         case done
         /// Someone took the work between the look and the slot: look again.
         case lookAgain
-        case ended(RangeSchedule.Next, TransferEnd, RemoteFile)
+        case ended(RangeSchedule.Next, TransferEnd, RemoteFile, source: Int)
     }
 
     /// One worker: cancelled once the download is done, it returns normally.
@@ -178,7 +178,8 @@ final class RangeWorkers: Sendable {
             case .fetch:
                 break
             }
-            let remote = parts.resolver.current
+            let (sourceIndex, source) = parts.sources.source(for: index)
+            let remote = source.resolver.current
             let step = try await parts.transport.withSlot(for: remote.url.origin) { slot -> Step in
                 let now = clock.now
                 let (work, victim) = core.withLock { c -> (RangeSchedule.Work, RangeSink?) in
@@ -186,7 +187,7 @@ final class RangeWorkers: Sendable {
                     guard case .fetch(let job) = work else { return (work, nil) }
                     let sink = RangeSink(requested: job.assignment.range, remoteOffset: parts.remoteOffset, output: parts.output.make(),
                                          remote: remote, counters: parts.transport.counters,
-                                         sentIfRange: parts.requests.sendsIfRange(for: remote))
+                                         sentIfRange: source.requests.sendsIfRange(for: remote))
                     c.running[job.assignment.id] = Running(sink: sink, handle: TransferHandle())
                     return (work, job.shorten.flatMap { c.running[$0.victim]?.sink })
                 }
@@ -204,8 +205,8 @@ final class RangeWorkers: Sendable {
                             ("start", .integer(range.start)), ("end", .integer(range.end)),
                         ])
                     }
-                    let (next, end) = try await fetch(job, worker: index, slot: slot, remote: remote)
-                    return .ended(next, end, remote)
+                    let (next, end) = try await fetch(job, worker: index, slot: slot, remote: remote, requests: source.requests)
+                    return .ended(next, end, remote, source: sourceIndex)
                 }
             }
             switch step {
@@ -214,14 +215,14 @@ final class RangeWorkers: Sendable {
                 return .worker
             case .lookAgain:
                 continue
-            case .ended(let next, let end, let remote):
-                try await follow(next, after: end, remote: remote)
+            case .ended(let next, let end, let remote, let source):
+                try await follow(next, after: end, remote: remote, source: source)
             }
         }
     }
 
     /// Does what the schedule decided after a request ended.
-    private func follow(_ next: RangeSchedule.Next, after end: TransferEnd, remote: RemoteFile) async throws {
+    private func follow(_ next: RangeSchedule.Next, after end: TransferEnd, remote: RemoteFile, source: Int) async throws {
         switch next {
         case .proceed:
             return
@@ -229,15 +230,38 @@ final class RangeWorkers: Sendable {
             parts.transport.noteRetry(delay, after: end.error, attempt: attempt)
             if delay > .zero { await pause(until: clock.now + delay) }
         case .reResolve(let reply):
-            guard try await parts.resolver.refresh(after: remote.url) != nil else { throw reply.error }
+            do {
+                guard try await parts.sources.sources[source].resolver.refresh(after: remote.url) != nil else { throw reply.error }
+            } catch let error as SpateError {
+                try drop(source, after: error)
+            }
         case .stop(let error):
-            throw error
+            try drop(source, after: error)
         }
     }
 
+    /// A source failed: the others go on without it (its bytes are pending again), or, when
+    /// it cannot be dropped (`SourceSet.drop`), the download fails with `error`.
+    private func drop(_ source: Int, after error: SpateError) throws {
+        switch parts.sources.drop(source, after: error) {
+        case .kept: throw error
+        case .alreadyDropped: return
+        case .dropped: break
+        }
+        let host = parts.sources.sources[source].resolver.current.url.redacted
+        parts.transport.emit(.notice("dropped the source \(host) (\(error.message)); going on with \(parts.sources.activeCount) source(s)"))
+        // Idle workers may have been waiting for bytes this source held.
+        let waiters = core.withLock { c in
+            c.generation += 1
+            defer { c.changes.removeAll() }
+            return Array(c.changes.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
     /// Runs one request and reports its end to the schedule.
-    private func fetch(_ job: RangeSchedule.Job, worker: Int, slot: BudgetSlot,
-                       remote: RemoteFile) async throws -> (RangeSchedule.Next, TransferEnd) {
+    private func fetch(_ job: RangeSchedule.Job, worker: Int, slot: BudgetSlot, remote: RemoteFile,
+                       requests: RequestBuilder) async throws -> (RangeSchedule.Next, TransferEnd) {
         let id = job.assignment.id
         guard let request = core.withLock({ c -> Running? in
             c.schedule.requestStarted(id, now: clock.now)
@@ -245,9 +269,9 @@ final class RangeWorkers: Sendable {
         }) else { preconditionFailure("request \(id) is not registered") }
         let sink = request.sink
         let range = job.assignment.range
-        let spec = parts.requests.range(ByteRange(range.start + parts.remoteOffset, range.end + parts.remoteOffset), of: remote,
+        let spec = requests.range(ByteRange(range.start + parts.remoteOffset, range.end + parts.remoteOffset), of: remote,
                                         fresh: job.freshConnection, sendIfRange: sink.sentIfRange,
-                                        bufferBytes: session.receiveBufferBytes(fixed: parts.requests.options.receiveBufferBytes), slot: slot)
+                                        bufferBytes: session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes), slot: slot)
         let outcome: TransferOutcome
         do {
             outcome = try await parts.transport.perform(spec, sink: sink, handle: request.handle)
@@ -263,7 +287,7 @@ final class RangeWorkers: Sendable {
         let end = writeError.map(TransferEnd.localFailure)
             ?? sink.end(of: outcome, url: remote.url, wallSeconds: clock.wallSeconds)
         if writeError == nil, let written = sink.written { parts.journal?.record(written) }
-        if case .invalidReply(let reply) = end, reply.kind == .ifRangeIgnored, parts.requests.ifRange.turnOff() {
+        if case .invalidReply(let reply) = end, reply.kind == .ifRangeIgnored, requests.ifRange.turnOff() {
             parts.transport.emit(.notice("the server ignores If-Range for this file (a validator it considers weak, as Apache does for a file modified in the last second): asking without it; every reply's validator is still checked"))
         }
         // A 429/503 is judged by the host's budget first (shared with the session's other

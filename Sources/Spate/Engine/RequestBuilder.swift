@@ -8,11 +8,32 @@ struct RequestBuilder: Sendable {
     let options: DownloadOptions
     /// Whether range requests still carry `If-Range` (shared by the download's copies).
     let ifRange = IfRangeSwitch()
+    /// Where the user's headers may go: the origin of the URL the user gave, also for the
+    /// builder of a mirror (`forMirror`), whose `url` is the mirror's.
+    private var credentialsOrigin: RemoteURL.Origin?
+
+    init(url: RemoteURL, options: DownloadOptions) {
+        self.url = url
+        self.options = options
+    }
+
+    /// A builder that probes `mirror` and sends the user's headers only where this one does:
+    /// credentials given for one host never go to another.
+    func forMirror(_ mirror: RemoteURL) -> RequestBuilder {
+        var builder = RequestBuilder(url: mirror, options: options)
+        builder.credentialsOrigin = credentialsOrigin ?? url.origin
+        return builder
+    }
 
     /// The user's headers, when they may go to `target` (same scheme, host and port as the
     /// original URL, or `--location-trusted`). Credentials never cross origins otherwise
     /// (CVE-2018-1000007, CVE-2022-27774, CVE-2022-27776).
+    /// A mirror's builder ignores `--location-trusted`, which trusts the user's URL's
+    /// redirects, not other sources.
     func userHeaders(for target: RemoteURL) -> [String] {
+        if let credentialsOrigin {
+            return target.origin == credentialsOrigin ? options.headers.map(\.line) : []
+        }
         guard target.origin == url.origin || options.locationTrusted else { return [] }
         return options.headers.map(\.line)
     }

@@ -63,9 +63,20 @@ struct ManifestTests {
         #expect(entries[1].line == 6)
     }
 
+    /// aria2's mirrors: the URLs after the first on a line (TAB-separated), then maybe a
+    /// destination.
+    @Test func mirrorsFollowTheURLOnItsLine() throws {
+        let entries = try parse("https://e.com/a.bin\thttps://m1.org/a.bin\thttps://m2.org/x/a.bin\nhttps://e.com/b.bin\thttps://m1.org/b.bin\tb/out.bin\n")
+        #expect(entries.count == 2)
+        #expect(entries[0].mirrors.map(\.string) == ["https://m1.org/a.bin", "https://m2.org/x/a.bin"] && entries[0].destination == "a.bin")
+        #expect(entries[1].mirrors.map(\.string) == ["https://m1.org/b.bin"] && entries[1].destination == "b/out.bin")
+        let many = "https://e.com/a" + String(repeating: "\thttps://m.org/a", count: ManifestParser.maximumMirrors + 1)
+        #expect(throws: SpateError.self) { try parse(many) }
+    }
+
     @Test(arguments: [
-        ("https://e.com/a b c", "line 1: expected \"URL [DEST]\", found 3 fields"),
-        ("https://e.com/a\thttps://m.com/a", "line 1: several URLs on one line"),
+        ("https://e.com/a b c", "line 1: expected \"URL [MIRROR...] [DEST]\", found 2 fields after the URLs"),
+        ("https://e.com/a b https://m.com/a", "line 1: a URL after the destination"),
         ("ftp://e.com/a", "line 1: "),
         ("  out=x", "line 1: an indented option line must follow a URL line"),
         ("https://e.com/a\n  split=4", "line 2: unsupported option \"split\""),

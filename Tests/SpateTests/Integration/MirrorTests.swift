@@ -1,0 +1,148 @@
+@testable import Spate
+import SpateTestContent
+import SpateTestServer
+import Synchronization
+import Testing
+
+/// Several sources for one file (issue 14, item 2): 127.0.0.1 is the URL, 127.0.0.2 the
+/// mirror (two hosts of one test server). What is asserted is where the bytes came from and
+/// what each host was sent, never how long it took.
+@Suite("Mirrors", .timeLimit(.minutes(5)))
+struct MirrorTests {
+    static let hosts = ["127.0.0.1", "127.0.0.2"]
+    static let size: Int64 = 6 << 20
+
+    /// Bytes each host was asked for, by its range requests (the probe excluded).
+    func askedBytes(_ server: TestServer) -> [String: Int64] {
+        var asked: [String: Int64] = [:]
+        for r in server.requests {
+            guard let value = r.header("range"), value != "bytes=0-0",
+                  case .satisfiable(let start, let end) = RangeRequest.parse(value, size: Self.size) else { continue }
+            asked[r.host, default: 0] += end - start
+        }
+        return asked
+    }
+
+    func options() -> DownloadOptions {
+        var o = testOptions(connections: 8, chunk: 256 << 10)
+        o.selfTuning = false
+        o.tailHedging = false
+        return o
+    }
+
+    /// The mirror is 4x slower per connection: both serve, the fast one more, the file is
+    /// exact, and the user's Authorization goes to the URL's host only.
+    @Test func rangesFlowToBothSourcesByTheirSpeed() async throws {
+        try await withTestServer(hosts: Self.hosts) { server in
+            let content = GeneratedContent(seed: 141, size: Self.size)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                var plan = TestServer.standardPlan(for: request, file: file)
+                plan.bytesPerSecond = request.host == "127.0.0.1" ? 8 << 20 : 2 << 20
+                return plan
+            }
+            var o = options()
+            o.headers = [try HTTPHeader(parsing: "Authorization: Bearer mirror-test-secret")]
+            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
+            let dir = try TemporaryDirectory()
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            if case .failure(let error) = result { Issue.record("\(error)") }
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            let asked = askedBytes(server)
+            let fast = asked["127.0.0.1", default: 0], slow = asked["127.0.0.2", default: 0]
+            #expect(slow > 0 && fast > slow, "\(asked)")
+            for r in server.requests {
+                let sent = r.header("authorization") != nil
+                #expect(sent == (r.host == "127.0.0.1"), "\(r.host) \(r.header("range") ?? "")")
+            }
+        }
+    }
+
+    /// The mirror serves another version (same size, another ETag): it is probed, left out
+    /// with a notice naming why, and never asked for a range.
+    @Test func aMirrorOfAnotherVersionIsLeftOut() async throws {
+        try await withTestServer(hosts: Self.hosts) { server in
+            let content = GeneratedContent(seed: 142, size: Self.size)
+            let file = TestServer.File(content: content)
+            let other = TestServer.File(content: GeneratedContent(seed: 143, size: Self.size))
+            server.setHook { request in
+                TestServer.standardPlan(for: request, file: request.host == "127.0.0.1" ? file : other)
+            }
+            var o = options()
+            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
+            let dir = try TemporaryDirectory()
+            let d = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            async let result = d.run()
+            var notices: [String] = []
+            for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
+            _ = try await result
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(notices.contains { $0.contains("not using the mirror") && $0.contains("same version") }, "\(notices)")
+            #expect(askedBytes(server)["127.0.0.2"] == nil, "only probed")
+        }
+    }
+
+    /// The mirror answers its first ranges, then only 500s: it is dropped with a notice, its
+    /// bytes go to the URL's host, and the file is exact.
+    @Test func aMirrorThatFailsMidwayIsDropped() async throws {
+        try await withTestServer(hosts: Self.hosts) { server in
+            let content = GeneratedContent(seed: 144, size: Self.size)
+            let file = TestServer.File(content: content)
+            let served = Mutex(0)
+            server.setHook { request in
+                var plan = TestServer.standardPlan(for: request, file: file)
+                plan.bytesPerSecond = 8 << 20
+                guard request.host == "127.0.0.2", request.header("range") != "bytes=0-0" else { return plan }
+                let n = served.withLock { n -> Int in
+                    n += 1
+                    return n
+                }
+                return n <= 2 ? plan : ResponsePlan.text(500, "broken mirror\n")
+            }
+            var o = options()
+            o.retry = RetryPolicy(maxRetries: 1, baseDelay: .milliseconds(5), maxDelay: .milliseconds(20))
+            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
+            let dir = try TemporaryDirectory()
+            let d = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            async let result = d.run()
+            var notices: [String] = []
+            for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
+            _ = try await result
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(notices.contains { $0.contains("dropped the source") && $0.contains("127.0.0.2") }, "\(notices)")
+        }
+    }
+}
+
+/// Which mirrors describe the same file (pure).
+@Suite("Mirror checks")
+struct SourceSetTests {
+    func remote(_ url: String, size: Int64? = 1000, etag: String? = "\"a\"", date: String? = "Mon, 01 Jan 2024 00:00:00 GMT",
+                ranges: Bool = true) throws -> RemoteFile {
+        RemoteFile(url: try RemoteURL(url), size: size, acceptsRanges: ranges, strongETag: etag, lastModified: date)
+    }
+
+    @Test func aMirrorMustServeTheSameSizeAndVersion() throws {
+        let primary = try remote("http://a.example/f")
+        let sha = try Checksum(parsing: "sha256:" + String(repeating: "ab", count: 32))
+        #expect(SourceSet.mismatch(primary: primary, mirror: try remote("http://b.example/f"), checksum: nil) == nil)
+        #expect(SourceSet.mismatch(primary: primary, mirror: try remote("http://b.example/f", size: 999), checksum: nil)?
+            .contains("999 bytes") == true)
+        #expect(SourceSet.mismatch(primary: primary, mirror: try remote("http://b.example/f", ranges: false), checksum: nil) != nil)
+        // Another ETag: another version, unless a checksum will check every byte.
+        let other = try remote("http://b.example/f", etag: "\"b\"")
+        #expect(SourceSet.mismatch(primary: primary, mirror: other, checksum: nil)?.contains("--checksum") == true)
+        #expect(SourceSet.mismatch(primary: primary, mirror: other, checksum: sha) == nil)
+        // ...but not when the mirror publishes a digest that disagrees with it.
+        var disagreeing = other
+        disagreeing.serverDigests = [ServerDigest(checksum: try Checksum(parsing: "sha256:" + String(repeating: "cd", count: 32)),
+                                                  source: "Repr-Digest")]
+        #expect(SourceSet.mismatch(primary: primary, mirror: disagreeing, checksum: sha)?.contains("Repr-Digest") == true)
+        // No ETags: Last-Modified decides.
+        let byDate = try remote("http://a.example/f", etag: nil)
+        #expect(SourceSet.mismatch(primary: byDate, mirror: try remote("http://b.example/f", etag: nil), checksum: nil) == nil)
+        #expect(SourceSet.mismatch(primary: byDate, mirror: try remote("http://b.example/f", etag: nil, date: "Tue, 02 Jan 2024 00:00:00 GMT"),
+                                   checksum: nil) != nil)
+    }
+}
