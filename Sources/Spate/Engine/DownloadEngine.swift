@@ -253,7 +253,11 @@ final class DownloadEngine: Sendable {
             }
         }
         if sources.count > 1 {
-            emit(.notice("fetching from \(sources.count) sources: \(sources.map { $0.resolver.current.url.origin.host }.joined(separator: ", "))"))
+            let names = sources.map { source -> String in
+                let origin = source.resolver.current.url.origin
+                return "\(origin.host):\(origin.port)"
+            }
+            emit(.notice("fetching from \(sources.count) sources: \(names.joined(separator: ", "))"))
         }
         return SourceSet(sources)
     }

@@ -115,6 +115,29 @@ struct CLITests {
         }
     }
 
+    /// `--mirror` end to end: both hosts serve ranges, the summary is exact, and it is for one
+    /// URL (a batch puts mirrors on the manifest line). Help and README say so.
+    @Test func aMirrorOnTheCommandLine() async throws {
+        try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
+            let content = GeneratedContent(seed: 145, size: 4 << 20)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            let dir = try TemporaryDirectory()
+            let out = try CLIRunner.run([server.url("/f.bin"), "--mirror", server.url("/f.bin", host: "127.0.0.2"),
+                                         "-o", dir.file("f.bin"), "-c", "4", "--chunk-size", "256K", "--no-tuning"])
+            #expect(out.status == 0, "\(out.stderr)")
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(out.stderr.contains("fetching from 2 sources"), "\(out.stderr)")
+            let hosts = Set(server.requests.filter { $0.header("range") != "bytes=0-0" }.map(\.host))
+            #expect(hosts == ["127.0.0.1", "127.0.0.2"])
+            let batch = try CLIRunner.run([server.url("/f.bin"), server.url("/f.bin"), "--mirror", server.url("/f.bin", host: "127.0.0.2")])
+            #expect(batch.status == 2 && batch.stderr.contains("TAB-separated"), "\(batch.stderr)")
+        }
+        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("--mirror <URL>") && help.contains("-H headers never go to it"), "\(help)")
+        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        #expect(readme.contains("`--mirror URL`"))
+    }
+
     /// `-c`'s help says where the tuner starts, as the library does (and README).
     @Test func helpSaysWhereTheConnectionCountStarts() throws {
         let out = try CLIRunner.run(["--help"])

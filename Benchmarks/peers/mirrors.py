@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Two sources of one file side by side: spate --mirror, aria2c and axel with both URLs.
+
+Two spate-test-server processes serve the same generated file (same bytes, same ETag) on two
+ports — two origins, each with its own connection budget — one paced at 16 MiB/s per
+connection, the other at 4 MiB/s. Every tool uses 8 connections per source (16 in all); the
+ideal is size / (8 x 16 + 8 x 4 MiB/s). Each tool writes to /dev/shm; medians of --runs,
+interleaved.
+
+Usage: mirrors.py --spate PATH --server PATH [--size 1G] [--runs 3] [--pause-page-reporting]
+"""
+import argparse, os, statistics, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import parse_size, pause_page_reporting, restore_page_reporting
+from round_trip import timed
+import subprocess
+
+FAST, SLOW = 16 << 20, 4 << 20
+
+
+def start(server, port, size, rate):
+    p = subprocess.Popen([server, "--port", str(port), "--threads", "1", "--rate", str(rate),
+                          "--file", f"/f.bin:{size}:7", "--exit-on-stdin-eof"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return p, p.stdout.readline().strip()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spate", required=True)
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--size", default="1G")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pause-page-reporting", action="store_true")
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    ideal = size / (8 * (FAST + SLOW))
+    old = pause_page_reporting() if args.pause_page_reporting else None
+    out = "/dev/shm/spate-mirrors.bin"
+    fast, fast_url = start(args.server, 18801, args.size, FAST)
+    slow, slow_url = start(args.server, 18802, args.size, SLOW)
+    try:
+        tools = {
+            "spate -c16 --no-tuning --mirror": [args.spate, fast_url, "--mirror", slow_url, "-c", "16", "--no-tuning",
+                                                "-o", out, "--force"],
+            "aria2c -x8 -s16 (2 URIs)": ["aria2c", "-q", "-x8", "-s16", "-k1M", "--allow-overwrite=true",
+                                         "--auto-file-renaming=false", "--file-allocation=none",
+                                         "-d", os.path.dirname(out), "-o", os.path.basename(out), fast_url, slow_url],
+            "axel -n16 (2 URLs)": ["axel", "-q", "-n", "16", "-o", out, fast_url, slow_url],
+        }
+        times = {t: [] for t in tools}
+        for _ in range(args.runs):
+            for tool, cmd in tools.items():
+                t = timed(cmd, out, size)
+                if t is not None:
+                    times[tool].append(t)
+        print(f"== two sources, 8 connections each at {FAST >> 20} and {SLOW >> 20} MiB/s per connection; "
+              f"ideal {ideal:.2f} s ({size / ideal / 2**20:.0f} MiB/s); medians of {args.runs}")
+        for tool, ts in times.items():
+            if not ts:
+                print(f"  {tool:34s} failed")
+                continue
+            m = statistics.median(ts)
+            print(f"  {tool:34s} {m:6.2f} s  {size / m / 2**20:6.1f} MiB/s  {100 * ideal / m:5.1f} %"
+                  f"   runs: {', '.join(f'{t:.2f}' for t in ts)}")
+    finally:
+        for p in (fast, slow):
+            p.stdin.close()
+            p.wait()
+        if old is not None:
+            restore_page_reporting(old)
+
+
+if __name__ == "__main__":
+    main()
