@@ -48,6 +48,10 @@ public struct DownloadOptions: Sendable {
     /// ranges go to every source that describes the same file as the URL (see `SourceSet`).
     /// The user's headers go only to the URL's own origin.
     public var mirrors: [RemoteURL] = []
+    /// Ask for HTTP/2 over TLS (ALPN; plain http stays HTTP/1.1): the requests to one host are
+    /// multiplexed on a few connections, `CurlLoop.streamsPerConnection` streams each
+    /// (`--http2`). Off by default: HTTP/1.1 measured faster (docs/performance.md).
+    public var http2 = false
     /// Send `headers` to redirect targets on other hosts too (`--location-trusted`).
     public var locationTrusted = false
     /// Replace an existing output file (and a stale partial file).

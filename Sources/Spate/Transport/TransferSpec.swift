@@ -26,6 +26,8 @@ struct TransferTuning: Sendable {
     var insecure: Bool = false
     var userAgent: String = "spate/\(SpateVersion.string)"
     var verbose: Bool = false
+    /// HTTP/2 over TLS when the server offers it; else HTTP/1.1.
+    var http2: Bool = false
 }
 
 /// The version of this library.

@@ -1,5 +1,5 @@
 import Foundation
-import Spate
+@testable import Spate
 import SpateTestContent
 import SpateTestServer
 import Testing
@@ -134,8 +134,10 @@ struct CLITests {
         }
         let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         #expect(help.contains("--mirror <URL>") && help.contains("-H headers never go to it"), "\(help)")
+        #expect(help.contains("--http2 Use HTTP/2 over TLS when the server offers it: ranges multiplexed, \(CurlLoop.streamsPerConnection) per connection"),
+                "\(help)")
         let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
-        #expect(readme.contains("`--mirror URL`"))
+        #expect(readme.contains("`--mirror URL`") && readme.contains("`--http2`"))
     }
 
     /// `-c`'s help says where the tuner starts, as the library does (and README).
