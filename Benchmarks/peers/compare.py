@@ -191,6 +191,7 @@ def main():
             "aria2c": ["aria2c", "-x16", "-s16", "-k1M", "-q", "--allow-overwrite=true", "-d", out_dir, "-o", "out.bin", "{url}"],
             "axel": ["axel", "-n", "16", "-q", "-o", out, "{url}"],
             "curl": ["curl", "-s", "-o", out, "{url}"],
+            "wget2": ["wget2", "-q", "--no-robots", "-O", out, "{url}"],
         }
         # spate with no -c at all: its self-tuning picks the connection count.
         tools["spate-default"] = [args.spate, "{url}", "-o", out, "-q", "--force"] + args.extra_spate.split()

@@ -115,6 +115,31 @@ struct MirrorTests {
     }
 }
 
+extension MirrorTests {
+    /// A manifest line with a TAB-separated mirror: the batch fetches the file from both hosts.
+    @Test func aManifestLinesMirrorsServeItsFile() async throws {
+        try await withTestServer(hosts: Self.hosts) { server in
+            let content = GeneratedContent(seed: 146, size: Self.size)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            var parser = ManifestParser()
+            let line = "\(server.url("/f.bin"))\t\(server.url("/f.bin", host: "127.0.0.2"))\tdata/f.bin"
+            let entry = try #require(try parser.feed(Substring(line), number: 1) ?? parser.finish())
+            #expect(entry.mirrors.count == 1 && entry.destination == "data/f.bin")
+            let dir = try TemporaryDirectory()
+            var options = BatchOptions()
+            options.directory = dir.path + "/out"
+            options.limits = DownloadSession.Limits(maxConnections: 8, maxConnectionsPerHost: 4)
+            options.download = self.options()
+            let batch = try DownloadBatch(options: options) { _ in }
+            let summary = try await batch.run([entry].makeIterator())
+            #expect(summary.succeeded == 1, "\(summary)")
+            #expect(compareFile(dir.path + "/out/data/f.bin", with: content) == nil)
+            let asked = askedBytes(server)
+            #expect(asked["127.0.0.1", default: 0] > 0 && asked["127.0.0.2", default: 0] > 0, "\(asked)")
+        }
+    }
+}
+
 /// Which mirrors describe the same file (pure).
 @Suite("Mirror checks")
 struct SourceSetTests {
