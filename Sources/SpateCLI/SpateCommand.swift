@@ -140,7 +140,7 @@ struct SpateCommand: ParsableCommand {
     var headers: [String] = []
 
     @Option(help: ArgumentHelp(
-        "Another URL of the same file (repeatable): ranges go to every source by its speed. It must serve the same size and version (same ETag or Last-Modified; with --checksum, any). -H headers never go to it.",
+        "Another URL of the same file (repeatable): ranges go to every source by its speed. It must serve the same size and version (same ETag or Last-Modified; with a --checksum hash, any). -H headers go only to the URL's own scheme, host and port.",
         valueName: "URL"))
     var mirror: [String] = []
 

@@ -78,13 +78,14 @@ final class DownloadEngine: Sendable {
     private func expectedDigest(_ remote: RemoteFile) throws -> ServerDigest? {
         for notice in remote.digestNotices { emit(.notice(notice)) }
         if let given = options.checksum {
-            if let other = remote.serverDigests.first(where: { $0.checksum.algorithm == given.algorithm }),
+            if options.byteRange == nil, let other = remote.serverDigests.first(where: { $0.checksum.algorithm == given.algorithm }),
                other.checksum != given {
                 throw SpateError(.checksumMismatch, "the server's \(other.source) says \(other.checksum.algorithm.rawValue):\(other.checksum.hex), but --checksum says \(given.hex); nothing was downloaded")
             }
             return ServerDigest(checksum: given, source: "--checksum")
         }
-        guard let digest = remote.serverDigests.first else { return nil }
+        // A server's digest covers the whole file, not the part `--range` asks for.
+        guard options.byteRange == nil, let digest = remote.serverDigests.first else { return nil }
         emit(.notice("verifying the server's \(digest.source) (\(digest.checksum.algorithm.rawValue)) while downloading"))
         return digest
     }
@@ -181,7 +182,7 @@ final class DownloadEngine: Sendable {
                     windowBytes: streamWindow, initialReplyWait: resolver.probeReplyWait)
                 let schedule = RangeSchedule(size: size, alreadyDone: resources.alreadyDone,
                                              settings: settings, seed: SplitMix64.mix(seed &+ 2))
-                let sources = await sourceSet(remote, checksum: checksum)
+                let sources = SourceSet(SourceSet.Source(resolver: resolver, requests: requests))
                 let workers = RangeWorkers(schedule: schedule, parts: RangeWorkers.Parts(
                     transport: transport, sources: sources, output: resources.output,
                     journal: resources.journal, hasher: resources.hasher, stream: resources.file.stream,
@@ -189,7 +190,15 @@ final class DownloadEngine: Sendable {
                 resources.file.stream?.onProgress { [workers] streamed, failure in
                     workers.streamProgressed(streamed, failure: failure)
                 }
-                try await workers.run()
+                if options.mirrors.isEmpty {
+                    try await workers.run()
+                } else {
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask { [self] in await addMirrors(to: sources, remote, checksum: checksum) }
+                        try await workers.run()
+                        group.cancelAll()  // probes still waiting have nothing left to fetch
+                    }
+                }
                 used = workers.peakWorkers
                 total = size
             } else if plan.size == 0 {
@@ -216,50 +225,36 @@ final class DownloadEngine: Sendable {
         }
     }
 
-    /// The URL's source and every mirror that describes the same file (`SourceSet.mismatch`),
-    /// probed at once; a mirror that fails its probe or describes another file is left out
-    /// with a notice.
-    private func sourceSet(_ remote: RemoteFile, checksum: Checksum?) async -> SourceSet {
-        let primary = SourceSet.Source(resolver: resolver, requests: requests)
-        guard !options.mirrors.isEmpty else { return SourceSet([primary]) }
-        let probed = await withTaskGroup(of: (Int, Result<SourceSet.Source, SpateError>).self) { group in
+    /// Probes every mirror at once and adds each that describes the same file
+    /// (`SourceSet.mismatch`) as its probe succeeds; a mirror that fails its probe or describes
+    /// another file is left out with a notice. Runs beside the workers: the URL's source works
+    /// from the start, whatever the mirrors take.
+    private func addMirrors(to sources: SourceSet, _ remote: RemoteFile, checksum: Checksum?) async {
+        // A checksum lets mirrors with other validators in only when it checks every byte
+        // before anyone sees them: a file, and a cryptographic digest.
+        let trusted = checksum.flatMap { options.output.isFile && $0.algorithm.isCryptographic ? $0 : nil }
+        await withTaskGroup(of: Void.self) { group in
             for (i, mirror) in options.mirrors.enumerated() {
                 group.addTask { [self] in
                     let builder = requests.forMirror(mirror)
                     let resolver = RemoteResolver(requests: builder, transport: transport, seed: SplitMix64.mix(seed &+ 16 &+ UInt64(i)))
                     do {
                         let found = try await resolver.resolve()
-                        if let reason = SourceSet.mismatch(primary: remote, mirror: found, checksum: checksum) {
-                            return (i, .failure(SpateError(.remoteChanged, reason)))
+                        if let reason = SourceSet.mismatch(primary: remote, mirror: found, checksum: trusted) {
+                            emit(.notice("not using the mirror \(mirror.redacted): \(reason)"))
+                            return
                         }
-                        return (i, .success(SourceSet.Source(resolver: resolver, requests: builder)))
+                        sources.add(SourceSet.Source(resolver: resolver, requests: builder))
+                        let origin = found.url.origin
+                        emit(.notice("also fetching from the mirror \(origin.host):\(origin.port) (\(sources.activeCount) sources)"))
                     } catch let error as SpateError {
-                        return (i, .failure(error))
+                        emit(.notice("not using the mirror \(mirror.redacted): \(error.message)"))
                     } catch {
-                        return (i, .failure(SpateError(.cancelled, "cancelled")))
+                        // Cancelled: the download is done or stopping.
                     }
                 }
             }
-            var results: [(Int, Result<SourceSet.Source, SpateError>)] = []
-            for await result in group { results.append(result) }
-            return results.sorted { $0.0 < $1.0 }
         }
-        var sources = [primary]
-        for (i, result) in probed {
-            switch result {
-            case .success(let source): sources.append(source)
-            case .failure(let error):
-                emit(.notice("not using the mirror \(options.mirrors[i].redacted): \(error.message)"))
-            }
-        }
-        if sources.count > 1 {
-            let names = sources.map { source -> String in
-                let origin = source.resolver.current.url.origin
-                return "\(origin.host):\(origin.port)"
-            }
-            emit(.notice("fetching from \(sources.count) sources: \(names.joined(separator: ", "))"))
-        }
-        return SourceSet(sources)
     }
 
     /// A small file that arrived whole in the probe's reply: checked against the checksum in

@@ -181,6 +181,8 @@ final class RangeWorkers: Sendable {
             let (sourceIndex, source) = parts.sources.source(for: index)
             let remote = source.resolver.current
             let step = try await parts.transport.withSlot(for: remote.url.origin) { slot -> Step in
+                // The source may have been dropped while this worker waited for its slot.
+                guard parts.sources.isActive(sourceIndex) else { return .lookAgain }
                 let now = clock.now
                 let (work, victim) = core.withLock { c -> (RangeSchedule.Work, RangeSink?) in
                     let work = c.schedule.nextWork(worker: index, positions: c.positions(), now: now)
@@ -216,6 +218,7 @@ final class RangeWorkers: Sendable {
             case .lookAgain:
                 continue
             case .ended(let next, let end, let remote, let source):
+                parts.sources.record(source, failed: Self.blamesSource(end))
                 try await follow(next, after: end, remote: remote, source: source)
             }
         }
@@ -231,7 +234,7 @@ final class RangeWorkers: Sendable {
             if delay > .zero { await pause(until: clock.now + delay) }
         case .reResolve(let reply):
             do {
-                guard try await parts.sources.sources[source].resolver.refresh(after: remote.url) != nil else { throw reply.error }
+                guard try await parts.sources.source(source).resolver.refresh(after: remote.url) != nil else { throw reply.error }
             } catch let error as SpateError {
                 try drop(source, after: error)
             }
@@ -240,15 +243,24 @@ final class RangeWorkers: Sendable {
         }
     }
 
+    /// Whether a request's end counts against its source (`SourceSet.record`): not a success,
+    /// not a throttling reply (the host budget's business), not a local failure.
+    static func blamesSource(_ end: TransferEnd) -> Bool {
+        switch end {
+        case .completed, .enough, .abandoned, .localFailure: false
+        default: !FailurePolicy.isThrottling(end)
+        }
+    }
+
     /// A source failed: the others go on without it (its bytes are pending again), or, when
     /// it cannot be dropped (`SourceSet.drop`), the download fails with `error`.
     private func drop(_ source: Int, after error: SpateError) throws {
         switch parts.sources.drop(source, after: error) {
         case .kept: throw error
-        case .alreadyDropped: return
+        case .alreadyDropped, .spared: return
         case .dropped: break
         }
-        let host = parts.sources.sources[source].resolver.current.url.redacted
+        let host = parts.sources.source(source).resolver.current.url.redacted
         parts.transport.emit(.notice("dropped the source \(host) (\(error.message)); going on with \(parts.sources.activeCount) source(s)"))
         // Idle workers may have been waiting for bytes this source held.
         let waiters = core.withLock { c in

@@ -4,6 +4,9 @@ public struct Checksum: Sendable, Hashable, CustomStringConvertible {
     public let digest: [UInt8]
 
     public init(algorithm: DigestAlgorithm, digest: [UInt8]) throws(SpateError) {
+        guard algorithm.isAvailable else {
+            throw .usage("\(algorithm.rawValue) needs ISA-L 2.31 or later (crc64_rocksoft_refl); this machine has an older one")
+        }
         guard digest.count == algorithm.byteCount else {
             throw .usage("a \(algorithm.rawValue) checksum has \(algorithm.byteCount * 2) hex digits, not \(digest.count * 2)")
         }

@@ -319,12 +319,13 @@ struct FaultTests {
             for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
             _ = try await result
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
-            // The burst's refusals, and later cuts, bring the budget down to what the server
-            // accepts (3, or one more when a request got in as another ended). How many cuts
-            // that takes depends on how the requests interleave (a loaded machine sends the
-            // burst spread out), so only where it went is asserted.
+            // How far the budget comes down before the file is done depends on how the requests
+            // interleave (a loaded machine sends the burst spread out, and the server then
+            // refuses few of them): only that it came down is asserted here. Where a burst
+            // lands is asserted where it is simultaneous (`RoundTripTests`, behind a 300 ms
+            // round trip) and in `HostThrottleTests`.
             let budget = try session.budget(for: server.url("/"))
-            #expect(budget.cuts >= 1 && budget.lowest <= 4, "\(budget) \(notices)")
+            #expect(budget.cuts >= 1 && budget.lowest < 12, "\(budget) \(notices)")
             // "… using at most N connections to HOST": a cut counts the requests in flight (at
             // most 11 besides the refused one).
             let counts = notices.compactMap { text -> Int? in

@@ -148,6 +148,26 @@ struct ServerDigestTests {
         }
     }
 
+    /// A server's digest covers the whole file: a `--range` download neither checks it nor
+    /// holds it against `--checksum` (which then covers the range).
+    @Test func aRangeIgnoresTheWholeFilesDigest() async throws {
+        try await withTestServer { server in
+            serve(server, extra: [("Repr-Digest", "sha-256=:\(Self.base64(Self.content.digest(.sha256))):")])
+            let dir = try TemporaryDirectory()
+            var o = testOptions(connections: 2)
+            o.byteRange = try PartialByteRange(parsing: "0-1048575")
+            let part = Self.content.bytes(0, 1 << 20)
+            let result = await download(server.url("/f.bin"), to: dir.file("part.bin"), options: o)
+            guard case .success(let r) = result else { Issue.record("\(result)"); return }
+            #expect(r.checksumSource == nil && r.bytes == 1 << 20)
+            o.checksum = try Checksum(algorithm: .sha256, digest: part.withUnsafeBytes { Digest.hash(.sha256, $0) })
+            o.overwrite = true
+            let checked = await download(server.url("/f.bin"), to: dir.file("part.bin"), options: o)
+            guard case .success(let c) = checked else { Issue.record("\(checked)"); return }
+            #expect(c.checksumSource == "--checksum")
+        }
+    }
+
     @Test func aSmallFileInOneReplyIsCheckedToo() async throws {
         try await withTestServer { server in
             var md5 = Self.content.digest(.md5)
