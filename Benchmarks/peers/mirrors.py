@@ -41,7 +41,7 @@ def main():
     slow, slow_url = start(args.server, 18802, args.size, SLOW)
     try:
         tools = {
-            "spate -c16 --no-tuning --mirror": [args.spate, fast_url, "--mirror", slow_url, "-c", "16", "--no-tuning",
+            "spate -c16 --max-per-host 8 --mirror": [args.spate, fast_url, "--mirror", slow_url, "-c", "16", "--max-per-host", "8", "--no-tuning",
                                                 "-o", out, "--force"],
             "aria2c -x8 -s16 (2 URIs)": ["aria2c", "-q", "-x8", "-s16", "-k1M", "--allow-overwrite=true",
                                          "--auto-file-renaming=false", "--file-allocation=none",

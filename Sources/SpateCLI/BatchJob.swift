@@ -39,7 +39,7 @@ struct BatchJob: Sendable {
         }
         var options = BatchOptions()
         options.directory = command.dir ?? "."
-        options.limits = DownloadSession.Limits(maxConnections: command.connections, maxConnectionsPerHost: command.maxPerHost,
+        options.limits = DownloadSession.Limits(maxConnections: command.connections, maxConnectionsPerHost: command.maxPerHost ?? DownloadSession.Limits.defaultMaxConnectionsPerHost,
                                                 maxBytesPerSecond: download.maxBytesPerSecond)
         options.maxFilesInFlight = command.maxFiles
         options.failFast = command.failFast

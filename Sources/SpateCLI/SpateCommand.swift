@@ -70,9 +70,9 @@ struct SpateCommand: ParsableCommand {
     var dir: String?
 
     @Option(parsing: .unconditional, help: ArgumentHelp(
-        "Batch: most connections to one host across all files, probes included (default \(DownloadSession.Limits.defaultMaxConnectionsPerHost)).",
+        "Most connections to one host, probes included: across all files of a batch (default \(DownloadSession.Limits.defaultMaxConnectionsPerHost)), or to each source of one URL (default: -c).",
         valueName: "N"))
-    var maxPerHost: Int = DownloadSession.Limits.defaultMaxConnectionsPerHost
+    var maxPerHost: Int?
 
     @Option(name: [.customShort("j"), .customLong("max-files")], parsing: .unconditional, help: ArgumentHelp(
         "Batch: most files in flight (default: 4 x -c, at least 256, at most 1024). Files in flight finish before later ones start.",
@@ -255,7 +255,6 @@ struct SpateCommand: ParsableCommand {
         guard !isBatch else { return }
         let batchOnly: [(Bool, String)] = [
             (dir != nil, "-d"), (maxFiles != nil, "-j"), (failFast, "--fail-fast"), (shard != nil, "--shard"),
-            (maxPerHost != DownloadSession.Limits.defaultMaxConnectionsPerHost, "--max-per-host"),
         ]
         if let (_, name) = batchOnly.first(where: { $0.0 }) {
             throw SpateError(.usage, "\(name) is for batches: give -i FILE or several URLs (for one file, use -o PATH)")
@@ -287,6 +286,10 @@ struct SpateCommand: ParsableCommand {
         }
         options.retry.maxDelay = .milliseconds(Int64(retryMaxWait * 1000))
         options.locationTrusted = locationTrusted
+        if let maxPerHost {
+            guard maxPerHost >= 1 else { throw SpateError(.usage, "the per-host connection maximum must be at least 1, not \(maxPerHost)") }
+            options.maxConnectionsPerHost = maxPerHost
+        }
         options.http2 = http2
         options.restartOnChange = restartOnChange
         guard stallTimeout >= 1, stallTimeout <= 3600 else {

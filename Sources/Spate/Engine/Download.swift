@@ -79,7 +79,8 @@ public final class Download: Sendable {
             session = shared
         } else {
             session = try DownloadSession(
-                limits: .init(maxConnections: options.connections, maxConnectionsPerHost: options.connections,
+                limits: .init(maxConnections: options.connections,
+                              maxConnectionsPerHost: min(options.maxConnectionsPerHost ?? options.connections, options.connections),
                               maxBytesPerSecond: options.maxBytesPerSecond),
                 clock: SystemClock(), stagingBufferBytes: options.stagingBufferBytes, trace: options.trace)
         }

@@ -48,6 +48,10 @@ public struct DownloadOptions: Sendable {
     /// ranges go to every source that describes the same file as the URL (see `SourceSet`).
     /// The user's headers go only to the URL's own origin.
     public var mirrors: [RemoteURL] = []
+    /// The most connections to one host (each source's) when the download makes its own
+    /// session; nil: `connections` (`--max-per-host` for one URL). A shared session has its
+    /// own limits.
+    public var maxConnectionsPerHost: Int?
     /// Ask for HTTP/2 over TLS (ALPN; plain http stays HTTP/1.1): the requests to one host are
     /// multiplexed on a few connections, `CurlLoop.streamsPerConnection` streams each
     /// (`--http2`). Off by default: HTTP/1.1 measured faster (docs/performance.md).

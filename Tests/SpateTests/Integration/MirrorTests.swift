@@ -130,6 +130,32 @@ struct MirrorTests {
 }
 
 extension MirrorTests {
+    /// `--max-per-host` for one URL caps each source's host: 6 connections, 3 per host, and
+    /// neither host ever sees more than 3 open.
+    @Test func eachSourcesHostKeepsItsBudget() async throws {
+        try await withTestServer(hosts: Self.hosts) { server in
+            let content = GeneratedContent(seed: 147, size: Self.size)
+            let file = TestServer.File(content: content)
+            server.setHook { request in
+                var plan = TestServer.standardPlan(for: request, file: file)
+                plan.bytesPerSecond = 4 << 20  // replies overlap, so an overrun would show
+                return plan
+            }
+            var o = options()
+            o.connections = 6
+            o.maxConnectionsPerHost = 3
+            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
+            let dir = try TemporaryDirectory()
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            if case .failure(let error) = result { Issue.record("\(error)") }
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            for host in Self.hosts {
+                let peak = server.peakOpenConnections(host: host)
+                #expect((1...3).contains(peak), "\(host): \(peak) open at once")
+            }
+        }
+    }
+
     /// A manifest line with a TAB-separated mirror: the batch fetches the file from both hosts.
     @Test func aManifestLinesMirrorsServeItsFile() async throws {
         try await withTestServer(hosts: Self.hosts) { server in
