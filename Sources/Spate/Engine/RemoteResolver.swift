@@ -174,7 +174,10 @@ final class RemoteResolver: Sendable {
                     throw SpateError.invalidResponse("the probe's 206 reply has a bad Content-Range: \(head["content-range"]?.prefix(80) ?? "none")")
                 }
                 let rangesUsable = head["accept-ranges"]?.lowercased() != "none" && contentRange.completeLength != nil
-                return (remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable, wholeBody: false),
+                // A 206 that holds every byte (a small file, `wholeFileBytes`) carries the whole
+                // file too: its Content-MD5 is the file's.
+                let holdsAll = contentRange.completeLength.map { range.end == $0 } ?? false
+                return (remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable, wholeBody: holdsAll),
                         Self.whole(sink, end: end, size: contentRange.completeLength))
             case 200:
                 var size: Int64?
@@ -220,8 +223,8 @@ final class RemoteResolver: Sendable {
         return body
     }
 
-    /// - Parameter wholeBody: the reply carries the whole file (a 200): `Content-MD5` then
-    ///   describes it.
+    /// - Parameter wholeBody: the reply carries the whole file (a 200, or a 206 of every byte):
+    ///   `Content-MD5` then describes it.
     private func remoteFile(_ target: RemoteURL, head: ResponseHead, size: Int64?, acceptsRanges: Bool,
                             wholeBody: Bool) -> RemoteFile {
         var file = RemoteFile(url: target, size: size, acceptsRanges: acceptsRanges,

@@ -87,43 +87,63 @@ struct ServerDigestTests {
         }
     }
 
-    @Test(arguments: [false, true])
-    func aRightDigestIsVerifiedAndNamed(wrong: Bool) async throws {
+    /// Every kind of server digest, right and wrong: right → exact file, and the result names
+    /// the header (the summary and the `finished` event print it); wrong → checksum mismatch
+    /// (exit 5), no file. Ranged replies carry it (Content-MD5 only on a whole reply: below).
+    static let kinds: [(header: String, algorithm: DigestAlgorithm)] = [
+        ("Repr-Digest", .sha256), ("x-amz-checksum-sha256", .sha256), ("x-amz-checksum-crc32c", .crc32c),
+        ("x-amz-checksum-crc32", .crc32), ("x-goog-hash", .md5), ("X-Linked-Etag", .sha256),
+    ] + (DigestAlgorithm.crc64nvme.isAvailable ? [("x-amz-checksum-crc64nvme", .crc64nvme)] : [])
+
+    static func value(_ header: String, _ digest: [UInt8]) -> String {
+        switch header {
+        case "Repr-Digest": "sha-256=:\(base64(digest)):"
+        // GCS sends both; MD5 is preferred to the CRC (here a wrong one, never checked).
+        case "x-goog-hash": "crc32c=AAAAAA==,md5=\(base64(digest))"
+        case "X-Linked-Etag": "\"\(Hex.encode(digest))\""
+        default: base64(digest)
+        }
+    }
+
+    @Test(arguments: Self.kinds.indices, [false, true])
+    func eachServerDigestIsVerifiedAndNamed(kind: Int, wrong: Bool) async throws {
+        let (header, algorithm) = Self.kinds[kind]
         try await withTestServer { server in
-            var sha256 = Self.content.digest(.sha256)
-            if wrong { sha256[0] ^= 1 }
-            serve(server, extra: [("Repr-Digest", "sha-256=:\(Self.base64(sha256)):")])
+            var digest = Self.content.digest(algorithm)
+            if wrong { digest[1] ^= 0x10 }
+            serve(server, extra: [(header, Self.value(header, digest)), ("x-amz-checksum-type", "FULL_OBJECT")])
             let dir = try TemporaryDirectory()
             let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: testOptions(connections: 4))
             switch result {
             case .success(let r):
-                #expect(!wrong)
-                #expect(r.checksumSource == "Repr-Digest" && r.verifiedChecksum?.algorithm == .sha256)
+                #expect(!wrong, "\(header)")
+                #expect(r.checksumSource == header && r.verifiedChecksum?.algorithm == algorithm, "\(header)")
                 #expect(compareFile(dir.file("f.bin"), with: Self.content) == nil)
             case .failure(let error):
-                #expect(wrong && error.kind == .checksumMismatch, "\(error)")
+                #expect(wrong && error.kind == .checksumMismatch, "\(header): \(error)")
                 #expect(!FileManager.default.fileExists(atPath: dir.file("f.bin")))
             }
         }
     }
 
-    /// A CRC is verified like a hash: right → exact file, named; wrong → checksum mismatch, no file.
-    @Test(arguments: [("x-amz-checksum-crc32c", DigestAlgorithm.crc32c), ("x-amz-checksum-crc32", .crc32)], [false, true])
-    func aServerCRCIsVerified(header: (String, DigestAlgorithm), wrong: Bool) async throws {
+    /// Content-MD5 covers the reply it comes with: checked when one reply carries the whole file.
+    @Test(arguments: [false, true])
+    func contentMD5IsCheckedOnAWholeReply(wrong: Bool) async throws {
         try await withTestServer { server in
-            var value = Self.content.digest(header.1)
-            if wrong { value[3] ^= 0x10 }
-            serve(server, extra: [(header.0, Self.base64(value)), ("x-amz-checksum-type", "FULL_OBJECT")])
+            var md5 = Self.content.digest(.md5)
+            if wrong { md5[0] ^= 1 }
+            serve(server, extra: [("Content-MD5", Self.base64(md5))])
             let dir = try TemporaryDirectory()
-            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: testOptions(connections: 4))
+            var o = testOptions(connections: 2)
+            o.wholeFileBytes = 4 << 20
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
             switch result {
             case .success(let r):
-                #expect(!wrong)
-                #expect(r.checksumSource == header.0 && r.verifiedChecksum?.algorithm == header.1)
+                #expect(!wrong && r.checksumSource == "Content-MD5")
                 #expect(compareFile(dir.file("f.bin"), with: Self.content) == nil)
             case .failure(let error):
                 #expect(wrong && error.kind == .checksumMismatch, "\(error)")
-                #expect(!FileManager.default.fileExists(atPath: dir.file("f.bin")))
+                #expect(dir.contents.isEmpty, "\(dir.contents)")
             }
         }
     }
