@@ -111,7 +111,13 @@ struct HostThrottle: Sendable, Hashable {
         guard successes >= successesPerStep else { return false }
         successes = 0
         allowed += 1
-        if allowed >= ceiling { lastCut = nil }
+        if allowed >= ceiling {
+            // Fully recovered: a new episode starts from scratch (a quarter off, and the next
+            // recovery at the first pace), not as a refused step up.
+            lastCut = nil
+            levelAfterCut = ceiling
+            successesPerStep = Self.recoverAfter
+        }
         return true
     }
 }

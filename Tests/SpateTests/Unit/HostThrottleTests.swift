@@ -125,6 +125,20 @@ struct HostThrottleTests {
         #expect(book.canTake(hosts[4]))
     }
 
+    /// A host that throttled, then took everything again: the next episode is a first one.
+    @Test func aFullRecoveryForgetsTheLastEpisode() {
+        var throttle = HostThrottle(ceiling: 8)
+        #expect(throttle.refused(running: 7, sentAtCuts: 0, now: t0) == .lowered(6))
+        for _ in 0..<HostThrottle.recoverAfter { _ = throttle.succeeded() }  // 6 -> 7
+        let stepRefused = throttle.refused(running: 6, sentAtCuts: 1, now: t0 + .seconds(1))
+        #expect(stepRefused == .lowered(6) && throttle.successesPerStep == 2 * HostThrottle.recoverAfter, "a refused step up")
+        for _ in 0..<(4 * HostThrottle.recoverAfter) { _ = throttle.succeeded() }  // 6 -> 7 -> 8
+        #expect(throttle.isAtCeiling && throttle.successesPerStep == HostThrottle.recoverAfter)
+        let fresh = throttle.refused(running: 7, sentAtCuts: throttle.cuts, now: t0 + .seconds(2))
+        #expect(fresh == .lowered(6), "a quarter off the ceiling, not one step back")
+        #expect(throttle.successesPerStep == HostThrottle.recoverAfter)
+    }
+
     @Test func waitersAreServedInOrderAsSlotsComeBack() async throws {
         let a = try RemoteURL("http://127.0.0.1:1/").origin
         let b = try RemoteURL("http://127.0.0.2:1/").origin
