@@ -9,11 +9,10 @@ interleaved.
 
 Usage: mirrors.py --spate PATH --server PATH [--size 1G] [--runs 3] [--pause-page-reporting]
 """
-import argparse, os, statistics, sys
+import argparse, os, subprocess, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import parse_size, pause_page_reporting, restore_page_reporting
-from round_trip import timed
-import subprocess
+from round_trip import interleaved, report
 
 FAST, SLOW = 16 << 20, 4 << 20
 
@@ -48,21 +47,10 @@ def main():
                                          "-d", os.path.dirname(out), "-o", os.path.basename(out), fast_url, slow_url],
             "axel -n16 (2 URLs)": ["axel", "-q", "-n", "16", "-o", out, fast_url, slow_url],
         }
-        times = {t: [] for t in tools}
-        for _ in range(args.runs):
-            for tool, cmd in tools.items():
-                t = timed(cmd, out, size)
-                if t is not None:
-                    times[tool].append(t)
+        times = interleaved(tools, out, size, args.runs)
         print(f"== two sources, 8 connections each at {FAST >> 20} and {SLOW >> 20} MiB/s per connection; "
               f"ideal {ideal:.2f} s ({size / ideal / 2**20:.0f} MiB/s); medians of {args.runs}")
-        for tool, ts in times.items():
-            if not ts:
-                print(f"  {tool:34s} failed")
-                continue
-            m = statistics.median(ts)
-            print(f"  {tool:34s} {m:6.2f} s  {size / m / 2**20:6.1f} MiB/s  {100 * ideal / m:5.1f} %"
-                  f"   runs: {', '.join(f'{t:.2f}' for t in ts)}")
+        report(times, size, ideal, width=38)
     finally:
         for p in (fast, slow):
             p.stdin.close()

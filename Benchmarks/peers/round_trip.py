@@ -54,6 +54,28 @@ def timed(cmd, out, size):
     return seconds if ok else None
 
 
+def interleaved(tools, out, size, runs):
+    """Runs every tool `runs` times, interleaved tool by tool; returns each tool's times."""
+    times = {t: [] for t in tools}
+    for _ in range(runs):
+        for tool, cmd in tools.items():
+            t = timed(cmd, out, size)
+            if t is not None:
+                times[tool].append(t)
+    return times
+
+
+def report(times, size, ideal, width=28):
+    """One line per tool: median seconds, MiB/s, % of the ideal, and every run."""
+    for tool, ts in times.items():
+        if not ts:
+            print(f"  {tool:{width}s} failed")
+            continue
+        m = statistics.median(ts)
+        print(f"  {tool:{width}s} {m:6.2f} s  {size / m / 2**20:6.1f} MiB/s  {100 * ideal / m:5.1f} %"
+              f"   runs: {', '.join(f'{t:.2f}' for t in ts)}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--spate", required=True)
@@ -82,22 +104,11 @@ def main():
                                          "--auto-file-renaming=false", "--file-allocation=none",
                                          "-d", os.path.dirname(out), "-o", os.path.basename(out), url],
                 }
-                times = {t: [] for t in tools}
-                for _ in range(args.runs):
-                    for tool, cmd in tools.items():
-                        t = timed(cmd, out, size)
-                        if t is not None:
-                            times[tool].append(t)
+                times = interleaved(tools, out, size, args.runs)
                 print(f"== {name}: latency {s['latency']} ms, {RATE >> 20} MiB/s per connection"
                       + (f", 429 past {s['cap']} requests" if s["cap"] else "")
                       + f"; ideal {ideal:.2f} s ({size / ideal / 2**20:.0f} MiB/s); medians of {args.runs}")
-                for tool, ts in times.items():
-                    if not ts:
-                        print(f"  {tool:28s} failed")
-                        continue
-                    m = statistics.median(ts)
-                    print(f"  {tool:28s} {m:6.2f} s  {size / m / 2**20:6.1f} MiB/s  {100 * ideal / m:5.1f} %"
-                          f"   runs: {', '.join(f'{t:.2f}' for t in ts)}")
+                report(times, size, ideal)
                 sys.stdout.flush()
             finally:
                 server.stdin.close()
