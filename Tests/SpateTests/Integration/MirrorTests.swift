@@ -85,11 +85,8 @@ struct MirrorTests {
             var o = options()
             o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
             let dir = try TemporaryDirectory()
-            let d = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: o)
-            async let result = d.run()
-            var notices: [String] = []
-            for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
-            _ = try await result
+            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            if case .failure(let error) = result { Issue.record("\(error)") }
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
             #expect(notices.contains { $0.contains("not using the mirror") && $0.contains("same version") }, "\(notices)")
             #expect(askedBytes(server)["127.0.0.2"] == nil, "only probed")
@@ -118,11 +115,8 @@ struct MirrorTests {
             o.retry = RetryPolicy(maxRetries: 1, baseDelay: .milliseconds(5), maxDelay: .milliseconds(20))
             o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
             let dir = try TemporaryDirectory()
-            let d = try Download(url: server.url("/f.bin"), to: dir.file("f.bin"), options: o)
-            async let result = d.run()
-            var notices: [String] = []
-            for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
-            _ = try await result
+            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            if case .failure(let error) = result { Issue.record("\(error)") }
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
             #expect(notices.contains { $0.contains("dropped the source") && $0.contains("127.0.0.2") }, "\(notices)")
         }

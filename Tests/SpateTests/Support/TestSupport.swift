@@ -69,6 +69,22 @@ func download(_ url: String, to path: String, options: DownloadOptions) async ->
     }
 }
 
+/// Runs a download and returns its result, or the error it threw, with every notice it gave.
+func downloadNoticing(_ url: String, to path: String, options: DownloadOptions) async -> (Result<DownloadResult, SpateError>, [String]) {
+    let d: Download
+    do {
+        d = try Download(url: url, to: path, options: options)
+    } catch {
+        return (.failure(error), [])
+    }
+    async let result: Result<DownloadResult, SpateError> = {
+        do throws(SpateError) { return .success(try await d.run()) } catch { return .failure(error) }
+    }()
+    var notices: [String] = []
+    for await event in d.events { if case .notice(let text) = event { notices.append(text) } }
+    return (await result, notices)
+}
+
 /// A seeded generator whose seed is printed, so a failing property test can be replayed.
 struct SeededGenerator: RandomNumberGenerator {
     private var generator: SplitMix64
