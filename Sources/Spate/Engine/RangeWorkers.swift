@@ -261,14 +261,8 @@ final class RangeWorkers: Sendable {
         case .dropped: break
         }
         let host = parts.sources.source(source).resolver.current.url.redacted
+        // (The failed request's end already put its bytes back and woke the idle workers.)
         parts.transport.emit(.notice("dropped the source \(host) (\(error.message)); going on with \(parts.sources.activeCount) source(s)"))
-        // Idle workers may have been waiting for bytes this source held.
-        let waiters = core.withLock { c in
-            c.generation += 1
-            defer { c.changes.removeAll() }
-            return Array(c.changes.values)
-        }
-        for waiter in waiters { waiter.resume() }
     }
 
     /// Runs one request and reports its end to the schedule.

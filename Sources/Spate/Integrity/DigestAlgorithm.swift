@@ -29,13 +29,8 @@ public enum DigestAlgorithm: String, Sendable, CaseIterable, Hashable {
     /// uses it wherever the library has it.
     public var isAvailable: Bool { self != .crc64nvme || CRC64NVME.function != nil }
 
-    /// Whether it is a cryptographic hash (else a CRC, weaker: preferred last).
-    var isCryptographic: Bool {
-        switch self {
-        case .sha256, .sha512, .sha1, .md5: true
-        case .crc32c, .crc64nvme, .crc32: false
-        }
-    }
+    /// Whether it is a cryptographic hash (OpenSSL's; else a CRC, weaker: preferred last).
+    var isCryptographic: Bool { evp != nil }
 
     var evp: OpaquePointer? {
         switch self {
