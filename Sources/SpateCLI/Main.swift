@@ -43,6 +43,11 @@ enum Main {
             Console.line("Run 'spate --help' for usage.")
             exit(SpateError.Kind.usage.exitCode)
         }
+        if command.version {
+            print("spate \(SpateVersion.string)")
+            for line in LibraryVersions.lines { print(line) }
+            exit(0)
+        }
         let recorder = command.trace.map { _ in TraceRecorder() }
         var status = await run(command, trace: recorder)
         if let recorder, let path = command.trace {

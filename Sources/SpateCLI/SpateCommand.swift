@@ -147,6 +147,9 @@ struct SpateCommand: ParsableCommand {
     @Flag(name: .shortAndLong, help: "No progress line; print only a one-line summary or errors.")
     var quiet = false
 
+    @Flag(name: [.customShort("V"), .long], help: "Print spate's version and the versions of the libraries it runs with (libcurl, OpenSSL, liblz4, ISA-L), then exit.")
+    var version = false
+
     @Flag(help: "Replace an existing output file (never a partial file another spate process is writing).")
     var force = false
 

@@ -145,6 +145,26 @@ struct CLITests {
         #expect(readme.contains("`--mirror URL`") && readme.contains("`--http2`"))
     }
 
+    /// `-V`/`--version` (curl's and wget2's spelling): spate's version and the libraries it
+    /// runs with, on stdout, exit 0, without starting the demo; help and README say so.
+    @Test func versionNamesSpateAndItsLibraries() throws {
+        for flag in ["--version", "-V"] {
+            let out = try CLIRunner.run([flag])
+            #expect(out.status == 0, "\(out.stderr)")
+            let lines = out.stdout.split(separator: "\n").map(String.init)
+            #expect(lines.first == "spate \(SpateVersion.string)", "\(out.stdout)")
+            #expect(lines.contains { $0.hasPrefix("libcurl \(CurlGlobal.version) (") && $0.contains("HTTP/2: ") }, "\(out.stdout)")
+            #expect(lines.contains { $0.hasPrefix("OpenSSL 3") } && lines.contains { $0.hasPrefix("liblz4 1.") }, "\(out.stdout)")
+            let crc64 = DigestAlgorithm.crc64nvme.isAvailable ? "CRC-64/NVME: yes" : "CRC-64/NVME: no"
+            #expect(lines.contains { $0.hasPrefix("ISA-L") && $0.contains(crc64) }, "\(out.stdout)")
+            #expect(out.stderr.isEmpty, "\(out.stderr)")
+        }
+        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("-V, --version Print spate's version and the versions of the libraries it runs with"), "\(help)")
+        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        #expect(readme.contains("| `-V, --version` |"))
+    }
+
     /// `-c`'s help says where the tuner starts, as the library does (and README).
     @Test func helpSaysWhereTheConnectionCountStarts() throws {
         let out = try CLIRunner.run(["--help"])
