@@ -30,16 +30,25 @@ struct BudgetBook: Sendable {
     }
 
     func canTake(_ origin: RemoteURL.Origin) -> Bool {
-        inUse < maxConnections && (hosts[origin]?.inUse ?? 0) < allowed(origin)
+        // One look-up (hashing an origin hashes two strings; a batch asks this per file).
+        guard inUse < maxConnections else { return false }
+        guard let host = hosts[origin] else { return maxPerHost > 0 }
+        return host.inUse < host.throttle.allowed
     }
 
     /// Takes a slot (check `canTake` first). Returns the host's cut count now, which the
-    /// request remembers (see `HostThrottle.refused`).
-    mutating func take(_ origin: RemoteURL.Origin) -> Int {
-        precondition(canTake(origin), "no slot for \(origin.host):\(origin.port)")
+    /// request remembers (see `HostThrottle.refused`), and the host's budget.
+    mutating func take(_ origin: RemoteURL.Origin) -> (cuts: Int, allowed: Int) {
+        precondition(inUse < maxConnections, "no slot for \(origin.host):\(origin.port)")
         inUse += 1
-        hosts[origin, default: Host(throttle: HostThrottle(ceiling: maxPerHost))].inUse += 1
-        return hosts[origin]!.throttle.cuts
+        return Self.takeSlot(&hosts[origin, default: Host(throttle: HostThrottle(ceiling: maxPerHost))], origin)
+    }
+
+    /// The host's part of `take`, on the dictionary's storage in place (one look-up).
+    private static func takeSlot(_ host: inout Host, _ origin: RemoteURL.Origin) -> (cuts: Int, allowed: Int) {
+        precondition(host.inUse < host.throttle.allowed, "no slot for \(origin.host):\(origin.port)")
+        host.inUse += 1
+        return (host.throttle.cuts, host.throttle.allowed)
     }
 
     mutating func giveBack(_ origin: RemoteURL.Origin) {

@@ -6,17 +6,12 @@ import Synchronization
 /// files), then first come, first served, as soon as both the global and the host's budget have
 /// room. One lock; the rules live in `BudgetBook`.
 final class ConnectionBudgets: Sendable {
-    private struct Waiter {
-        let id: UInt64
-        let priority: UInt64
-        let origin: RemoteURL.Origin
-        let continuation: CheckedContinuation<BudgetSlot, any Error>
-    }
+    private typealias Waiter = CheckedContinuation<BudgetSlot, any Error>
 
     private struct State {
         var book: BudgetBook
         var held: [UInt64: BudgetSlot] = [:]
-        var waiters: [Waiter] = []
+        var waiters = SlotWaitQueue<Waiter>()
         var nextID: UInt64 = 1
     }
 
@@ -47,18 +42,14 @@ final class ConnectionBudgets: Sendable {
                     if Task.isCancelled { return .failure(CancellationError()) }
                     if s.book.canTake(origin) { return .success(Self.take(origin, &s)) }
                     // Behind every waiter of the same or a higher priority (stable: FIFO within one).
-                    let at = s.waiters.firstIndex(where: { $0.priority > priority }) ?? s.waiters.count
-                    s.waiters.insert(Waiter(id: id, priority: priority, origin: origin, continuation: continuation), at: at)
+                    s.waiters.insert(id: id, priority: priority, origin: origin, continuation)
                     return nil
                 }
                 if let now { continuation.resume(with: now) }
             }
         } onCancel: {
-            let waiter = state.withLock { s -> Waiter? in
-                guard let i = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return s.waiters.remove(at: i)
-            }
-            waiter?.continuation.resume(throwing: CancellationError())
+            let waiter = state.withLock { s -> Waiter? in s.waiters.remove(id: id) }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 
@@ -108,8 +99,7 @@ final class ConnectionBudgets: Sendable {
     var waiting: Int { state.withLock { $0.waiters.count } }
 
     private static func take(_ origin: RemoteURL.Origin, _ s: inout State) -> BudgetSlot {
-        let allowed = s.book.allowed(origin)
-        let cuts = s.book.take(origin)
+        let (cuts, allowed) = s.book.take(origin)
         let slot = BudgetSlot(id: s.nextID, origin: origin, sentAtCuts: cuts, hostAllowed: allowed)
         s.nextID += 1
         s.held[slot.id] = slot
@@ -119,19 +109,10 @@ final class ConnectionBudgets: Sendable {
     /// Hands slots to the waiters that fit now, in queue order (priority, then arrival).
     private static func grant(_ s: inout State) -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] {
         var granted: [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] = []
-        // Hosts found full in this pass (a batch may queue hundreds of requests to one host:
-        // each is then skipped by a comparison, not a budget lookup).
-        var full: [RemoteURL.Origin] = []
-        var i = 0
-        while i < s.waiters.count && s.book.inUse < s.book.maxConnections {
-            let origin = s.waiters[i].origin
-            if !full.contains(origin) && s.book.canTake(origin) {
-                let waiter = s.waiters.remove(at: i)
-                granted.append((waiter.continuation, take(waiter.origin, &s)))
-            } else {
-                if !full.contains(origin) { full.append(origin) }
-                i += 1
-            }
+        while !s.waiters.isEmpty && s.book.inUse < s.book.maxConnections {
+            let book = s.book
+            guard let (origin, waiter) = s.waiters.popFirst(where: { book.canTake($0) }) else { break }
+            granted.append((waiter, take(origin, &s)))
         }
         return granted
     }
