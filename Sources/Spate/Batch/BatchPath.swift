@@ -36,28 +36,43 @@ public enum BatchPath {
             return .failure(.usage("the destination \(quoted(raw)) contains a control character"))
         }
         if bytes.count > maxBytes { return .failure(.usage("the destination \(quoted(String(raw.prefix(60))))… is longer than \(maxBytes) bytes")) }
-        var kept: [Range<Int>] = []
-        var changed = false
+        // The components to keep are listed only for a path that changes (rare): a normal one
+        // costs no allocation.
+        var kept: [Range<Int>]?
+        var last: Range<Int>?
         var start = 0
         for i in 0...bytes.count where i == bytes.count || bytes[i] == slash {
             let length = i - start
             if length == 0 || (length == 1 && bytes[start] == dot) {
-                changed = true
+                if kept == nil { kept = Self.components(bytes, before: start) }
             } else if length == 2 && bytes[start] == dot && bytes[start + 1] == dot {
                 return .failure(.usage("the destination \(quoted(raw)) leaves --dir (\"..\")"))
             } else if length > 255 {
                 return .failure(.usage("a component of the destination \(quoted(raw)) is longer than 255 bytes"))
             } else {
-                kept.append(start..<i)
+                last = start..<i
+                kept?.append(start..<i)
             }
             start = i + 1
         }
-        guard let last = kept.last else { return .failure(.usage("the destination \(quoted(raw)) names no file")) }
+        guard let last else { return .failure(.usage("the destination \(quoted(raw)) names no file")) }
         let name = UnsafeBufferPointer(rebasing: bytes[last])
         if name.ends(with: ".part") || name.ends(with: ".part.journal") || name.ends(with: ".part.journal.tmp") {
             return .failure(.usage("the destination \(quoted(raw)) ends in .part, .part.journal or .part.journal.tmp, the names spate gives its partial files"))
         }
-        return .success(changed ? kept : nil)
+        return .success(kept)
+    }
+
+    /// The components of `bytes[..<end]` (all normal: scanned already), for a path that
+    /// turned out to need normalising at `end`.
+    private static func components(_ bytes: UnsafeBufferPointer<UInt8>, before end: Int) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start = 0
+        for i in 0..<end where bytes[i] == UInt8(ascii: "/") {
+            if i > start { ranges.append(start..<i) }
+            start = i + 1
+        }
+        return ranges
     }
 
     /// A stable 64-bit hash of a normalised destination (FNV-1a over its UTF-8 bytes): the

@@ -34,12 +34,31 @@ public enum DigestAlgorithm: String, Sendable, CaseIterable, Hashable {
 
     var evp: OpaquePointer? {
         switch self {
-        case .sha256: EVP_sha256()
-        case .sha512: EVP_sha512()
-        case .sha1: EVP_sha1()
-        case .md5: EVP_md5()
+        case .sha256: FetchedDigests.sha256
+        case .sha512: FetchedDigests.sha512
+        case .sha1: FetchedDigests.sha1
+        case .md5: FetchedDigests.md5
         case .crc32c, .crc64nvme, .crc32: nil
         }
+    }
+}
+
+/// OpenSSL 3's digest implementations, fetched once for the process. Why: `EVP_sha256()`
+/// passed to `EVP_DigestInit_ex` is fetched again from the provider at every init, about 10,000
+/// instructions (measured with callgrind): a batch of small files hashes each file's URL for
+/// its mark, and a download starts a hasher per range. Kept for the process's life, as
+/// OpenSSL's own implicit fetches are.
+///
+/// `nonisolated(unsafe)`: a fetched `EVP_MD` is immutable and may be shared by threads
+/// (OpenSSL's threading notes), which Swift cannot see through an opaque pointer.
+private enum FetchedDigests {
+    nonisolated(unsafe) static let sha256 = fetch("SHA2-256", fallback: EVP_sha256())
+    nonisolated(unsafe) static let sha512 = fetch("SHA2-512", fallback: EVP_sha512())
+    nonisolated(unsafe) static let sha1 = fetch("SHA1", fallback: EVP_sha1())
+    nonisolated(unsafe) static let md5 = fetch("MD5", fallback: EVP_md5())
+
+    private static func fetch(_ name: String, fallback: OpaquePointer?) -> OpaquePointer? {
+        EVP_MD_fetch(nil, name, nil) ?? fallback
     }
 }
 
@@ -147,13 +166,19 @@ public final class Digest {
 /// Lower-case hexadecimal, the form digests are written in.
 public enum Hex {
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xF)])
+        let bytes = Array(bytes)
+        return String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = digit(b >> 4)
+                out[2 * i + 1] = digit(b & 0xF)
+            }
+            return bytes.count * 2
         }
-        return String(decoding: out, as: UTF8.self)
+    }
+
+    @inline(__always)
+    private static func digit(_ nibble: UInt8) -> UInt8 {
+        nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
     }
 
     /// Decodes hexadecimal (either case); nil on odd length or a non-hex character.

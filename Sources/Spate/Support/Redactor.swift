@@ -1,3 +1,5 @@
+import Glibc
+
 /// Removes secrets from text meant for people: progress, errors, logs, `--verbose` output and
 /// the journal.
 ///
@@ -23,7 +25,7 @@ public enum Redactor {
     public static func url(_ text: String) -> String {
         // Most URLs have nothing to hide: no user info, no query, no fragment, no Backendless
         // key. Checked on bytes (a batch redacts every URL it lists).
-        if !text.utf8.contains(where: { $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }),
+        if !text.containsByte(where: { $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }),
            !containsFilesSegment(text) {
             return text
         }
@@ -60,11 +62,19 @@ public enum Redactor {
     }
 
     /// Whether `text` contains `/files` (where `redactPath` may have a key to hide).
+    /// On the string's own bytes (no copies: a batch asks for every URL it lists).
     private static func containsFilesSegment(_ text: String) -> Bool {
-        let needle = Array("/files".utf8)
-        let bytes = Array(text.utf8)
-        guard bytes.count >= needle.count else { return false }
-        return (0...(bytes.count - needle.count)).contains { i in bytes[i..<(i + needle.count)].elementsEqual(needle) }
+        let needle: StaticString = "/files"
+        var text = text
+        return text.withUTF8 { bytes in
+            let count = needle.utf8CodeUnitCount
+            guard bytes.count >= count else { return false }
+            let first = needle.utf8Start.pointee
+            for i in 0...(bytes.count - count) where bytes[i] == first {
+                if memcmp(bytes.baseAddress! + i, needle.utf8Start, count) == 0 { return true }
+            }
+            return false
+        }
     }
 
     /// Backendless puts the application's REST API key in the path:
