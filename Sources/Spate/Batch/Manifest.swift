@@ -141,7 +141,7 @@ public final class Manifest: @unchecked Sendable {
     private func forEachEntry(_ body: (ManifestEntry) throws(SpateError) -> Void) throws(SpateError) -> Int {
         guard lseek(fd, 0, SEEK_SET) == 0 else { throw Syscall.fail("rewind", path: name) }
         var reader = LineReader(fd: fd)
-        var parser = ManifestParser(shard: shard)
+        var parser = ManifestParser(shard: shard, resolvesURLs: false)  // checked; pass 2 parses
         do {
             while let line = try reader.next() {
                 if let entry = try parser.feed(line, number: reader.lineNumber) { try body(entry) }

@@ -26,6 +26,8 @@ public struct ManifestParser: Sendable {
         var line: Int
         var url: String
         var parsed: RemoteURL?
+        /// Checked by `RemoteURL.validate` (a first pass keeps no parsed URL).
+        var checked = false
         var destination: String?
         var directory: String?
         var checksum: Checksum?
@@ -36,8 +38,17 @@ public struct ManifestParser: Sendable {
     /// Mirrors on one line, at most (a line's memory stays bounded).
     static let maximumMirrors = 16
 
+    /// Whether entries carry their parsed URLs (`ManifestEntry.remote`); without, URLs are only
+    /// checked (`RemoteURL.validate`), as a first pass that keeps no entry needs.
+    let resolvesURLs: Bool
+
     public init(shard: ManifestShard = .all) {
+        self.init(shard: shard, resolvesURLs: true)
+    }
+
+    init(shard: ManifestShard, resolvesURLs: Bool) {
         self.shard = shard
+        self.resolvesURLs = resolvesURLs
     }
 
     /// Reads line `number` (1-based, without its `\n`). Returns the entry that this line
@@ -94,16 +105,22 @@ public struct ManifestParser: Sendable {
         let hasDestination = fields.count > max(1, urlCount)
         let mirrors = fields.dropFirst().prefix(max(0, urlCount - 1)).map { text($0) }
         var parsed: RemoteURL?
+        var checked = false
         if shard.count == 1 || !Self.looksLikeHTTP(UnsafeBufferPointer(rebasing: bytes[fields[0]])) {
             do {
-                parsed = try RemoteURL(url)
+                if resolvesURLs || !hasDestination {
+                    parsed = try RemoteURL(url)
+                } else {
+                    try RemoteURL.validate(url)
+                    checked = true
+                }
             } catch {
                 throw Self.error(number, error.message)
             }
         }
         let completed = try finishPending()
-        pending = Pending(line: number, url: url, parsed: parsed, destination: hasDestination ? text(fields[fields.count - 1]) : nil,
-                          mirrors: mirrors)
+        pending = Pending(line: number, url: url, parsed: parsed, checked: checked,
+                          destination: hasDestination ? text(fields[fields.count - 1]) : nil, mirrors: mirrors)
         return completed
     }
 
@@ -177,12 +194,25 @@ public struct ManifestParser: Sendable {
             skipped += 1
             return nil
         }
+        var result = ManifestEntry(line: entry.line, url: entry.url, destination: path, checksum: entry.checksum, headers: entry.headers)
+        guard resolvesURLs else {
+            if entry.parsed == nil && !entry.checked { try Self.check(entry.url, line: entry.line) }
+            for mirror in entry.mirrors { try Self.check(mirror, line: entry.line) }
+            return result
+        }
         let remote: RemoteURL
         if let parsed = entry.parsed { remote = parsed } else { remote = try Self.parse(entry.url, line: entry.line) }
-        var result = ManifestEntry(line: entry.line, url: entry.url, destination: path, checksum: entry.checksum, headers: entry.headers)
         result.remote = remote
         for mirror in entry.mirrors { result.mirrors.append(try Self.parse(mirror, line: entry.line)) }
         return result
+    }
+
+    private static func check(_ url: String, line: Int) throws(SpateError) {
+        do {
+            try RemoteURL.validate(url)
+        } catch {
+            throw Self.error(line, error.message)
+        }
     }
 
     private static func parse(_ url: String, line: Int) throws(SpateError) -> RemoteURL {
