@@ -59,6 +59,9 @@ public final class DownloadBatch: Sendable {
         var iterator = entries
         var index = 0
         var stop = false
+        // Each file's jitter seed derives from one drawn here (one getrandom per batch, not
+        // per file), or from the seed the options give (replayable).
+        let seedBase = options.download.randomSeed ?? UInt64.random(in: .min ... .max)
         await withTaskGroup(of: Outcome.self) { group in
             var inFlight = 0
             while true {
@@ -67,7 +70,7 @@ public final class DownloadBatch: Sendable {
                         stop = true
                         break
                     }
-                    let (file, prepared) = prepare(entry, index: index, directory: directory, session: session)
+                    let (file, prepared) = prepare(entry, index: index, seedBase: seedBase, directory: directory, session: session)
                     index += 1
                     emit(.queued(file))
                     switch prepared {
@@ -124,7 +127,7 @@ public final class DownloadBatch: Sendable {
     }
 
     /// The file's path (directories created), the skip check, and its `Download`.
-    private func prepare(_ entry: ManifestEntry, index: Int, directory: BatchDirectory,
+    private func prepare(_ entry: ManifestEntry, index: Int, seedBase: UInt64, directory: BatchDirectory,
                          session: DownloadSession) -> (BatchFile, Prepared) {
         let parsed = Result { () throws(SpateError) -> RemoteURL in
             if let remote = entry.remote { return remote }
@@ -158,7 +161,7 @@ public final class DownloadBatch: Sendable {
             if resuming { fileOptions.wholeFileBytes = 0 }
             fileOptions.connections = min(DownloadOptions.maximumConnections, session.limits.maxConnections,
                                           session.limits.maxConnectionsPerHost)
-            if let seed = fileOptions.randomSeed { fileOptions.randomSeed = SplitMix64.mix(seed &+ UInt64(index)) }
+            fileOptions.randomSeed = SplitMix64.mix(seedBase &+ UInt64(index))
             let emit = self.emit
             let forwarded = file
             let download = try Download(url: url, to: path, options: fileOptions, session: session,
