@@ -146,6 +146,7 @@ final class RemoteResolver: Sendable {
             }
             let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,
                                   wallSeconds: transport.clock.wallSeconds)
+            if outcome.head != nil { transport.session.outages.answered(hop.origin) }
             if FailurePolicy.isThrottling(end), case .status(let reply) = end {
                 // A refused probe tells the host's budget as much as a refused range: the
                 // session's other downloads to that host hold back too.
@@ -154,7 +155,7 @@ final class RemoteResolver: Sendable {
                 }
             }
             guard let head = outcome.head, end == .enough || end == .completed else {
-                try await failed(end, budget: &budget)
+                try await failed(end, budget: &budget, origin: hop.origin)
                 continue
             }
             if let wait = outcome.replyWait { state.withLock { $0.replyWait = wait } }
@@ -211,8 +212,25 @@ final class RemoteResolver: Sendable {
     /// A probe that failed: wait and ask again, or throw. The probe's statuses are the
     /// original URL's own answers, so 401/403/404/410 stop at once (there is nothing to
     /// resolve again) and a throttling host counts like any retryable status.
-    private func failed(_ end: TransferEnd, budget: inout RetryBudget) async throws {
-        try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
+    ///
+    /// A failure without any reply (`.transport`) from a host the session knows is down
+    /// (`HostOutages`: another download's retries to it all failed, and it has not answered
+    /// since) is final at once; one that exhausts this probe's retries marks the host down.
+    private func failed(_ end: TransferEnd, budget: inout RetryBudget, origin: RemoteURL.Origin? = nil) async throws {
+        guard case .transport(let failure) = end, !failure.isPermanent, let origin else {
+            try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
+            return
+        }
+        let outages = transport.session.outages
+        if outages.isDown(origin) {
+            throw SpateError(failure.error.kind, "\(failure.message) (not retried: an earlier download's retries to \(origin.host):\(origin.port) all failed, and it has not answered since)")
+        }
+        do {
+            try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
+        } catch let error as SpateError where error.kind != .cancelled {
+            outages.gaveUp(on: origin)
+            throw error
+        }
     }
 
     /// The probe's body when it is the whole file: the transfer completed and holds every byte.

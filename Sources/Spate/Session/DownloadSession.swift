@@ -71,6 +71,8 @@ public final class DownloadSession: Sendable {
     public let trace: TraceRecorder?
     /// Makes small files durable in groups (its thread starts with the first small file).
     let publisher = GroupPublisher()
+    /// Hosts a download gave up on and that have not answered since (`HostOutages`).
+    let outages = HostOutages()
 
     private struct State {
         /// Each running download's connection count (for sizing the shared buffers).

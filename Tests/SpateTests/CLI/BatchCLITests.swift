@@ -105,6 +105,33 @@ struct BatchCLITests {
         }
     }
 
+    /// A host that refuses every connection: the first file retries, gives up, and the files
+    /// after it to that host fail on their first refusal instead of each waiting out a retry
+    /// schedule; files to a host that answers are not touched. One file at a time (`-j 1`), so
+    /// the counts are exact.
+    @Test func filesToAHostThatIsDownFailWithoutRetryingOnceOneGaveUp() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let contents = serve(server, count: 2, size: { Int64($0 + 1) * 1000 })
+            var lines: [String] = []
+            for i in 0..<5 { lines.append("http://127.0.0.1:1/dead/\(i).bin dead/\(i).bin") }
+            for i in 0..<2 { lines.append("\(server.url("/m/\(i).bin")) live/\(i).bin") }
+            try write(lines.joined(separator: "\n") + "\n", to: dir.file("list.txt"))
+            let out = try CLIRunner.run(["-i", dir.file("list.txt"), "-d", dir.file("out"), "-j", "1", "--max-retries", "2",
+                                         "--retry-max-wait", "0", "--events", dir.file("ev.ndjson"), "-q"])
+            #expect(out.status == 3, "\(out.stderr)")
+            let events = try parseEvents(at: dir.file("ev.ndjson"))
+            let retries = events.filter { $0["event"] as? String == "retry" }
+            #expect(retries.count == 2, "only the first file to the dead host retries: \(retries)")
+            let failed = events.filter { $0["event"] as? String == "failed" }
+            #expect(failed.count == 5)
+            let fast = failed.filter { ($0["error"] as? String)?.contains("not retried: an earlier download's retries to 127.0.0.1:1 all failed") == true }
+            #expect(fast.count == 4, "\(failed)")
+            #expect(failed.allSatisfy { $0["exit_code"] as? Int == 3 })
+            for i in 0..<2 { #expect(compareFile(dir.file("out/live/\(i).bin"), with: contents[i]) == nil) }
+        }
+    }
+
     @Test func severalURLsOnTheCommandLine() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
