@@ -32,8 +32,11 @@ final class BatchDirectory: @unchecked Sendable {
         guard fd >= 0 else { throw Syscall.fail("open", path: base) }
         defer { _ = close(fd) }
         var walked = base
-        for component in directory.split(separator: "/") {
-            let name = String(component)
+        // Split on bytes, as the path was normalised (`BatchPath`): by Character, a "/" that
+        // shares a grapheme with its neighbour (after U+0600, before a combining mark) would
+        // not split, and a name with "/" inside would reach `openat` past `O_NOFOLLOW`.
+        for component in directory.utf8.split(separator: UInt8(ascii: "/")) {
+            let name = String(decoding: component, as: UTF8.self)
             walked += "/" + name
             if mkdirat(fd, name, 0o777) != 0 && errno != EEXIST { throw Syscall.fail("create directory", path: walked) }
             let next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)

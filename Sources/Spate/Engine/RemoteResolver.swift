@@ -133,6 +133,8 @@ final class RemoteResolver: Sendable {
         var target = url
         var redirects = 0
         var budget = RetryBudget(policy: requests.options.retry)
+        var streak = ConnectStreak(outages: transport.session.outages)
+        defer { streak.end(gaveUp: false) }
         while true {
             try Task.checkCancellation()
             let hop = target
@@ -146,7 +148,10 @@ final class RemoteResolver: Sendable {
             }
             let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,
                                   wallSeconds: transport.clock.wallSeconds)
-            if outcome.head != nil { transport.session.outages.answered(hop.origin) }
+            if outcome.head != nil {
+                streak.end(gaveUp: false)
+                transport.session.outages.answered(hop.origin)
+            }
             if FailurePolicy.isThrottling(end), case .status(let reply) = end {
                 // A refused probe tells the host's budget as much as a refused range: the
                 // session's other downloads to that host hold back too.
@@ -155,7 +160,7 @@ final class RemoteResolver: Sendable {
                 }
             }
             guard let head = outcome.head, end == .enough || end == .completed else {
-                try await failed(end, budget: &budget, origin: hop.origin)
+                try await failed(end, budget: &budget, origin: hop.origin, streak: &streak)
                 continue
             }
             if let wait = outcome.replyWait { state.withLock { $0.replyWait = wait } }
@@ -204,7 +209,7 @@ final class RemoteResolver: Sendable {
                     ? .status(StatusReply(status: head.status, retryAfter: RetryAfter.parse(head["retry-after"], now: transport.clock.wallSeconds),
                                           message: message))
                     : .invalidReply(InvalidReply(.unexpectedStatus, message))
-                try await failed(end, budget: &budget)
+                try await failed(end, budget: &budget, streak: &streak)
             }
         }
     }
@@ -213,23 +218,52 @@ final class RemoteResolver: Sendable {
     /// original URL's own answers, so 401/403/404/410 stop at once (there is nothing to
     /// resolve again) and a throttling host counts like any retryable status.
     ///
-    /// A failure without any reply (`.transport`) from a host the session knows is down
-    /// (`HostOutages`: another download's retries to it all failed, and it has not answered
-    /// since) is final at once; one that exhausts this probe's retries marks the host down.
-    private func failed(_ end: TransferEnd, budget: inout RetryBudget, origin: RemoteURL.Origin? = nil) async throws {
-        guard case .transport(let failure) = end, !failure.isPermanent, let origin else {
-            try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
-            return
-        }
-        let outages = transport.session.outages
-        if outages.isDown(origin) {
-            throw SpateError(failure.error.kind, "\(failure.message) (not retried: an earlier download's retries to \(origin.host):\(origin.port) all failed, and it has not answered since)")
+    /// A failure to connect to a host the session knows is down (`HostOutages`) is final at
+    /// once; a probe whose every attempt failed to connect to `origin` marks it down when it
+    /// gives up.
+    private func failed(_ end: TransferEnd, budget: inout RetryBudget, origin: RemoteURL.Origin? = nil,
+                        streak: inout ConnectStreak) async throws {
+        if case .transport(let failure) = end, HostOutages.isUnreachable(failure), let origin {
+            if streak.outages.isDown(origin) {
+                throw SpateError(failure.error.kind, "\(failure.message) (not retried: an earlier download could not connect to \(origin.host):\(origin.port) in all its attempts, and nothing from it has answered since)")
+            }
+            streak.failed(origin)
+        } else {
+            streak.end(gaveUp: false)
         }
         do {
             try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
         } catch let error as SpateError where error.kind != .cancelled {
-            outages.gaveUp(on: origin)
+            // Every counted failure of this probe was a failure to connect to this host.
+            if streak.count == budget.failures { streak.end(gaveUp: true) }
             throw error
+        }
+    }
+
+    /// A probe's failures to connect to one host in a row, registered with the session's
+    /// `HostOutages` while they last.
+    struct ConnectStreak {
+        let outages: HostOutages
+        private(set) var origin: RemoteURL.Origin?
+        private(set) var count = 0
+        private var token: UInt64 = 0
+
+        init(outages: HostOutages) { self.outages = outages }
+
+        mutating func failed(_ host: RemoteURL.Origin) {
+            if origin != host {
+                end(gaveUp: false)
+                origin = host
+                token = outages.failing(host)
+            }
+            count += 1
+        }
+
+        mutating func end(gaveUp: Bool) {
+            guard let origin else { return }
+            outages.stoppedFailing(origin, token: token, gaveUp: gaveUp)
+            self.origin = nil
+            count = 0
         }
     }
 

@@ -110,11 +110,17 @@ final class ConnectionBudgets: Sendable {
     private static func grant(_ s: inout State) -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] {
         var granted: [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] = []
         while !s.waiters.isEmpty && s.book.inUse < s.book.maxConnections {
-            let book = s.book
-            guard let (origin, waiter) = s.waiters.popFirst(where: { book.canTake($0) }) else { break }
+            guard let (origin, waiter) = popFitting(&s) else { break }
             granted.append((waiter, take(origin, &s)))
         }
         return granted
+    }
+
+    /// The first waiter whose host has room. (Its own function so the copy of the book it
+    /// reads is gone before `take` changes the book: no copy of the hosts' dictionary.)
+    private static func popFitting(_ s: inout State) -> (RemoteURL.Origin, Waiter)? {
+        let book = s.book
+        return s.waiters.popFirst(where: { book.canTake($0) }).map { ($0.origin, $0.payload) }
     }
 }
 

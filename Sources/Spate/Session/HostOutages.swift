@@ -1,48 +1,88 @@
+import CCurl
 import Synchronization
 
 /// Hosts that stopped answering, as a session learns them: a host is *down* once a download
-/// gave up on it — its probe's retries all ended without any reply (refused, unreachable, no
-/// DNS answer, connect timeout) — and no request to it has had a reply since.
+/// gave up on it — every one of its probe's attempts failed to connect (refused, unreachable,
+/// no DNS answer) — and no request to the host had a reply meanwhile or has had one since.
 ///
 /// Why: in a batch every file retries on its own. 10,000 files to a host that refuses
 /// connections took 230 s here (each file's retry schedule, 256 files at a time) to fail what
 /// the first schedule had already shown. A probe to a down host still tries once (the host
-/// may be back: any reply clears it), but a failure is final at once instead of starting a
-/// new schedule of waits.
+/// may be back: any reply clears it), but a failure to connect is final at once instead of
+/// starting a new schedule of waits.
 ///
-/// Bounded: only down hosts are kept, at most `maxHosts` (the oldest are forgotten first).
+/// A probe that starts failing registers (`failing`) and gets a token: the host's reply count
+/// then. It gives up on the host (`stoppedFailing(gaveUp: true)`) only counts if no reply came
+/// from the host since (another download's, a range's): a host that answers someone is not
+/// down.
+///
+/// Bounded: hosts with a probe failing now (at most the probes running), and at most
+/// `maxHosts` down hosts (the oldest are forgotten first).
 final class HostOutages: Sendable {
+    private struct Suspect {
+        /// Probes to the host failing now.
+        var probes = 0
+        /// Replies from the host since it became a suspect.
+        var replies: UInt64 = 0
+    }
+
     private struct State {
+        var suspects: [RemoteURL.Origin: Suspect] = [:]
         /// Down hosts, in the order they went down.
         var down: [RemoteURL.Origin] = []
+
+        var tracked: Int { suspects.count + down.count }
     }
 
     private let state = Mutex(State())
-    /// How many hosts are down (read without the lock on the path every reply takes).
-    private let count = Atomic<Int>(0)
+    /// Hosts tracked (suspects and down), read without the lock on the path every reply takes.
+    private let tracked = Atomic<Int>(0)
     static let maxHosts = 1024
 
-    /// A download's retries to `origin` all failed without a reply.
-    func gaveUp(on origin: RemoteURL.Origin) {
+    /// A probe to `origin` failed to connect for the first time in a row. Returns the token
+    /// `stoppedFailing` takes.
+    func failing(_ origin: RemoteURL.Origin) -> UInt64 {
         state.withLock { s in
-            guard !s.down.contains(origin) else { return }
-            if s.down.count >= Self.maxHosts { s.down.removeFirst() }
-            s.down.append(origin)
-            count.store(s.down.count, ordering: .relaxed)
+            s.suspects[origin, default: Suspect()].probes += 1
+            tracked.store(s.tracked, ordering: .relaxed)
+            return s.suspects[origin]!.replies
+        }
+    }
+
+    /// The probe registered with `failing` stopped failing to connect: it gave up (its retries
+    /// all failed to connect), or something else happened (a reply, another error, an end).
+    func stoppedFailing(_ origin: RemoteURL.Origin, token: UInt64, gaveUp: Bool) {
+        state.withLock { s in
+            guard var suspect = s.suspects[origin] else { return }
+            if gaveUp && suspect.replies == token && !s.down.contains(origin) {
+                if s.down.count >= Self.maxHosts { s.down.removeFirst() }
+                s.down.append(origin)
+            }
+            suspect.probes -= 1
+            s.suspects[origin] = suspect.probes > 0 ? suspect : nil
+            tracked.store(s.tracked, ordering: .relaxed)
         }
     }
 
     /// A request to `origin` had a reply (any status): it is not down.
     func answered(_ origin: RemoteURL.Origin) {
-        guard count.load(ordering: .relaxed) > 0 else { return }
+        guard tracked.load(ordering: .relaxed) > 0 else { return }
         state.withLock { s in
+            s.suspects[origin]?.replies &+= 1
             s.down.removeAll { $0 == origin }
-            count.store(s.down.count, ordering: .relaxed)
+            tracked.store(s.tracked, ordering: .relaxed)
         }
     }
 
     func isDown(_ origin: RemoteURL.Origin) -> Bool {
-        guard count.load(ordering: .relaxed) > 0 else { return false }
+        guard tracked.load(ordering: .relaxed) > 0 else { return false }
         return state.withLock { $0.down.contains(origin) }
+    }
+
+    /// Whether a transport failure means the host could not be reached at all: refused,
+    /// unreachable, or no address. (A timeout, a reset or a TLS failure may come from a host
+    /// that is up and busy: those are retried as always.)
+    static func isUnreachable(_ failure: TransportFailure) -> Bool {
+        failure.code == CURLE_COULDNT_CONNECT.rawValue || failure.code == CURLE_COULDNT_RESOLVE_HOST.rawValue
     }
 }

@@ -4,8 +4,9 @@ import Glibc
 public enum FilePaths {
     /// The directory part of a path ("." when there is none).
     public static func directory(of path: String) -> String {
-        // On bytes ("/" is ASCII, so its index is a character boundary): a search by
-        // Character breaks graphemes, about 100 instructions a character, per file of a batch.
+        // On bytes: "/" is one UTF-8 byte that is never part of another scalar, so the slice
+        // ends on a scalar boundary. (A search by Character breaks graphemes, about 100
+        // instructions a character, per file of a batch.)
         guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "." }
         if slash == path.startIndex { return "/" }
         return String(path[..<slash])

@@ -33,8 +33,7 @@ public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
 
     private init(_ text: String, base: RemoteURL?) throws(SpateError) {
         let parsed = try Parsed(text, base: base)
-        guard let url = parsed.part(CURLUPART_URL) else { throw .usage("invalid URL \(Redactor.url(text))") }
-        self.string = url
+        self.string = parsed.url
         self.scheme = parsed.scheme
         self.host = parsed.host
         self.port = parsed.port
@@ -44,16 +43,18 @@ public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
         self.isRedirectTarget = base != nil
     }
 
-    /// Checks `text` as `init(_:)` does, without building the URL: the first pass over a
-    /// manifest checks every line this way (libcurl formats each part it returns with a
-    /// printf: four of seven parts fewer per line).
+    /// Checks `text` exactly as `init(_:)` does, without the parts only a `RemoteURL` needs:
+    /// the first pass over a manifest checks every line this way (libcurl formats each part it
+    /// returns with a printf: three of seven parts fewer per line).
     public static func validate(_ text: String) throws(SpateError) {
         _ = try Parsed(text, base: nil)
     }
 
-    /// A URL libcurl parsed, with what every use needs checked: http or https, a host, a port.
+    /// A URL libcurl parsed, with what every use needs checked: http or https, a host, a port,
+    /// and the normalised URL.
     private struct Parsed: ~Copyable {
         let handle: OpaquePointer
+        let url: String
         let scheme: String
         let host: String
         let port: Int
@@ -85,10 +86,12 @@ public struct RemoteURL: Sendable, Hashable, CustomStringConvertible {
             guard let host = Self.part(handle, CURLUPART_HOST), !host.isEmpty else {
                 throw fail(.usage("invalid URL \(Redactor.url(text)): no host"))
             }
-            guard let portText = Self.part(handle, CURLUPART_PORT, CURLU_DEFAULT_PORT), let port = Int(portText) else {
+            guard let url = Self.part(handle, CURLUPART_URL), let portText = Self.part(handle, CURLUPART_PORT, CURLU_DEFAULT_PORT),
+                  let port = Int(portText) else {
                 throw fail(.usage("invalid URL \(Redactor.url(text))"))
             }
             self.handle = handle
+            self.url = url
             self.scheme = scheme
             self.host = host.lowercased()
             self.port = port

@@ -67,10 +67,12 @@ struct ResponseHeadBuilder {
             // A new status line: an interim (1xx) or a new response starts; forget the old one.
             // "HTTP/x[.y] NNN[ reason]": the second field, on bytes (a split of the String
             // took about 7,000 instructions per reply).
-            guard let space = bytes.firstIndex(of: 0x20) else { return .malformed }
-            var end = space + 1
+            // Spaces before the code are skipped, as libcurl's own status-line parse does.
+            guard var start = bytes.firstIndex(of: 0x20) else { return .malformed }
+            while start < bytes.count && bytes[start] == 0x20 { start += 1 }
+            var end = start
             while end < bytes.count && bytes[end] != 0x20 { end += 1 }
-            let field = bytes[(space + 1)..<end]
+            let field = bytes[start..<end]
             guard field.count == 3, field.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return .malformed }
             let code = field.reduce(0) { $0 * 10 + Int($1 - 0x30) }
             guard (100...999).contains(code) else { return .malformed }

@@ -125,10 +125,32 @@ struct BatchCLITests {
             #expect(retries.count == 2, "only the first file to the dead host retries: \(retries)")
             let failed = events.filter { $0["event"] as? String == "failed" }
             #expect(failed.count == 5)
-            let fast = failed.filter { ($0["error"] as? String)?.contains("not retried: an earlier download's retries to 127.0.0.1:1 all failed") == true }
+            let fast = failed.filter { ($0["error"] as? String)?.contains("not retried: an earlier download could not connect to 127.0.0.1:1 in all its attempts") == true }
             #expect(fast.count == 4, "\(failed)")
             #expect(failed.allSatisfy { $0["exit_code"] as? Int == 3 })
             for i in 0..<2 { #expect(compareFile(dir.file("out/live/\(i).bin"), with: contents[i]) == nil) }
+        }
+    }
+
+    /// A host that is up but sends nothing back (an empty reply: not a failure to connect)
+    /// is never taken for down: every file gets its retries.
+    @Test func aHostThatConnectsButFailsIsRetriedForEveryFile() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            server.setHook { _ in
+                var plan = ResponsePlan(status: 200)
+                plan.rawHead = ""
+                plan.closeAfterResponse = true
+                return plan
+            }
+            let lines = (0..<3).map { "\(server.url("/empty/\($0).bin")) empty/\($0).bin" }
+            try write(lines.joined(separator: "\n") + "\n", to: dir.file("list.txt"))
+            let out = try CLIRunner.run(["-i", dir.file("list.txt"), "-d", dir.file("out"), "-j", "1", "--max-retries", "2",
+                                         "--retry-max-wait", "0", "--events", dir.file("ev.ndjson"), "-q"])
+            #expect(out.status == 3, "\(out.stderr)")
+            let events = try parseEvents(at: dir.file("ev.ndjson"))
+            #expect(events.filter { $0["event"] as? String == "retry" }.count == 6, "two retries for each of the three files")
+            #expect(!out.stderr.contains("not retried"), "\(out.stderr)")
         }
     }
 

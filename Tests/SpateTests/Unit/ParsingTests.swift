@@ -45,6 +45,20 @@ struct HTTPParsingTests {
         #expect(head["x-folded"] == "a b")
     }
 
+    /// Status lines, parsed on bytes: the code is the field after the version (spaces before
+    /// it skipped, as libcurl does), three digits, 100–999.
+    @Test(arguments: [
+        ("HTTP/1.1 206 Partial Content", 206), ("HTTP/2 200", 200), ("HTTP/2 200 ", 200), ("HTTP/1.1  404 Not Found", 404),
+        ("HTTP/1.0 999 x", 999), ("HTTP/1.1 099 x", nil), ("HTTP/1.1 2000 x", nil), ("HTTP/1.1 20 x", nil),
+        ("HTTP/1.1 2a0 x", nil), ("HTTP/1.1 +20 x", nil), ("HTTP/1.1", nil), ("HTTP/1.1 ", nil),
+    ] as [(String, Int?)])
+    func headBuilderStatusLines(line: String, status: Int?) {
+        var builder = ResponseHeadBuilder()
+        let r = (line + "\r\n").utf8CString.withUnsafeBytes { builder.feed(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
+        #expect(r == (status == nil ? .malformed : .more), "\(line)")
+        #expect(builder.status == status, "\(line)")
+    }
+
     @Test func headBuilderRejectsGarbageAndBombs() {
         var builder = ResponseHeadBuilder()
         let r = "no status line\r\n".utf8CString.withUnsafeBytes { builder.feed(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
