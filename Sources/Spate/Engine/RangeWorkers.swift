@@ -309,7 +309,6 @@ final class RangeWorkers: Sendable {
         let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end,
                            throttle: throttle, replyWait: outcome.replyWait)
         if ended.complete { session.budgets.succeeded(slot.origin) }
-        if outcome.head != nil { session.outages.answered(slot.origin) }  // a host that replies is not down
         return (ended.next, end)
     }
 

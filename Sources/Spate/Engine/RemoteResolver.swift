@@ -148,10 +148,8 @@ final class RemoteResolver: Sendable {
             }
             let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,
                                   wallSeconds: transport.clock.wallSeconds)
-            if outcome.head != nil {
-                streak.end(gaveUp: false)
-                transport.session.outages.answered(hop.origin)
-            }
+            // (The loop told the session's `HostOutages` of the reply as its head arrived.)
+            if outcome.head != nil { streak.end(gaveUp: false) }
             if FailurePolicy.isThrottling(end), case .status(let reply) = end {
                 // A refused probe tells the host's budget as much as a refused range: the
                 // session's other downloads to that host hold back too.
@@ -223,38 +221,44 @@ final class RemoteResolver: Sendable {
     /// gives up.
     private func failed(_ end: TransferEnd, budget: inout RetryBudget, origin: RemoteURL.Origin? = nil,
                         streak: inout ConnectStreak) async throws {
-        if case .transport(let failure) = end, HostOutages.isUnreachable(failure), let origin {
+        if case .transport(let failure) = end, failure.isUnreachable, let origin {
             if streak.outages.isDown(origin) {
                 throw SpateError(failure.error.kind, "\(failure.message) (not retried: an earlier download could not connect to \(origin.host):\(origin.port) in all its attempts, and nothing from it has answered since)")
             }
-            streak.failed(origin)
+            streak.failed(origin, failuresBefore: budget.failures)
         } else {
             streak.end(gaveUp: false)
         }
         do {
             try await transport.retryAlone(after: end, budget: &budget, random: random.withLock { $0.nextUnitInterval() })
         } catch let error as SpateError where error.kind != .cancelled {
-            // Every counted failure of this probe was a failure to connect to this host.
-            if streak.count == budget.failures { streak.end(gaveUp: true) }
+            // Every counted failure of this probe was a failure to reach this host: the streak
+            // began with the budget's first failure and has them all. (Checked, not assumed:
+            // a probe's budget counts every transport failure today.)
+            if streak.origin != nil && streak.failuresBefore == 0 && streak.count == budget.failures { streak.end(gaveUp: true) }
             throw error
         }
     }
 
     /// A probe's failures to connect to one host in a row, registered with the session's
     /// `HostOutages` while they last.
-    struct ConnectStreak {
+    /// Not copyable: it holds a registration that must end exactly once.
+    struct ConnectStreak: ~Copyable {
         let outages: HostOutages
         private(set) var origin: RemoteURL.Origin?
         private(set) var count = 0
+        /// The probe's counted failures before the streak began.
+        private(set) var failuresBefore = 0
         private var token: UInt64 = 0
 
         init(outages: HostOutages) { self.outages = outages }
 
-        mutating func failed(_ host: RemoteURL.Origin) {
+        mutating func failed(_ host: RemoteURL.Origin, failuresBefore: Int) {
             if origin != host {
                 end(gaveUp: false)
                 origin = host
                 token = outages.failing(host)
+                self.failuresBefore = failuresBefore
             }
             count += 1
         }

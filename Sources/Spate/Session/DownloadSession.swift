@@ -99,7 +99,7 @@ public final class DownloadSession: Sendable {
         let perHost = min(limits.maxConnectionsPerHost, limits.maxConnections)
         budgets = ConnectionBudgets(maxConnections: limits.maxConnections, maxPerHost: perHost)
         loop = CurlLoop(maxConnections: limits.maxConnections, maxPerHost: perHost, maxBytesPerSecond: limits.maxBytesPerSecond,
-                        clock: clock, trace: trace)
+                        clock: clock, trace: trace, outages: outages)
         writer = FileWriter(buffers: 1, bufferBytes: stagingBufferBytes)
         committer = JournalCommitter(trace: trace)
     }

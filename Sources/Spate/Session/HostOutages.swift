@@ -1,9 +1,9 @@
-import CCurl
 import Synchronization
 
 /// Hosts that stopped answering, as a session learns them: a host is *down* once a download
-/// gave up on it — every one of its probe's attempts failed to connect (refused, unreachable,
-/// no DNS answer) — and no request to the host had a reply meanwhile or has had one since.
+/// gave up on it — every one of its probe's attempts failed to reach it
+/// (`TransportFailure.isUnreachable`: refused, unreachable, no DNS answer) — and no request to
+/// the host had a reply meanwhile or has had one since (the loop reports every reply's head).
 ///
 /// Why: in a batch every file retries on its own. 10,000 files to a host that refuses
 /// connections took 230 s here (each file's retry schedule, 256 files at a time) to fail what
@@ -66,6 +66,8 @@ final class HostOutages: Sendable {
 
     /// A request to `origin` had a reply (any status): it is not down.
     func answered(_ origin: RemoteURL.Origin) {
+        // Unlocked: a reply racing with a probe's first failure may be missed, which only
+        // means they were concurrent; every reply after a registration is seen.
         guard tracked.load(ordering: .relaxed) > 0 else { return }
         state.withLock { s in
             s.suspects[origin]?.replies &+= 1
@@ -77,12 +79,5 @@ final class HostOutages: Sendable {
     func isDown(_ origin: RemoteURL.Origin) -> Bool {
         guard tracked.load(ordering: .relaxed) > 0 else { return false }
         return state.withLock { $0.down.contains(origin) }
-    }
-
-    /// Whether a transport failure means the host could not be reached at all: refused,
-    /// unreachable, or no address. (A timeout, a reset or a TLS failure may come from a host
-    /// that is up and busy: those are retried as always.)
-    static func isUnreachable(_ failure: TransportFailure) -> Bool {
-        failure.code == CURLE_COULDNT_CONNECT.rawValue || failure.code == CURLE_COULDNT_RESOLVE_HOST.rawValue
     }
 }

@@ -44,6 +44,8 @@ final class CurlLoop: Sendable {
     private let trace: TraceRecorder?
     /// `--max-rate`: the shared budget and the transfers it paused (loop thread only).
     private nonisolated(unsafe) let rate: RateGate?
+    /// Told of every reply's host as its head completes (the session's `HostOutages`).
+    private let outages: HostOutages?
 
     /// - Parameters:
     ///   - maxConnections: the most connections open at once, busy or idle.
@@ -51,9 +53,10 @@ final class CurlLoop: Sendable {
     ///     keep requests within both; these caps make libcurl hold the line on open sockets
     ///     too (it closes an idle connection before it opens one beyond them).
     init(maxConnections: Int, maxPerHost: Int, maxBytesPerSecond: Int64? = nil, clock: any EngineClock,
-         trace: TraceRecorder? = nil) {
+         trace: TraceRecorder? = nil, outages: HostOutages? = nil) {
         CurlGlobal.ensureInitialised()
         self.trace = trace
+        self.outages = outages
         rate = maxBytesPerSecond.map { RateGate(budget: RateBudget(bytesPerSecond: $0, now: clock.now)) }
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed: out of memory") }
         self.multi = multi
@@ -169,7 +172,7 @@ final class CurlLoop: Sendable {
                 case .start(let id, let spec, let sink, let continuation):
                     let easy = idleHandles.popLast() ?? EasyHandle()
                     let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation, clock: clock,
-                                            sockets: sockets, rate: rate)
+                                            sockets: sockets, rate: rate, outages: outages)
                     if let failure = transfer.configure() {
                         transfer.headerList.free()
                         continuation.resume(returning: failure)
@@ -255,6 +258,8 @@ private final class Transfer {
     let opening: HostSockets.Opening
     /// The session's rate budget, if any.
     let rate: RateGate?
+    /// The session's record of unreachable hosts, told of this reply (`HostOutages`).
+    let outages: HostOutages?
     /// When the request was handed to libcurl.
     let started: ContinuousClock.Instant
     /// Paused by the rate budget now.
@@ -265,8 +270,9 @@ private final class Transfer {
 
     init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
          continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock, sockets: HostSockets,
-         rate: RateGate?) {
+         rate: RateGate?, outages: HostOutages?) {
         self.rate = rate
+        self.outages = outages
         self.started = clock.now
         self.id = id
         self.easy = easy
@@ -344,6 +350,10 @@ private final class Transfer {
         }
         var outcome = TransferOutcome(head: head, stop: stop, curlCode: code.rawValue,
                                       curlMessage: message, bodyBytes: bodyBytes)
+        if code == CURLE_COULDNT_CONNECT {
+            var number = 0
+            if spate_easy_getinfo_long(easy.raw, CURLINFO_OS_ERRNO, &number) == CURLE_OK { outcome.osErrno = Int32(truncatingIfNeeded: number) }
+        }
         var microseconds: curl_off_t = 0
         if head != nil, spate_easy_getinfo_off_t(easy.raw, CURLINFO_STARTTRANSFER_TIME_T, &microseconds) == CURLE_OK {
             outcome.timeToFirstByte = .microseconds(Int64(microseconds))
@@ -365,6 +375,9 @@ private final class Transfer {
         case .headComplete:
             let head = headBuilder.head!
             self.head = head
+            // A host that replies is up, for every download of the session (`HostOutages`),
+            // now rather than when this transfer ends: a long range is a reply all along.
+            if let origin = spec.origin { outages?.answered(origin) }
             if let stop = sink.accept(head) {
                 self.stop = stop
                 return false

@@ -67,11 +67,13 @@ struct ResponseHeadBuilder {
             // A new status line: an interim (1xx) or a new response starts; forget the old one.
             // "HTTP/x[.y] NNN[ reason]": the second field, on bytes (a split of the String
             // took about 7,000 instructions per reply).
-            // Spaces before the code are skipped, as libcurl's own status-line parse does.
-            guard var start = bytes.firstIndex(of: 0x20) else { return .malformed }
-            while start < bytes.count && bytes[start] == 0x20 { start += 1 }
+            // Blanks (space, tab) before the code are skipped and end it, as libcurl 7.88's
+            // own parse of the line (`sscanf` with `%3d`) lets through.
+            func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+            guard var start = bytes.firstIndex(where: isBlank) else { return .malformed }
+            while start < bytes.count && isBlank(bytes[start]) { start += 1 }
             var end = start
-            while end < bytes.count && bytes[end] != 0x20 { end += 1 }
+            while end < bytes.count && !isBlank(bytes[end]) { end += 1 }
             let field = bytes[start..<end]
             guard field.count == 3, field.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return .malformed }
             let code = field.reduce(0) { $0 * 10 + Int($1 - 0x30) }

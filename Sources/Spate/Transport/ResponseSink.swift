@@ -45,5 +45,7 @@ struct TransferOutcome: Sendable {
     /// From the request sent to its first response byte (`STARTTRANSFER − PRETRANSFER`): the
     /// round trip plus the server's think time, which a connection spends idle per request.
     var replyWait: Duration? = nil
+    /// The system's error of a failed connect (`CURLINFO_OS_ERRNO`), for `TransportFailure`.
+    var osErrno: Int32 = 0
 
 }

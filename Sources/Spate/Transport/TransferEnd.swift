@@ -1,4 +1,5 @@
 import CCurl
+import Glibc
 
 /// How one transfer ended, as a type. Every decision after a transfer (retry, fresh connection,
 /// throttle, resolve the URL again, stop) is made by `FailurePolicy` from this value, never from
@@ -53,9 +54,22 @@ struct TransportFailure: Sendable, Equatable {
     let code: UInt32
     /// One line, naming the host and port; URLs in libcurl's text are redacted.
     let message: String
+    /// The system's error of a failed connect (`CURLINFO_OS_ERRNO`; 0 when not known).
+    var osErrno: Int32 = 0
 
     /// A connect timeout or libcurl's own low-speed timeout: the path, not the request, failed.
     var isTimeout: Bool { code == CURLE_OPERATION_TIMEDOUT.rawValue }
+
+    /// The host could not be reached at all: no address for its name, or a connect the network
+    /// refused (`ECONNREFUSED`, `EHOSTUNREACH`, `ENETUNREACH`, or the kernel's own connect
+    /// timeout). Not a failure of this machine (`EMFILE`, `EADDRNOTAVAIL`: libcurl reports
+    /// those as failures to connect too), and not libcurl's timeouts, resets or TLS failures,
+    /// which a host that is up and busy causes (`HostOutages`).
+    var isUnreachable: Bool {
+        if code == CURLE_COULDNT_RESOLVE_HOST.rawValue { return true }
+        guard code == CURLE_COULDNT_CONNECT.rawValue else { return false }
+        return [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT].contains(osErrno)
+    }
 
     /// TLS trust problems and local setup errors: trying again cannot help.
     var isPermanent: Bool { Self.permanentCodes.contains(code) }
@@ -72,11 +86,12 @@ struct TransportFailure: Sendable, Equatable {
     }
 
     /// From libcurl's code and text, for a request to `url`.
-    init(code: UInt32, curlMessage: String, url: RemoteURL) {
+    init(code: UInt32, curlMessage: String, url: RemoteURL, osErrno: Int32 = 0) {
         var text = curlMessage.isEmpty ? "transfer failed" : curlMessage
         if code == CURLE_OPERATION_TIMEDOUT.rawValue { text = "timed out: \(text)" }
         if code == CURLE_PEER_FAILED_VERIFICATION.rawValue { text += " (use --cacert PATH to trust a private CA)" }
         self.init(code: code, message: "\(url.host):\(url.port): \(Redactor.urls(in: text))")
+        self.osErrno = osErrno
     }
 
     var error: SpateError { SpateError(.network, message) }
@@ -192,7 +207,7 @@ extension TransferOutcome {
             return .invalidReply(reply)
         }
         if curlCode != 0 || head == nil {
-            return .transport(TransportFailure(code: curlCode, curlMessage: curlMessage, url: url))
+            return .transport(TransportFailure(code: curlCode, curlMessage: curlMessage, url: url, osErrno: osErrno))
         }
         return .completed
     }

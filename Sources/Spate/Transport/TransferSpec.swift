@@ -10,6 +10,8 @@ struct TransferSpec: Sendable {
     var secretPath = false
     /// The host the request goes to (scheme, host, port), for counting its connections.
     var host = ""
+    /// The same host as an origin, told of the reply (`HostOutages`); nil: nobody is told.
+    var origin: RemoteURL.Origin?
     /// The host's connection budget: when more connections are open to it, this request closes
     /// its own afterwards instead of keeping it (the host throttles and must see them go).
     var hostBudget: Int?

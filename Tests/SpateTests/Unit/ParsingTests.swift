@@ -49,7 +49,7 @@ struct HTTPParsingTests {
     /// it skipped, as libcurl does), three digits, 100–999.
     @Test(arguments: [
         ("HTTP/1.1 206 Partial Content", 206), ("HTTP/2 200", 200), ("HTTP/2 200 ", 200), ("HTTP/1.1  404 Not Found", 404),
-        ("HTTP/1.0 999 x", 999), ("HTTP/1.1 099 x", nil), ("HTTP/1.1 2000 x", nil), ("HTTP/1.1 20 x", nil),
+        ("HTTP/1.0 999 x", 999), ("HTTP/1.1 \t200\tOK", 200), ("HTTP/1.1 099 x", nil), ("HTTP/1.1 2000 x", nil), ("HTTP/1.1 20 x", nil),
         ("HTTP/1.1 2a0 x", nil), ("HTTP/1.1 +20 x", nil), ("HTTP/1.1", nil), ("HTTP/1.1 ", nil),
     ] as [(String, Int?)])
     func headBuilderStatusLines(line: String, status: Int?) {
