@@ -52,7 +52,7 @@ struct RequestBuilder: Sendable {
         headers.append("Range: bytes=0-\(max(0, wholeFileBytes - 1))")
         headers.append("Accept-Encoding: identity")
         return TransferSpec(url: target.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
-                            secretPath: target.isRedirectTarget, host: slot.origin.key, origin: slot.origin, hostBudget: slot.hostAllowed)
+                            secretPath: target.isRedirectTarget, origin: slot.origin, hostBudget: slot.hostAllowed)
     }
 
     /// A request for remote bytes `range` of `remote`, with `If-Range` so a changed file can
@@ -65,7 +65,7 @@ struct RequestBuilder: Sendable {
         headers.append("Accept-Encoding: identity")
         if sendIfRange, let validator = remote.ifRangeValidator { headers.append("If-Range: \(validator)") }
         return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
-                            freshConnection: fresh, secretPath: remote.url.isRedirectTarget, host: slot.origin.key, origin: slot.origin, hostBudget: slot.hostAllowed)
+                            freshConnection: fresh, secretPath: remote.url.isRedirectTarget, origin: slot.origin, hostBudget: slot.hostAllowed)
     }
 
     /// The whole body in one request (no range support).
@@ -73,7 +73,7 @@ struct RequestBuilder: Sendable {
         var headers = userHeaders(for: remote.url)
         headers.append("Accept-Encoding: identity")
         return TransferSpec(url: remote.url.string, headers: headers, tuning: tuning(bufferBytes: bufferBytes),
-                            secretPath: remote.url.isRedirectTarget, host: slot.origin.key, origin: slot.origin, hostBudget: slot.hostAllowed)
+                            secretPath: remote.url.isRedirectTarget, origin: slot.origin, hostBudget: slot.hostAllowed)
     }
 }
 

@@ -323,7 +323,7 @@ private final class Transfer {
         }
         if spec.freshConnection { codes.append(easy.set(CURLOPT_FRESH_CONNECT, true)) }
         codes += sockets.install(on: easy, opening: Unmanaged.passUnretained(opening).toOpaque())
-        if let budget = spec.hostBudget, sockets.count(spec.host) > budget {
+        if let budget = spec.hostBudget, sockets.count(opening.host) > budget {
             codes.append(easy.set(CURLOPT_FORBID_REUSE, true))
         }
         if let ca = tuning.caCertificatePath {

@@ -8,10 +8,11 @@ struct TransferSpec: Sendable {
     var freshConnection = false
     /// The URL's path may be a credential (a redirect target): `--verbose` does not print it.
     var secretPath = false
-    /// The host the request goes to (scheme, host, port), for counting its connections.
-    var host = ""
-    /// The same host as an origin, told of the reply (`HostOutages`); nil: nobody is told.
+    /// The host the request goes to (scheme, host, port): its connections are counted, and it
+    /// is told of the reply (`HostOutages`).
     var origin: RemoteURL.Origin?
+    /// `origin` as the key its connections are counted under ("" without one).
+    var host: String { origin?.key ?? "" }
     /// The host's connection budget: when more connections are open to it, this request closes
     /// its own afterwards instead of keeping it (the host throttles and must see them go).
     var hostBudget: Int?
