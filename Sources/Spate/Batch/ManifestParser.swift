@@ -107,15 +107,11 @@ public struct ManifestParser: Sendable {
         var parsed: RemoteURL?
         var checked = false
         if shard.count == 1 || !Self.looksLikeHTTP(UnsafeBufferPointer(rebasing: bytes[fields[0]])) {
-            do {
-                if resolvesURLs || !hasDestination {
-                    parsed = try RemoteURL(url)
-                } else {
-                    try RemoteURL.validate(url)
-                    checked = true
-                }
-            } catch {
-                throw Self.error(number, error.message)
+            if resolvesURLs || !hasDestination {
+                parsed = try Self.parse(url, line: number)
+            } else {
+                try Self.check(url, line: number)
+                checked = true
             }
         }
         let completed = try finishPending()
@@ -155,17 +151,9 @@ public struct ManifestParser: Sendable {
         case "dir":
             pending!.directory = value
         case "checksum":
-            do {
-                pending!.checksum = try Self.checksum(value)
-            } catch {
-                throw Self.error(number, error.message)
-            }
+            pending!.checksum = try Self.atLine(number) { () throws(SpateError) in try Self.checksum(value) }
         case "header":
-            do {
-                pending!.headers.append(try HTTPHeader(parsing: value))
-            } catch {
-                throw Self.error(number, error.message)
-            }
+            pending!.headers.append(try Self.atLine(number) { () throws(SpateError) in try HTTPHeader(parsing: value) })
         default:
             throw Self.error(number, "unsupported option \"\(key)\" (spate reads out=, dir=, checksum= and header=)")
         }
@@ -184,12 +172,7 @@ public struct ManifestParser: Sendable {
             name = FilePaths.defaultFileName(for: parsed)
         }
         if let directory = entry.directory, !directory.isEmpty { name = directory + "/" + name }
-        let path: String
-        do {
-            path = try BatchPath.normalize(name)
-        } catch {
-            throw Self.error(entry.line, error.message)
-        }
+        let path = try Self.atLine(entry.line) { () throws(SpateError) in try BatchPath.normalize(name) }
         guard shard.contains(destination: path) else {
             skipped += 1
             return nil
@@ -208,16 +191,17 @@ public struct ManifestParser: Sendable {
     }
 
     private static func check(_ url: String, line: Int) throws(SpateError) {
-        do {
-            try RemoteURL.validate(url)
-        } catch {
-            throw Self.error(line, error.message)
-        }
+        try atLine(line) { () throws(SpateError) in try RemoteURL.validate(url) }
     }
 
     private static func parse(_ url: String, line: Int) throws(SpateError) -> RemoteURL {
+        try atLine(line) { () throws(SpateError) in try RemoteURL(url) }
+    }
+
+    /// `body`'s result; its error names line `line`.
+    private static func atLine<T>(_ line: Int, _ body: () throws(SpateError) -> T) throws(SpateError) -> T {
         do {
-            return try RemoteURL(url)
+            return try body()
         } catch {
             throw Self.error(line, error.message)
         }
