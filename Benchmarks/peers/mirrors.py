@@ -9,19 +9,12 @@ interleaved.
 
 Usage: mirrors.py --spate PATH --server PATH [--size 1G] [--runs 3] [--pause-page-reporting]
 """
-import argparse, os, subprocess, sys
+import argparse, os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import parse_size, pause_page_reporting, restore_page_reporting
-from round_trip import interleaved, report
+from round_trip import interleaved, report, start_server
 
 FAST, SLOW = 16 << 20, 4 << 20
-
-
-def start(server, port, size, rate):
-    p = subprocess.Popen([server, "--port", str(port), "--threads", "1", "--rate", str(rate),
-                          "--file", f"/f.bin:{size}:7", "--exit-on-stdin-eof"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    return p, p.stdout.readline().strip()
 
 
 def main():
@@ -36,8 +29,8 @@ def main():
     ideal = size / (8 * (FAST + SLOW))
     old = pause_page_reporting() if args.pause_page_reporting else None
     out = "/dev/shm/spate-mirrors.bin"
-    fast, fast_url = start(args.server, 18801, args.size, FAST)
-    slow, slow_url = start(args.server, 18802, args.size, SLOW)
+    fast, fast_url = start_server(args.server, 18801, args.size, rate=FAST, threads=1)
+    slow, slow_url = start_server(args.server, 18802, args.size, rate=SLOW, threads=1)
     try:
         tools = {
             "spate -c16 --max-per-host 8 --mirror": [args.spate, fast_url, "--mirror", slow_url, "-c", "16", "--max-per-host", "8", "--no-tuning",

@@ -26,8 +26,9 @@ SCENARIOS = {
 }
 
 
-def start_server(server, port, size, latency, cap):
-    cmd = [server, "--port", str(port), "--threads", "2", "--rate", str(RATE),
+def start_server(server, port, size, latency=0, cap=None, rate=RATE, threads=2):
+    """A spate-test-server serving /f.bin of `size`; returns (process, its URL)."""
+    cmd = [server, "--port", str(port), "--threads", str(threads), "--rate", str(rate),
            "--file", f"/f.bin:{size}:7", "--exit-on-stdin-eof"]
     if latency:
         cmd += ["--latency", str(latency)]

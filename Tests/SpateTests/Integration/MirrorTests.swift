@@ -30,6 +30,18 @@ struct MirrorTests {
         return o
     }
 
+    /// Downloads the URL's /f.bin with 127.0.0.2's as its mirror: a failure is recorded, the
+    /// file must be exact. Returns the download's notices.
+    func downloadWithMirror(_ server: TestServer, _ content: GeneratedContent, options: DownloadOptions) async throws -> [String] {
+        var o = options
+        o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
+        let dir = try TemporaryDirectory()
+        let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+        if case .failure(let error) = result { Issue.record("\(error)") }
+        #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+        return notices
+    }
+
     /// Content bytes each host sent.
     func servedBytes(_ server: TestServer) -> [String: Int64] {
         let hosts = Dictionary(server.requests.map { ($0.index, $0.host) }, uniquingKeysWith: { a, _ in a })
@@ -55,11 +67,7 @@ struct MirrorTests {
             }
             var o = options()
             o.headers = [try HTTPHeader(parsing: "Authorization: Bearer mirror-test-secret")]
-            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
-            let dir = try TemporaryDirectory()
-            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
-            if case .failure(let error) = result { Issue.record("\(error)") }
-            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            _ = try await downloadWithMirror(server, content, options: o)
             let served = servedBytes(server)
             let fast = served["127.0.0.1", default: 0], slow = served["127.0.0.2", default: 0]
             #expect(slow > 0 && fast > slow, "\(served)")
@@ -82,12 +90,7 @@ struct MirrorTests {
                 plan.bytesPerSecond = 1 << 20  // the download outlasts the mirror's probe
                 return plan
             }
-            var o = options()
-            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
-            let dir = try TemporaryDirectory()
-            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
-            if case .failure(let error) = result { Issue.record("\(error)") }
-            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            let notices = try await downloadWithMirror(server, content, options: options())
             #expect(notices.contains { $0.contains("not using the mirror") && $0.contains("same version") }, "\(notices)")
             #expect(askedBytes(server)["127.0.0.2"] == nil, "only probed")
         }
@@ -116,11 +119,7 @@ struct MirrorTests {
             }
             var o = options()
             o.retry = RetryPolicy(maxRetries: 1, baseDelay: .milliseconds(5), maxDelay: .milliseconds(20))
-            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
-            let dir = try TemporaryDirectory()
-            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
-            if case .failure(let error) = result { Issue.record("\(error)") }
-            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            let notices = try await downloadWithMirror(server, content, options: o)
             #expect(notices.contains { $0.contains("dropped the source") && $0.contains("127.0.0.2") }, "\(notices)")
         }
     }
@@ -141,11 +140,7 @@ extension MirrorTests {
             var o = options()
             o.connections = 6
             o.maxConnectionsPerHost = 3
-            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
-            let dir = try TemporaryDirectory()
-            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
-            if case .failure(let error) = result { Issue.record("\(error)") }
-            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            _ = try await downloadWithMirror(server, content, options: o)
             for host in Self.hosts {
                 let peak = server.peakOpenConnections(host: host)
                 #expect((1...3).contains(peak), "\(host): \(peak) open at once")
