@@ -26,6 +26,28 @@ struct RangeScheduleTests {
         return job
     }
 
+    /// The probe's reply wait sets the first requests: a wait of 1 ms (loopback, a LAN) gives
+    /// the sizer's usual requests; 40 ms (40 waits would outlast `targetSeconds`) gives each of
+    /// the 4 connections a quarter of the file at once.
+    @Test(arguments: [(1, false), (40, true)])
+    func theProbesReplyWaitSetsTheFirstRequests(waitMilliseconds: Int, roundTripIsDear: Bool) throws {
+        let size: Int64 = 8 * Self.mib
+        let sizer = RequestSizer(fileSize: size, connections: 4, fixedBytes: nil)
+        let settings = RangeSchedule.Settings(
+            sizer: sizer, retry: Self.retry, maximumWorkers: 4, selfTuning: false, initialWorkers: 4,
+            initialReplyWait: .milliseconds(waitMilliseconds))
+        var s = RangeSchedule(size: size, settings: settings, seed: 7)
+        var sizes: [Int64] = []
+        for worker in 0..<4 {
+            let next = try job(s.nextWork(worker: worker, positions: [:], now: t0))
+            s.requestStarted(next.assignment.id, now: t0)
+            sizes.append(next.assignment.range.count)
+        }
+        let expected = roundTripIsDear ? size / 4 : sizer.baseBytes
+        #expect(sizer.baseBytes < size / 4, "the two cases differ")
+        #expect(sizes == Array(repeating: expected, count: 4), "\(sizes)")
+    }
+
     @Test func workGoesOutFromTheLowestOffsetUntilEverythingIsDone() throws {
         var s = schedule(size: 3 * Self.mib, chunk: Self.mib, stealing: false)
         let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
