@@ -129,10 +129,15 @@ final class CurlLoop: Sendable {
         inbox.withLock { inbox -> Bool in
             if inbox.isShutDown { return false }
             if case .shutdown = command { inbox.isShutDown = true }
+            let wasEmpty = inbox.commands.isEmpty
             inbox.commands.append(command)
+            // One wake-up per batch of commands: the loop takes the whole inbox at once (under
+            // this lock), so a command that finds it non-empty is taken with the first one,
+            // whose wake-up is still ahead of the loop. (A wake-up is a write to libcurl's
+            // socket pair and a read on the loop thread: with many small files, one per file.)
             // Under the lock: the loop thread cleans the multi handle up under it too, so a
             // wake-up can never reach a handle that is gone.
-            curl_multi_wakeup(multi)
+            if wasEmpty { curl_multi_wakeup(multi) }
             return true
         }
     }
