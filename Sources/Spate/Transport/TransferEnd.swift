@@ -226,7 +226,7 @@ extension TransferOutcome {
     ///   reply header over libcurl's 100 KiB limit (libcurl 7.x reports it as out of memory).
     static func malformedReply(curlCode: UInt32, curlMessage: String, headComplete: Bool, url: RemoteURL) -> InvalidReply? {
         let tooLarge: UInt32 = 100  // CURLE_TOO_LARGE, absent from older headers
-        let origin = "\(url.host):\(url.port)"
+        var origin: String { "\(url.host):\(url.port)" }  // only for a failure: not built per reply
         switch curlCode {
         case CURLE_WEIRD_SERVER_REPLY.rawValue:
             return InvalidReply(.malformedHead, "\(origin): malformed reply: \(Redactor.urls(in: curlMessage))")

@@ -213,4 +213,14 @@ struct ResumePlannerTests {
         #expect(JournalCodec.fingerprint(of: signed) == JournalCodec.fingerprint(of: Self.url))
         #expect(JournalCodec.fingerprint(of: try RemoteURL("http://h:81/file.bin")) != JournalCodec.fingerprint(of: Self.url))
     }
+
+    /// Journals and saved marks written by earlier builds hold this digest: its input text is
+    /// fixed (pinned here against the SHA-256 of the literal text, with and without a range).
+    @Test func theFingerprintsTextNeverChanges() throws {
+        func sha256(_ text: String) -> [UInt8] { Array(text.utf8).withUnsafeBytes { Digest.hash(.sha256, $0) } }
+        let url = try RemoteURL("HTTPS://Example.COM:8443/a/b%20c.bin?q=1")
+        #expect(JournalCodec.fingerprint(of: url) == sha256("spate-journal-v1\nhttps://example.com:8443/a/b%20c.bin"))
+        let range = try PartialByteRange(parsing: "10-19")
+        #expect(JournalCodec.fingerprint(of: Self.url, range: range) == sha256("spate-journal-v1\nhttp://h:80/file.bin\nrange=\(range)"))
+    }
 }
