@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -54,6 +55,25 @@ int spate_get_attribute(const char *path, const char *name, void *buffer, int ca
 
 int spate_rename_noreplace(const char *from, const char *to) {
     return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0 ? 0 : errno;
+}
+
+int spate_open_unnamed(const char *directory, unsigned int mode) {
+    int fd = open(directory, O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+    return fd >= 0 ? fd : -errno;
+}
+
+int spate_link_unnamed(int fd, const char *path) {
+    /* Set once linking by descriptor has failed for want of the capability (ENOENT, as
+       linkat(2) reports it): from then on, through /proc. A race only costs a retry. */
+    static atomic_int through_proc = 0;
+    if (!atomic_load_explicit(&through_proc, memory_order_relaxed)) {
+        if (linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0) return 0;
+        if (errno != ENOENT && errno != EPERM) return errno;
+        atomic_store_explicit(&through_proc, 1, memory_order_relaxed);
+    }
+    char source[48];
+    snprintf(source, sizeof source, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, source, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 ? 0 : errno;
 }
 
 int spate_memory_file(const char *name) {

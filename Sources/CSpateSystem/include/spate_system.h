@@ -31,6 +31,16 @@ int spate_get_attribute(const char *path, const char *name, void *buffer, int ca
 /// Renames `from` to `to` only if `to` does not exist (`renameat2(RENAME_NOREPLACE)`), in one
 /// atomic step. Returns 0 or an errno value (EEXIST; EINVAL or ENOSYS where unsupported).
 int spate_rename_noreplace(const char *from, const char *to);
+
+/// Opens a new regular file with no name in `directory` (O_TMPFILE), read-write, with `mode`
+/// (minus the umask). Returns the descriptor, or -errno (-EOPNOTSUPP, -EISDIR: the file system
+/// or kernel has none).
+int spate_open_unnamed(const char *directory, unsigned int mode);
+
+/// Gives a file opened by `spate_open_unnamed` the name `path`, never replacing anything there
+/// (EEXIST). By descriptor (AT_EMPTY_PATH, which needs CAP_DAC_READ_SEARCH), else through
+/// /proc/self/fd. Returns 0 or an errno.
+int spate_link_unnamed(int fd, const char *path);
 /// An anonymous memory file (`memfd_create`, close-on-exec): the reorder window of an ordered
 /// stream. Returns the descriptor or -1 with errno set.
 int spate_memory_file(const char *name);

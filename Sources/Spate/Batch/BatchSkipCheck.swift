@@ -5,8 +5,12 @@ import Glibc
 /// cannot vouch for.
 enum BatchSkipCheck {
     enum Verdict: Equatable {
-        /// Nothing is there (or `--force`): download.
+        /// Nothing is there but maybe a partial file without a journal (a leftover), or
+        /// `--force`: download.
         case fetch
+        /// Nothing at all is there — no file, no partial file, no journal: download, and a
+        /// small file needs no partial file (`OutputFile(unnamedFor:)`).
+        case fetchNew
         /// A journal is there: download, resuming what it records.
         case resume
         /// The file is complete: spate saved it from this URL, with this size (and checksum);
@@ -27,7 +31,8 @@ enum BatchSkipCheck {
         guard lstat(path, &info) == 0 else {
             // A journal means a partial download to resume. (A partial file without one is a
             // leftover the engine replaces: `DownloadOptions.replacesUnjournaledPartial`.)
-            return FilePaths.exists(journal) ? .resume : .fetch
+            if FilePaths.exists(journal) { return .resume }
+            return FilePaths.exists(part) ? .fetch : .fetchNew
         }
         if overwrite { return .fetch }
         let notSpates = "\(path) already exists and spate did not save it from this URL; use --force to replace it"

@@ -140,6 +140,7 @@ public final class DownloadBatch: Sendable {
             let path = try directory.prepare(entry.destination)
             file = BatchFile(index: index, line: entry.line, url: redacted, path: path)
             var resuming = false
+            var nothingThere = false
             switch BatchSkipCheck.check(path: path, url: url, checksum: entry.checksum, overwrite: options.download.overwrite) {
             case .complete(let bytes, let note):
                 return (file, .skipped(bytes, note: note))
@@ -147,6 +148,8 @@ public final class DownloadBatch: Sendable {
                 return (file, .failed(.localIO(message)))
             case .fetch:
                 break
+            case .fetchNew:
+                nothingThere = true
             case .resume:
                 resuming = true
             }
@@ -156,6 +159,7 @@ public final class DownloadBatch: Sendable {
             fileOptions.mirrors = entry.mirrors
             fileOptions.destinationPrepared = true
             fileOptions.replacesUnjournaledPartial = !resuming
+            fileOptions.noPartialFile = nothingThere
             // A journal means the file was bigger than one request: probe one byte, so the
             // bytes already on disk are not sent again in the probe's reply.
             if resuming { fileOptions.wholeFileBytes = 0 }

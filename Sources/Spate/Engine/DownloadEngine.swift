@@ -268,12 +268,17 @@ final class DownloadEngine: Sendable {
                 throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))")
             }
         }
-        // A leftover partial file without a journal (a run killed mid-save) is replaced in a
-        // batch; elsewhere it is refused like any existing partial file.
         // Marked with its final note at creation (before its bytes: a leftover is never an
         // unmarked non-empty file).
-        let file = try OutputFile(creatingFor: path, replacing: options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never,
-                                  mark: SavedMark(size: Int64(body.count), url: url))
+        let mark = SavedMark(size: Int64(body.count), url: url)
+        // In a batch that found nothing there, without --force: a file with no name until it
+        // is durable (nothing to lock or check, nothing left by a kill). Else, or where there
+        // is none: a partial file; a leftover one without a journal (a run killed mid-save)
+        // is replaced in a batch, and refused elsewhere like any existing partial file.
+        let file = try (options.noPartialFile && !options.overwrite
+                        ? OutputFile(unnamedFor: path, mode: FileMode.newFileMode, mark: mark) : nil)
+            ?? OutputFile(creatingFor: path, replacing: options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never,
+                          mark: mark)
         do {
             let code = body.withUnsafeBytes { file.write($0, at: 0) }
             if code != 0 { throw Syscall.fail("write", path: file.partPath, errno: code) }

@@ -23,6 +23,10 @@ public struct DownloadOptions: Sendable {
     /// (a small file's, or one killed before its journal's first byte) and is replaced when it
     /// is spate's and unlocked (`OutputFile.Replace.leftover`), not refused.
     var replacesUnjournaledPartial = false
+    /// Set by a batch that found nothing at the destination, not even a partial file: a small
+    /// file arriving whole is written with no name until it is durable
+    /// (`OutputFile(unnamedFor:)`), as no leftover needs replacing.
+    var noPartialFile = false
     /// The most bytes per second across all connections (`--max-rate`), for a download that
     /// runs in a session of its own; in a shared session, `DownloadSession.Limits` rules.
     public var maxBytesPerSecond: Int64?

@@ -92,6 +92,37 @@ struct BatchTests {
         }
     }
 
+    /// A small file is written with no name until it is durable when nothing is at its
+    /// destination; a leftover partial file of spate's without a journal (a run killed
+    /// mid-save, or one with --force) takes the partial-file path, which replaces it. Either
+    /// way nothing but the final files remains, each marked for a rerun.
+    @Test func aLeftoverPartialFileOfASmallFileIsReplaced() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = (0..<2).map { i in
+                let content = GeneratedContent(seed: UInt64(950 + i), size: 5000)
+                server.addFile("/l/\(i)", TestServer.File(content: content))
+                return File(url: server.url("/l/\(i)"), destination: "l\(i)", content: content)
+            }
+            try FileManager.default.createDirectory(atPath: dir.path + "/out", withIntermediateDirectories: true)
+            let leftover = dir.path + "/out/l0.part"
+            let fd = open(leftover, O_RDWR | O_CREAT | O_EXCL, 0o600)
+            #expect(fd >= 0)
+            SavedMark.markPartial(fd)
+            #expect(write(fd, "stale", 5) == 5)
+            close(fd)
+            let (summary, _) = try await run(files, options: options(dir))
+            #expect(summary.succeeded == 2)
+            expectExact(files, in: dir)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/out").sorted() == ["l0", "l1"])
+            for f in files {
+                if case .marked(let mark) = SavedMark.lookup(path: dir.path + "/out/" + f.destination) {
+                    #expect(mark == SavedMark(size: 5000, url: try RemoteURL(f.url)))
+                }
+            }
+        }
+    }
+
     @Test func aRerunSkipsCompleteFilesWithoutARequest() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in

@@ -36,6 +36,43 @@ struct LeftoverTests {
         again.discard()
     }
 
+    /// A small file of a batch that found nothing there has no name until it is published:
+    /// nothing appears beside it while it is written or after it is discarded, its mark and
+    /// mode are set, and publishing never replaces a file that appeared meanwhile.
+    @Test func anUnnamedFileAppearsOnlyWhenPublished() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("f.bin")
+        let mark = SavedMark(size: 5, url: try RemoteURL("http://h/f.bin"))
+        // (The test directory's file system must have O_TMPFILE: tmpfs, ext4, xfs, btrfs do.)
+        let file = try #require(OutputFile(unnamedFor: path, mode: 0o640, mark: mark))
+        #expect(Array("hello".utf8).withUnsafeBytes { file.write($0, at: 0) } == 0)
+        #expect(dir.contents.isEmpty, "no name while it is written")
+        try file.publish(mode: 0o640, replaceExisting: false)
+        #expect(dir.contents == ["f.bin"])
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "hello")
+        #expect(SavedMark.lookup(path: path) == .marked(mark) || SavedMark.lookup(path: path) == .unsupported)
+        var info = stat()
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o640 & ~Self.umaskNow)
+
+        // A name that appeared meanwhile is never replaced.
+        let other = try #require(OutputFile(unnamedFor: path, mode: 0o644, mark: mark))
+        #expect(Array("other".utf8).withUnsafeBytes { other.write($0, at: 0) } == 0)
+        #expect {
+            try other.publish(mode: 0o644, replaceExisting: false)
+        } throws: { error in
+            (error as? SpateError)?.message.contains("already exists; use --force") == true
+        }
+        other.discard()
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "hello")
+        #expect(dir.contents == ["f.bin"], "a discarded unnamed file leaves nothing")
+    }
+
+    static var umaskNow: mode_t {
+        let mask = umask(0o022)
+        umask(mask)
+        return mask
+    }
+
     @Test func procLocksLinesNameTheHolder() {
         // Device 8:1 (0x801), inode 1234; a waiter ("->") and a POSIX lock are not holders.
         let text = """
