@@ -25,7 +25,7 @@ final class BatchDirectory: @unchecked Sendable {
     /// directories. Throws when a component is a symbolic link or not a directory.
     func prepare(_ destination: String) throws(SpateError) -> String {
         let path = base + "/" + destination
-        guard let slash = destination.utf8.lastIndex(of: UInt8(ascii: "/")) else { return path }  // bytes: see FilePaths.directory
+        guard let slash = destination.lastIndex(ofASCII: UInt8(ascii: "/")) else { return path }  // bytes: see FilePaths.directory
         let directory = String(destination[..<slash])
         if directory == lastPrepared { return path }
         var fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -34,7 +34,7 @@ public final class OutputFile: @unchecked Sendable {
     /// of the whole name instead: `NAME-PREFIX~0123456789abcdef.part`. Deterministic, so a
     /// rerun finds them.
     public static func partPath(for finalPath: String) -> String {
-        let slash = finalPath.utf8.lastIndex(of: UInt8(ascii: "/"))
+        let slash = finalPath.lastIndex(ofASCII: UInt8(ascii: "/"))
         let nameStart = slash.map { finalPath.utf8.index(after: $0) } ?? finalPath.utf8.startIndex
         let name = finalPath.utf8[nameStart...]
         guard name.count > maxNameBytesKeptWhole else { return finalPath + ".part" }

@@ -7,7 +7,7 @@ public enum FilePaths {
         // On bytes: "/" is one UTF-8 byte that is never part of another scalar, so the slice
         // ends on a scalar boundary. (A search by Character breaks graphemes, about 100
         // instructions a character, per file of a batch.)
-        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "." }
+        guard let slash = path.lastIndex(ofASCII: UInt8(ascii: "/")) else { return "." }
         if slash == path.startIndex { return "/" }
         return String(path[..<slash])
     }

@@ -166,6 +166,16 @@ struct InputValidationTests {
 
 @Suite("Names, sizes and redaction")
 struct NamingTests {
+    /// The byte search on a string's storage finds what the `UTF8View` search finds, also
+    /// after multi-byte scalars and a "/" beside a combining mark (one Character with it).
+    @Test(arguments: ["a/b/c.bin", "no-slash", "/", "", "résumé/ü\u{301}/x", "\u{600}/\u{301}", "d/", "/lead"])
+    func lastByteIndexAgreesWithTheUTF8View(text: String) {
+        #expect(text.lastIndex(ofASCII: UInt8(ascii: "/")) == text.utf8.lastIndex(of: UInt8(ascii: "/")))
+        let directory = FilePaths.directory(of: text)
+        let slash = text.utf8.lastIndex(of: UInt8(ascii: "/"))
+        #expect(directory == (slash.map { $0 == text.startIndex ? "/" : String(text[..<$0]) } ?? "."))
+    }
+
     @Test(arguments: [
         ("file.bin", "file.bin"), ("../../etc/passwd", "passwd"), ("..", "download"), (".bashrc", "bashrc"),
         ("a\\b\\c.txt", "c.txt"), ("C:evil.exe", "Cevil.exe"), ("", "download"), ("name\u{7}\u{1B}.bin", "name.bin"),
