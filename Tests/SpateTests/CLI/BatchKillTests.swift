@@ -94,7 +94,7 @@ struct BatchKillTests {
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.standardOutput = FileHandle.nullDevice
-        FileManager.default.createFile(atPath: directory + "/stderr.txt", contents: nil)
+        _ = FileManager.default.createFile(atPath: directory + "/stderr.txt", contents: nil)
         process.standardError = FileHandle(forWritingAtPath: directory + "/stderr.txt")
         process.standardInput = FileHandle.nullDevice
         try process.run()
