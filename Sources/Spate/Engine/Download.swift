@@ -73,6 +73,8 @@ public final class Download: Sendable {
     public static func partialPath(for path: String) -> String { OutputFile.partPath(for: path) }
 
     /// Whether another process is downloading to `path` now (it holds the partial file's lock).
+    /// A batch's small file written with no name until it is saved (`O_TMPFILE`) holds no lock
+    /// and is not seen here.
     public static func outputIsLocked(_ path: String) -> Bool { OutputLock.conflict(at: OutputFile.partPath(for: path)) != nil }
 
     /// Runs the download to the end. Call once.

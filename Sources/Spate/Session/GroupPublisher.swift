@@ -93,14 +93,18 @@ final class GroupPublisher: @unchecked Sendable {
         for (item, dev) in devices where flushed[dev] == nil { flushed[dev] = spate_sync_file_system(item.file.fd) }
         for (item, dev) in devices.prefix(named.count) {
             let code = flushed[dev] ?? 0
-            item.file.close()
             if code == 0 {
+                item.file.close()
                 item.continuation.resume()
             } else {
-                // The name is ours (given last round, without replacing anything) but its bytes
-                // may not be on disk: take it back, so a rerun fetches the file again instead of
-                // trusting its mark.
-                if !item.replaceExisting { _ = unlink(item.file.finalPath) }
+                // The name was given last round, without replacing anything, but its bytes may
+                // not be on disk: take it back, so a rerun fetches the file again instead of
+                // trusting its mark — while the name is still this file (checked with the file
+                // still open: another run may have put its own file there since).
+                if !item.replaceExisting && OutputLock.isSameFile(item.file.fd, path: item.file.finalPath) {
+                    _ = unlink(item.file.finalPath)
+                }
+                item.file.close()
                 item.continuation.resume(throwing: Syscall.fail("syncfs", path: item.file.finalPath, errno: code))
             }
         }

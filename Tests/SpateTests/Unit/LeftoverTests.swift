@@ -67,6 +67,37 @@ struct LeftoverTests {
         #expect(dir.contents == ["f.bin"], "a discarded unnamed file leaves nothing")
     }
 
+    /// What a batch finds at a destination decides the path: nothing at all → a small file may
+    /// have no name (`.fetchNew`); a leftover partial file → the partial-file path, which
+    /// replaces it (`.fetch`); a journal → resume; spate's complete file → skipped; a file
+    /// spate did not save → refused.
+    @Test func theSkipCheckTellsNothingFromALeftover() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("f.bin")
+        let url = try RemoteURL("http://h/f.bin")
+        func verdict() -> BatchSkipCheck.Verdict { BatchSkipCheck.check(path: path, url: url, checksum: nil, overwrite: false) }
+        #expect(verdict() == .fetchNew)
+        FileManager.default.createFile(atPath: path + ".part", contents: nil)
+        #expect(verdict() == .fetch)
+        FileManager.default.createFile(atPath: path + ".part.journal", contents: nil)
+        #expect(verdict() == .resume)
+        try FileManager.default.removeItem(atPath: path + ".part")
+        #expect(verdict() == .resume, "a journal alone: the engine decides (and removes it)")
+        try FileManager.default.removeItem(atPath: path + ".part.journal")
+        FileManager.default.createFile(atPath: path, contents: Data("theirs".utf8))
+        // (Where the file system keeps no user attributes, nothing tells spate's files from
+        // others: the name is trusted, as `BatchSkipCheck` says.)
+        if case .unsupported = SavedMark.lookup(path: path) { return }
+        guard case .refuse = verdict() else {
+            Issue.record("a file spate did not save must be refused, got \(verdict())")
+            return
+        }
+        let fd = open(path, O_RDWR)
+        SavedMark(size: 6, url: url).write(to: fd)
+        close(fd)
+        #expect(verdict() == .complete(bytes: 6, note: nil))
+    }
+
     static var umaskNow: mode_t {
         let mask = umask(0o022)
         umask(mask)
