@@ -139,30 +139,27 @@ public final class DownloadBatch: Sendable {
             let url = try parsed.get()
             let path = try directory.prepare(entry.destination)
             file = BatchFile(index: index, line: entry.line, url: redacted, path: path)
-            var resuming = false
-            var nothingThere = false
+            let found: DownloadOptions.BatchFound
             switch BatchSkipCheck.check(path: path, url: url, checksum: entry.checksum, overwrite: options.download.overwrite) {
             case .complete(let bytes, let note):
                 return (file, .skipped(bytes, note: note))
             case .refuse(let message):
                 return (file, .failed(.localIO(message)))
             case .fetch:
-                break
+                found = .noJournal
             case .fetchNew:
-                nothingThere = true
+                found = .nothing
             case .resume:
-                resuming = true
+                found = .journal
             }
             var fileOptions = options.download
             fileOptions.checksum = entry.checksum
             fileOptions.headers += entry.headers
             fileOptions.mirrors = entry.mirrors
-            fileOptions.destinationPrepared = true
-            fileOptions.replacesUnjournaledPartial = !resuming
-            fileOptions.noPartialFile = nothingThere
+            fileOptions.batchFound = found
             // A journal means the file was bigger than one request: probe one byte, so the
             // bytes already on disk are not sent again in the probe's reply.
-            if resuming { fileOptions.wholeFileBytes = 0 }
+            if found == .journal { fileOptions.wholeFileBytes = 0 }
             fileOptions.connections = min(DownloadOptions.maximumConnections, session.limits.maxConnections,
                                           session.limits.maxConnectionsPerHost)
             fileOptions.randomSeed = SplitMix64.mix(seedBase &+ UInt64(index))

@@ -275,10 +275,12 @@ final class DownloadEngine: Sendable {
         // is durable (nothing to lock or check, nothing left by a kill). Else, or where there
         // is none: a partial file; a leftover one without a journal (a run killed mid-save)
         // is replaced in a batch, and refused elsewhere like any existing partial file.
-        let file = try (options.noPartialFile && !options.overwrite
-                        ? OutputFile(unnamedFor: path, mode: FileMode.newFileMode, mark: mark) : nil)
-            ?? OutputFile(creatingFor: path, replacing: options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never,
-                          mark: mark)
+        let file: OutputFile
+        if options.noPartialFile && !options.overwrite, let unnamed = OutputFile(unnamedFor: path, mode: FileMode.newFileMode, mark: mark) {
+            file = unnamed
+        } else {
+            file = try OutputFile(creatingFor: path, replacing: options.partialFileReplace, mark: mark)
+        }
         do {
             let code = body.withUnsafeBytes { file.write($0, at: 0) }
             if code != 0 { throw Syscall.fail("write", path: file.partPath, errno: code) }

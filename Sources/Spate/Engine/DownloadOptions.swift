@@ -16,17 +16,28 @@ public struct DownloadOptions: Sendable {
     /// all that finished meanwhile). 0: the probe asks for one byte. Batches use
     /// `wholeFileDefault`; ignored with `byteRange`.
     public var wholeFileBytes = 0
-    /// Set by a batch, which has already created the directory and judged an existing file
-    /// (`BatchSkipCheck`): the engine skips its own check of the destination.
-    var destinationPrepared = false
-    /// Set by a batch that found no journal for the file: a partial file there is a leftover
-    /// (a small file's, or one killed before its journal's first byte) and is replaced when it
-    /// is spate's and unlocked (`OutputFile.Replace.leftover`), not refused.
-    var replacesUnjournaledPartial = false
-    /// Set by a batch that found nothing at the destination, not even a partial file: a small
-    /// file arriving whole is written with no name until it is durable
-    /// (`OutputFile(unnamedFor:)`), as no leftover needs replacing.
-    var noPartialFile = false
+    /// Set by a batch, which has created the directory and judged what is at the destination
+    /// (`BatchSkipCheck`): the engine then skips its own check of the destination. Nil outside
+    /// a batch, where an existing partial file is refused.
+    var batchFound: BatchFound?
+    /// What a batch found at a destination it fetches.
+    enum BatchFound: Sendable {
+        /// Nothing at all, not even a partial file: a small file arriving whole is written with
+        /// no name until it is durable (`OutputFile(unnamedFor:)`), as no leftover needs
+        /// replacing.
+        case nothing
+        /// No journal: a partial file there is a leftover (a small file's, or one killed before
+        /// its journal's first byte) and is replaced when it is spate's and unlocked
+        /// (`OutputFile.Replace.leftover`), not refused.
+        case noJournal
+        /// A journal: the download resumes what it records.
+        case journal
+    }
+    var destinationPrepared: Bool { batchFound != nil }
+    var replacesUnjournaledPartial: Bool { batchFound == .nothing || batchFound == .noJournal }
+    var noPartialFile: Bool { batchFound == .nothing }
+    /// What creating a new partial file does with one already there.
+    var partialFileReplace: OutputFile.Replace { overwrite ? .always : replacesUnjournaledPartial ? .leftover : .never }
     /// The most bytes per second across all connections (`--max-rate`), for a download that
     /// runs in a session of its own; in a shared session, `DownloadSession.Limits` rules.
     public var maxBytesPerSecond: Int64?

@@ -152,7 +152,7 @@ final class DownloadResources: @unchecked Sendable {
         throws(SpateError) -> (OutputFile, [HashedRange], RangeSet, JournalCodec.Header?) {
         let partPath = OutputFile.partPath(for: destination)
         let journalPath = Journal.path(for: destination)
-        let replacing: OutputFile.Replace = options.overwrite ? .always : options.replacesUnjournaledPartial ? .leftover : .never
+        let replacing = options.partialFileReplace
         guard options.journal else {
             return (try OutputFile(creatingFor: destination, replacing: replacing), [], RangeSet(), header)
         }
