@@ -1,14 +1,19 @@
 import Glibc
 
-/// A list of files to download (`-i FILE`), read twice and never held in memory:
+/// A list of files to download (`-i FILE`), read twice and never held in memory whole:
 ///
 /// 1. `validate()` reads every line — a syntax error anywhere stops the batch before its first
 ///    request — selects the shard's entries and finds duplicate destinations;
 /// 2. `entries()` reads it again, lazily, handing out the selected entries one at a time as the
 ///    batch has room for them.
 ///
+/// A short selection (at most `keptEntriesMax` entries) is kept by the first pass, its URLs
+/// parsed, and `entries()` hands those out instead of reading and parsing every line again:
+/// each URL then goes through libcurl's parser once, not twice (about 5 % of a batch of small
+/// files' instructions). The bound keeps memory independent of the list's length.
+///
 /// Memory: the duplicate check keeps 16 bytes per selected entry (a hash of the destination
-/// and of the URL), so a shard of a list costs only its share; the lines themselves are never
+/// and of the URL), so a shard of a list costs only its share; a long list's lines are never
 /// kept. Standard input (`-`) is copied to an unlinked temporary file first, so it can be read
 /// twice.
 public final class Manifest: @unchecked Sendable {
@@ -29,6 +34,11 @@ public final class Manifest: @unchecked Sendable {
     private var validatedBytes: Int64 = 0
     /// Why the second pass stopped early, if it did (the file changed after `validate`).
     public private(set) var failure: SpateError?
+    /// The selected entries, parsed, when there are at most `keptEntriesMax` (filled by
+    /// `validate`; nil: `entries()` reads the list again).
+    private var kept: [ManifestEntry]?
+    /// The most entries `validate` keeps for `entries()` (a few MiB at most).
+    static let keptEntriesMax = 16_384
 
     /// Opens `path` (`-`: standard input).
     public init(path: String, shard: ManifestShard = .all) throws(SpateError) {
@@ -71,7 +81,8 @@ public final class Manifest: @unchecked Sendable {
             seen[BatchPath.stableHash(entry.destination)] = BatchPath.stableHash(entry.url)
             first[BatchPath.stableHash(entry.destination)] = 0
         }
-        let skipped = try forEachEntry { entry throws(SpateError) in
+        kept = []
+        let skipped = try forEachEntry(resolvingURLs: { self.kept != nil }) { entry throws(SpateError) in
             totalCount += 1
             let key = BatchPath.stableHash(entry.destination)
             let url = BatchPath.stableHash(entry.url)
@@ -86,6 +97,9 @@ public final class Manifest: @unchecked Sendable {
             seen[key] = url
             if first.count < 1_000_000 { first[key] = entry.line }
             selectedCount += 1
+            if kept != nil {
+                if kept!.count < Self.keptEntriesMax { kept!.append(entry) } else { kept = nil }
+            }
         }
         totalCount += skipped
         validatedBytes = Int64(lseek(fd, 0, SEEK_CUR))
@@ -102,16 +116,20 @@ public final class Manifest: @unchecked Sendable {
         fileprivate let manifest: Manifest
         private var reader: LineReader
         private var parser: ManifestParser
+        /// The entries `validate` kept, if it did: the list is not read again.
+        private var kept: IndexingIterator<[ManifestEntry]>?
         private var done = false
 
         fileprivate init(manifest: Manifest) {
             self.manifest = manifest
             reader = LineReader(fd: manifest.fd, limit: manifest.validatedBytes)
             parser = ManifestParser(shard: manifest.shard)
+            kept = manifest.kept?.makeIterator()
         }
 
         /// The next selected entry, or nil at the end (errors were found by `validate`).
         public mutating func next() -> ManifestEntry? {
+            if kept != nil { return kept!.next() }
             while !done {
                 let entry: ManifestEntry?
                 do {
@@ -137,13 +155,16 @@ public final class Manifest: @unchecked Sendable {
         !repeated.contains(entry.line)
     }
 
-    /// Calls `body` with each of the shard's entries; returns how many were outside it.
-    private func forEachEntry(_ body: (ManifestEntry) throws(SpateError) -> Void) throws(SpateError) -> Int {
+    /// Calls `body` with each of the shard's entries; returns how many were outside it. URLs
+    /// are parsed (`ManifestEntry.remote`) while `resolvingURLs` says so, else only checked.
+    private func forEachEntry(resolvingURLs: () -> Bool,
+                              _ body: (ManifestEntry) throws(SpateError) -> Void) throws(SpateError) -> Int {
         guard lseek(fd, 0, SEEK_SET) == 0 else { throw Syscall.fail("rewind", path: name) }
         var reader = LineReader(fd: fd)
-        var parser = ManifestParser(shard: shard, resolvesURLs: false)  // checked; pass 2 parses
+        var parser = ManifestParser(shard: shard, resolvesURLs: false)
         do {
             while let line = try reader.next() {
+                parser.resolvesURLs = resolvingURLs()
                 if let entry = try parser.feed(line, number: reader.lineNumber) { try body(entry) }
             }
             if let entry = try parser.finish() { try body(entry) }

@@ -39,8 +39,9 @@ public struct ManifestParser: Sendable {
     static let maximumMirrors = 16
 
     /// Whether entries carry their parsed URLs (`ManifestEntry.remote`); without, URLs are only
-    /// checked (`RemoteURL.validate`), as a first pass that keeps no entry needs.
-    let resolvesURLs: Bool
+    /// checked (`RemoteURL.validate`), as a first pass that keeps no entry needs. A first pass
+    /// that keeps the entries of a short list turns it off once the list is too long to keep.
+    var resolvesURLs: Bool
 
     public init(shard: ManifestShard = .all) {
         self.init(shard: shard, resolvesURLs: true)

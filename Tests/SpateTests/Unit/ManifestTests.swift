@@ -251,3 +251,28 @@ extension ManifestTests {
         #expect(entries.next() == nil)
     }
 }
+
+extension ManifestTests {
+    /// A short list is kept by the first pass (URLs parsed once) and a long one is read again:
+    /// both hand out the same entries, with their URLs parsed.
+    @Test(arguments: [3, Manifest.keptEntriesMax + 3])
+    func keptAndRereadListsYieldTheSameEntries(count: Int) throws {
+        let lines = (0..<count).map { i in
+            i % 3 == 0 ? "https://e.com/f\(i)\n  out=o\(i).bin" : i % 3 == 1 ? "https://e.com/f\(i) d/f\(i).bin" : "https://e.com/f\(i).bin"
+        }
+        // A repeated line (same URL and destination) comes out once.
+        let m = try manifest((lines + [lines[1]]).joined(separator: "\r\n"))
+        try m.validate()
+        #expect(m.selectedCount == count)
+        var entries = try m.entries()
+        var i = 0
+        while let entry = entries.next() {
+            let expected = i % 3 == 0 ? "o\(i).bin" : i % 3 == 1 ? "d/f\(i).bin" : "f\(i).bin"
+            #expect(entry.destination == expected)
+            #expect(entry.remote == (try RemoteURL(entry.url)))
+            i += 1
+        }
+        #expect(i == count)
+        #expect(m.failure == nil)
+    }
+}
