@@ -114,10 +114,14 @@ struct StatusReply: Sendable, Equatable {
     /// From a reply head and the start of its body, for a request to `url`.
     init(head: ResponseHead, body: ErrorBody, url: RemoteURL, wallSeconds: Int64) {
         var message = "HTTP \(head.status)"
-        if let reason = HTTPStatus.reasonPhrase(head.status) { message += " \(reason)" }
+        let reason = HTTPStatus.reasonPhrase(head.status)
+        if let reason { message += " \(reason)" }
         message += " from \(url.redacted)"
         let detail = Redactor.urls(in: body.summary())  // an error body may echo a signed URL
-        if !detail.isEmpty { message += ": \(detail)" }
+        // A stock error page's title only repeats the status line ("404 Not Found").
+        let repeatsStatus = [reason, reason.map { "\(head.status) \($0)" }, "\(head.status)"]
+            .contains { $0?.lowercased() == detail.lowercased() }
+        if !detail.isEmpty && !repeatsStatus { message += ": \(detail)" }
         self.init(status: head.status, retryAfter: RetryAfter.parse(head["retry-after"], now: wallSeconds), message: message)
     }
 
