@@ -8,7 +8,7 @@
     /// The target names `scripts/fuzz` accepts.
     public static let names = [
         "journal", "content-range", "content-disposition", "retry-after", "response-head", "header-line",
-        "url", "size", "byte-range", "checksum", "manifest", "batch-path", "server-digest",
+        "url", "size", "byte-range", "checksum", "manifest", "batch-path", "server-digest", "error-body",
     ]
 
     /// Runs target `name` on `data`. Returns false for an unknown name.
@@ -28,6 +28,7 @@
         case "manifest": manifest(text)
         case "batch-path": batchPath(text)
         case "server-digest": serverDigest(text)
+        case "error-body": errorBody(data)
         default: return false
         }
         return true
@@ -49,6 +50,24 @@
         for record in contents.records {
             check(record.range.start >= 0 && record.range.end <= contents.header.totalSize, "record \(record.range) outside the file")
         }
+    }
+
+    /// An error reply's body becomes one line of printable text, at most the limit (and its
+    /// ellipsis) long, whatever the bytes; an HTML page's title comes from inside the page.
+    private static func errorBody(_ data: UnsafeRawBufferPointer) {
+        var body = ErrorBody()
+        // In pieces, as libcurl hands a body over.
+        var offset = 0
+        while offset < data.count {
+            let n = min(data.count - offset, 1 + Int(data[offset] % 97))
+            guard body.append(UnsafeRawBufferPointer(rebasing: data[offset..<(offset + n)])) else { break }
+            offset += n
+        }
+        let line = body.summary(limit: 80)
+        check(line.count <= 81, "summary longer than its limit")
+        check(!line.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }, "control character in the summary")
+        // (Invalid UTF-8 decodes to U+FFFD, three bytes for one: count scalars, not bytes.)
+        if let title = body.htmlTitle { check(title.unicodeScalars.count <= body.bytes.count, "title longer than the body") }
     }
 
     private static func contentRange(_ text: String) {
