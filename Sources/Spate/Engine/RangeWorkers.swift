@@ -135,6 +135,9 @@ final class RangeWorkers: Sendable {
             }
         }
         guard core.withLock({ $0.schedule.isComplete }) else {
+            // Workers end quietly when cancelled (a batch's --fail-fast, a cancelled task):
+            // that is a cancellation, not a fault.
+            try Task.checkCancellation()
             throw SpateError(.network, "download ended with bytes missing (internal error)")
         }
     }

@@ -193,6 +193,34 @@ struct BatchTests {
         }
     }
 
+    /// A file in flight when `failFast` stops the batch ends cancelled (kept for a resume),
+    /// not failed: the exit code is the real failure's, whatever the list order.
+    @Test func failFastCancelsTheFilesInFlight() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 5, size: 32 << 20)
+            server.addFile("/big.bin", TestServer.File(content: content))
+            server.setHook { request in
+                guard request.uri == "/big.bin" else { return nil }
+                var plan = server.standardPlan(for: request)
+                plan.bytesPerSecond = 256 << 10  // still running when the 404 comes
+                return plan
+            }
+            let files = [File(url: server.url("/big.bin"), destination: "big.bin", content: content),
+                         File(url: server.url("/missing.bin"), destination: "missing.bin", content: GeneratedContent(seed: 1, size: 1))]
+            var opts = options(dir)
+            opts.failFast = true
+            let (summary, events) = try await run(files, options: opts)
+            #expect(summary.failed == 1)
+            #expect(summary.cancelled == 1)
+            #expect(summary.exitCode == 4)
+            let endings = events.compactMap { if case .failed(let f, let e) = $0 { (String(f.path.split(separator: "/").last!), e.kind) } else { nil } }
+            #expect(endings.count == 2)
+            #expect(endings.contains { $0 == ("big.bin", .cancelled) })
+            #expect(endings.contains { $0 == ("missing.bin", .http) })
+        }
+    }
+
     @Test func aSymlinkBelowTheBaseIsNeverFollowed() async throws {
         let dir = try TemporaryDirectory()
         let outside = try TemporaryDirectory()
