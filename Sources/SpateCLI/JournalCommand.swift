@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import Spate
 
 /// `spate journal show FILE [--json]`: the state of an interrupted download.
@@ -7,6 +8,26 @@ struct JournalCommand: ParsableCommand {
         commandName: "spate journal",
         abstract: "Inspect resume journals.",
         subcommands: [Show.self])
+
+    /// Runs `spate journal ARGS` and exits: bad arguments are one `spate: error:` line and
+    /// exit 2, like the main command's (ArgumentParser's own `main` prints a usage block and
+    /// exits 64); a journal that cannot be read exits with its documented code.
+    static func run(_ arguments: [String]) -> Never {
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+            Glibc.exit(0)
+        } catch let code as ExitCode {
+            Glibc.exit(code.rawValue)  // `Show.run` said why
+        } catch {
+            if exitCode(for: error) == .success {
+                print(fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            Console.error(CommandLineErrors.oneLine(message(for: error), help: "spate journal show --help"))
+            Glibc.exit(SpateError.Kind.usage.exitCode)
+        }
+    }
 
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(

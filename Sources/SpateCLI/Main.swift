@@ -24,8 +24,7 @@ enum Main {
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "journal" {
             // `spate journal show FILE`: a separate command tree, so `spate URL` keeps its form.
-            JournalCommand.main(Array(arguments.dropFirst()))
-            exit(0)
+            JournalCommand.run(Array(arguments.dropFirst()))
         }
         if arguments.first == "bench" {
             exit(await BenchCommand.main(Array(arguments.dropFirst())))
@@ -39,8 +38,7 @@ enum Main {
                 print(SpateCommand.fullMessage(for: error))
                 exit(0)
             }
-            Console.error(SpateCommand.message(for: error))
-            Console.line("Run 'spate --help' for usage.")
+            Console.error(CommandLineErrors.oneLine(SpateCommand.message(for: error), help: "spate --help"))
             exit(SpateError.Kind.usage.exitCode)
         }
         if command.version {
@@ -126,5 +124,15 @@ enum Interruptible {
         } catch {
             throw SpateError(.localIO, "unexpected error: \(error)")
         }
+    }
+}
+
+/// Argument errors as one line: ArgumentParser's messages may span lines (a value's help, a
+/// usage block), and every spate error is one line on stderr.
+enum CommandLineErrors {
+    static func oneLine(_ message: String, help: String) -> String {
+        let lines = message.split(whereSeparator: \.isNewline).map { String($0).trimmingSpacesAndTabs() }
+        let first = lines.first { !$0.isEmpty } ?? "invalid arguments"
+        return "\(first) (see \(help))"
     }
 }

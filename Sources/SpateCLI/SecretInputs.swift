@@ -22,9 +22,9 @@ enum SecretInputs {
         }
         if let path = headerFile {
             let text = try readFile(path, what: "--header-file")
-            for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                var line = String(rawLine)
-                if line.hasSuffix("\r") { line.removeLast() }
+            // Split on the bytes: "\r\n" is one `Character`, which a split on "\n" never finds.
+            for (number, rawLine) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+                let line = String(decoding: rawLine.last == UInt8(ascii: "\r") ? rawLine.dropLast() : rawLine[...], as: UTF8.self)
                 let trimmed = line.trimmingSpacesAndTabs()
                 if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
                 do {

@@ -14,7 +14,7 @@ public struct HTTPHeader: Sendable, Hashable, CustomStringConvertible {
 
     public init(name: String, value: String) throws(SpateError) {
         guard !name.isEmpty, name.utf8.allSatisfy(HTTPHeader.isTokenCharacter) else {
-            throw .usage("invalid header name \"\(name.prefix(40))\": only letters, digits and !#$%&'*+-.^_`|~ are allowed")
+            throw .usage("invalid header name \(Self.shownName(name)): only letters, digits and !#$%&'*+-.^_`|~ are allowed")
         }
         if value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) {
             throw .usage("header \(name) contains CR, LF or NUL")
@@ -34,12 +34,22 @@ public struct HTTPHeader: Sendable, Hashable, CustomStringConvertible {
     /// Parses `Name: value`.
     public init(parsing line: String) throws(SpateError) {
         if line.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) {
-            throw .usage("header contains CR, LF or NUL: \(Redactor.header(line.split(whereSeparator: { $0 == "\r" || $0 == "\n" }).first.map(String.init) ?? ""))")
+            throw .usage("header \(Self.shownName(line)) contains CR, LF or NUL")
         }
         guard let colon = line.firstIndex(of: ":") else {
-            throw .usage("invalid header \"\(Redactor.header(line).prefix(60))\": expected 'Name: value'")
+            throw .usage("invalid header \(Self.shownName(line)): expected 'Name: value'")
         }
         try self.init(name: String(line[..<colon]).trimmingSpaces(), value: String(line[line.index(after: colon)...]))
+    }
+
+    /// How an error names a header that could not be parsed: its leading name characters
+    /// only, quoted. Never the rest: a malformed line is often a secret with a typo
+    /// (`Authorization Bearer TOKEN`), and messages must not show secrets; nor a CR or LF,
+    /// which would break the one-line message.
+    static func shownName(_ text: String) -> String {
+        let name = text.utf8.prefix(while: isTokenCharacter).prefix(40)
+        let shown = "\"" + String(decoding: name, as: UTF8.self) + "\""
+        return name.count < text.utf8.count ? shown + " (the rest not shown)" : shown
     }
 
     /// The line as sent.

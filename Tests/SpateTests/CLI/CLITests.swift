@@ -19,6 +19,10 @@ struct CLITests {
         (["URL", "--checksum", "crc9:00"], 2, "unknown checksum algorithm"),
         (["URL", "-H", "X-A: b\r\nX-Injected: 1"], 2, "CR, LF or NUL"),
         (["URL", "-H", "NoColonHere"], 2, "expected 'Name: value'"),
+        // A malformed header is often a secret with a typo: its value is never shown.
+        (["URL", "-H", "Authorization Bearer SECRET-TOKEN-1"], 2, "invalid header \"Authorization\" (the rest not shown)"),
+        (["URL", "-H", "X-A: b\r\nX-Injected: SECRET-TOKEN-1"], 2, "header \"X-A\" (the rest not shown) contains CR, LF or NUL"),
+        (["URL", "-c"], 2, "Missing value for '-c <N>' (see spate --help)"),
         (["URL", "--chunk-size", "lots"], 2, "invalid --chunk-size"),
         (["URL", "-o", "/nonexistent-dir/x/out.bin"], 6, "cannot write to directory"),
         (["URL", "--bogus-flag"], 2, "Unknown option"),
@@ -44,10 +48,21 @@ struct CLITests {
             let out = try CLIRunner.run(args, in: dir.path)
             #expect(out.status == status, "stderr: \(out.stderr)")
             #expect(out.stderr.contains(message), "stderr: \(out.stderr)")
-            #expect(out.stderr.hasPrefix("spate: error:") || out.stderr.hasPrefix("Error:"), "stderr: \(out.stderr)")
+            #expect(out.stderr.hasPrefix("spate: error:"), "stderr: \(out.stderr)")
+            #expect(out.stderr.split(separator: "\n").count == 1, "one line: \(out.stderr)")
             #expect(server.requests.isEmpty, "no traffic before input is validated")
+            #expect(!out.stderr.contains("SECRET"), "stderr: \(out.stderr)")
             #expect(dir.contents.isEmpty)
         }
+    }
+
+    /// `spate journal show` follows the same rules: bad arguments are exit 2 and one line.
+    @Test(arguments: [["journal", "show"], ["journal", "show", "x", "--limit", "abc"], ["journal", "list"]])
+    func journalCommandArgumentErrors(arguments: [String]) throws {
+        let out = try CLIRunner.run(arguments)
+        #expect(out.status == 2, "stderr: \(out.stderr)")
+        #expect(out.stderr.hasPrefix("spate: error:") && out.stderr.hasSuffix("(see spate journal show --help)\n"), "stderr: \(out.stderr)")
+        #expect(out.stderr.split(separator: "\n").count == 1, "one line: \(out.stderr)")
     }
 
     @Test func unwritableOutputDirectoryIsRefusedUpFront() async throws {
