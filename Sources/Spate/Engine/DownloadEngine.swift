@@ -321,6 +321,10 @@ final class DownloadEngine: Sendable {
 
     /// Fails early, before any traffic, when the result could not be saved.
     private func checkDestination(_ destination: String) throws {
+        // No file system takes a longer name: say so now, not after every byte has arrived.
+        if let name = destination.split(separator: "/").last, name.utf8.count > 255 {
+            throw SpateError(.usage, "the file name \"\(name.prefix(40))…\" is longer than 255 bytes")
+        }
         guard FilePaths.directoryIsWritable(for: destination) else {
             throw SpateError.localIO("cannot write to directory \(FilePaths.directory(of: destination))")
         }

@@ -23,6 +23,7 @@ struct CLITests {
         (["URL", "-H", "Authorization Bearer SECRET-TOKEN-1"], 2, "invalid header \"Authorization\" (the rest not shown)"),
         (["URL", "-H", "X-A: b\r\nX-Injected: SECRET-TOKEN-1"], 2, "header \"X-A\" (the rest not shown) contains CR, LF or NUL"),
         (["URL", "-c"], 2, "Missing value for '-c <N>' (see spate --help)"),
+        (["URL", "-o", String(repeating: "a", count: 256)], 2, "is longer than 255 bytes"),
         (["URL", "--chunk-size", "lots"], 2, "invalid --chunk-size"),
         (["URL", "-o", "/nonexistent-dir/x/out.bin"], 6, "cannot write to directory"),
         (["URL", "--bogus-flag"], 2, "Unknown option"),
