@@ -74,15 +74,17 @@ public struct ManifestParser: Sendable {
         func text(_ range: Range<Int>) -> String { String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self) }
         var end = bytes.count
         if end > 0, bytes[end - 1] == 0x0D { end -= 1 }
-        var first = 0
+        // A byte order mark (some Windows editors write one) is not part of the first line.
+        let start = number == 1 && end >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF ? 3 : 0
+        var first = start
         while first < end, isSpace(bytes[first]) { first += 1 }
         if first == end || bytes[first] == UInt8(ascii: "#") { return nil }
-        if first > 0 {
+        if first > start {
             try option(Substring(text(first..<end)), number: number)
             return nil
         }
         var fields: [Range<Int>] = []
-        var i = 0
+        var i = start
         while i < end {
             while i < end, isSpace(bytes[i]) { i += 1 }
             guard i < end else { break }

@@ -14,14 +14,16 @@ public struct Checksum: Sendable, Hashable, CustomStringConvertible {
         self.digest = digest
     }
 
-    /// Parses `ALG:HEX`, e.g. `sha256:9f86d0…`. The algorithm name is case-insensitive.
+    /// Parses `ALG:HEX`, e.g. `sha256:9f86d0…`. The algorithm name is case-insensitive, with
+    /// or without dashes (`SHA-256`).
     public init(parsing text: String) throws(SpateError) {
         guard let colon = text.firstIndex(of: ":") else {
             throw .usage("invalid checksum \"\(text)\": expected ALG:HEX, e.g. sha256:<64 hex digits>")
         }
         let name = text[..<colon].lowercased()
         let hex = text[text.index(after: colon)...]
-        guard let algorithm = DigestAlgorithm(rawValue: name) else {
+        // `sha-256` as aria2 and RFC 9530 spell it, as well as `sha256`.
+        guard let algorithm = DigestAlgorithm(rawValue: String(name.filter { $0 != "-" })) else {
             let known = DigestAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")
             throw .usage("unknown checksum algorithm \"\(name)\": use one of \(known)")
         }

@@ -53,4 +53,10 @@ struct DigestCRCTests {
         #expect(c.algorithm == .crc32c && c.digest == [0xE3, 0x06, 0x92, 0x83])
         #expect(throws: SpateError.self) { try Checksum(parsing: "crc32c:e30692") }
     }
+
+    @Test func aChecksumNameMayHaveDashes() throws {
+        let hex = String(repeating: "ab", count: 32)
+        #expect(try Checksum(parsing: "SHA-256:\(hex)") == (try Checksum(parsing: "sha256:\(hex)")))
+        #expect(throws: SpateError.self) { try Checksum(parsing: "sha-255:\(hex)") }
+    }
 }

@@ -253,6 +253,16 @@ extension ManifestTests {
 }
 
 extension ManifestTests {
+    @Test func aByteOrderMarkBeforeTheFirstLineIsSkipped() throws {
+        let m = try manifest("\u{FEFF}https://e.com/a a.bin\r\nhttps://e.com/b\r\n")
+        try m.validate()
+        var entries = try m.entries()
+        #expect(entries.next()?.url == "https://e.com/a")
+        #expect(entries.next()?.destination == "b")
+        // Only at the very start: elsewhere it is an error, as any stray character would be.
+        #expect(throws: SpateError.self) { try self.manifest("https://e.com/a a.bin\n\u{FEFF}https://e.com/b\n").validate() }
+    }
+
     /// A short list is kept by the first pass (URLs parsed once) and a long one is read again:
     /// both hand out the same entries, with their URLs parsed.
     @Test(arguments: [3, Manifest.keptEntriesMax + 3])
