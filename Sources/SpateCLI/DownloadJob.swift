@@ -79,13 +79,14 @@ struct DownloadJob: Sendable {
 
     func run() async throws(SpateError) -> Int32 {
         log?.record(.queued(file))
+        let started = ContinuousClock.now
         let result: DownloadResult
         do {
             result = try await DownloadJob.run(download, quiet: quiet, log: log, file: file)
         } catch {
             // Interrupted too (SIGINT/SIGTERM end here as `.cancelled`): the events end with
             // `failed` and `summary` like any failure.
-            if let log, error.kind == .cancelled { DownloadJob.logFailure(error, file: file, to: log) }
+            if let log { DownloadJob.logFailure(error, file: file, to: log, elapsed: ContinuousClock.now - started) }
             throw error
         }
         Console.note(ProgressRenderer.summary(result, verb: verb))
@@ -99,10 +100,11 @@ struct DownloadJob: Sendable {
         return 0
     }
 
-    /// The last two events of a failed single download.
-    static func logFailure(_ error: SpateError, file: BatchFile, to log: EventLog) {
+    /// The last two events of a failed single download, which ran for `elapsed`.
+    static func logFailure(_ error: SpateError, file: BatchFile, to log: EventLog, elapsed: Duration = .zero) {
         log.record(.failed(file, error))
         var summary = BatchSummary()
+        summary.elapsed = elapsed
         if error.kind == .cancelled { summary.cancelled = 1 } else { summary.failed = 1 }
         log.summary(summary, exitCode: error.kind.exitCode)
     }

@@ -92,7 +92,15 @@ enum Main {
             if DownloadJob.canResume(after: error, command: command) {
                 Console.note("the partial file and its journal are kept: run the same command again to resume")
             }
-            if let log, let single { DownloadJob.logFailure(error, file: single, to: log) }
+            // A download that never started (its output exists, its directory is not
+            // writable, ...) still ends its events as a batch's file would: queued, failed,
+            // summary. One that started has logged its own end.
+            if let log, single == nil, !command.isBatch, let url = command.url, let remote = try? RemoteURL(url) {
+                let file = BatchFile(index: 0, line: 0, url: remote.redacted,
+                                     path: command.output ?? FilePaths.defaultFileName(for: remote))
+                log.record(.queued(file))
+                DownloadJob.logFailure(error, file: file, to: log)
+            }
             return error.kind.exitCode
         }
     }

@@ -201,6 +201,33 @@ struct BatchCLITests {
         }
     }
 
+    /// A single download that fails before it starts (its output exists) or at its first
+    /// request (404) still ends its events with `failed` and `summary`, as a batch's file does.
+    @Test func aSingleDownloadThatFailsEndsItsEvents() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            _ = serve(server, count: 1, size: { _ in 1000 })
+            FileManager.default.createFile(atPath: dir.file("one.bin"), contents: Data("mine".utf8))
+            let cases: [([String], Int32, String)] = [
+                ([server.url("/m/0.bin"), "-o", "one.bin"], 6, "one.bin"),
+                ([server.url("/missing.bin"), "-o", "two.bin"], 4, "two.bin"),
+            ]
+            for (arguments, status, name) in cases {
+                try? FileManager.default.removeItem(atPath: dir.file("ev.ndjson"))
+                let out = try CLIRunner.run(arguments + ["--events", "ev.ndjson", "-q"], in: dir.path)
+                #expect(out.status == status, "stderr: \(out.stderr)")
+                let events = try parseEvents(at: dir.file("ev.ndjson"))
+                #expect(events.first?["event"] as? String == "queued", "\(events)")
+                if status == 6 { #expect(events.count == 3, "nothing started: \(events)") }
+                #expect(events.filter { $0["event"] as? String == "failed" }.count == 1)
+                #expect((events.first { $0["event"] as? String == "failed" }?["path"] as? String)?.hasSuffix(name) == true)
+                #expect(events.last?["event"] as? String == "summary")
+                #expect(events.last?["exit_code"] as? Int == Int(status))
+            }
+            #expect(try String(contentsOfFile: dir.file("one.bin"), encoding: .utf8) == "mine")
+        }
+    }
+
     @Test func helpDocumentsTheBatchOptions() throws {
         let out = try CLIRunner.run(["--help"])
         for option in ["--input-file", "--dir", "--max-per-host", "--max-files", "--fail-fast", "--shard", "--events"] {
