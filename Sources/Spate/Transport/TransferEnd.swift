@@ -94,7 +94,11 @@ struct TransportFailure: Sendable, Equatable {
         self.osErrno = osErrno
     }
 
-    var error: SpateError { SpateError(.network, message) }
+    /// A CA file libcurl cannot use is the user's argument, not the network (exit 2).
+    var error: SpateError {
+        code == CURLE_SSL_CACERT_BADFILE.rawValue ? SpateError(.usage, "the CA file cannot be used (--cacert): \(message)")
+            : SpateError(.network, message)
+    }
 }
 
 /// An HTTP error status, with what the failure policy needs from the reply.

@@ -283,6 +283,9 @@ struct CloudAPITests {
         let refused = try CLIRunner.run([url, "-o", "a.bin", "--max-retries", "0"], in: dir.path)
         #expect(refused.status == 3 && refused.stderr.contains("certificate"), "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir.file("a.bin")))
+        // A CA file that holds no certificate (the key) is the argument's fault: exit 2.
+        let unusable = try CLIRunner.run([url, "-o", "d.bin", "--cacert", "key.pem", "--max-retries", "0"], in: dir.path)
+        #expect(unusable.status == 2 && unusable.stderr.contains("--cacert"), "\(unusable.stderr)")
         let trusted = try CLIRunner.run([url, "-o", "b.bin", "--cacert", "cert.pem"], in: dir.path)
         #expect(trusted.status == 0, "\(trusted.stderr)")
         #expect(compareFile(dir.file("b.bin"), with: content) == nil)
