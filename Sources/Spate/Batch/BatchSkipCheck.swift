@@ -40,7 +40,10 @@ enum BatchSkipCheck {
         var note: String?
         switch SavedMark.lookup(path: path) {
         case .marked(let mark):
-            guard mark == SavedMark(size: mark.size, url: url), Int64(info.st_size) == mark.size else { return .refuse(notSpates) }
+            guard mark == SavedMark(size: mark.size, url: url) else { return .refuse(notSpates) }
+            guard Int64(info.st_size) == mark.size else {
+                return .refuse("\(path) was saved by spate from this URL with \(mark.size) bytes and now has \(info.st_size): changed since; use --force to fetch it again")
+            }
         case .unmarked:
             return .refuse(notSpates)
         case .unsupported:

@@ -156,6 +156,15 @@ struct BatchTests {
             let (again, _) = try await run(files, options: force)
             #expect(again.succeeded == 2)
             expectExact(files, in: dir)
+            // A file spate saved and someone changed since is not replaced either, and the
+            // message says so.
+            let handle = try #require(FileHandle(forWritingAtPath: dir.path + "/out/" + files[1].destination))
+            handle.seekToEndOfFile()
+            handle.write(Data("appended".utf8))
+            try handle.close()
+            let (changed, _) = try await run(files, options: options(dir))
+            #expect(changed.skipped == 1 && changed.failed == 1)
+            #expect(changed.failures.first?.error.message.contains("saved by spate from this URL") == true, "\(changed.failures)")
         }
     }
 
