@@ -150,6 +150,11 @@ public struct ManifestParser: Sendable {
         let value = String(text[text.index(after: equals)...].trimmingSpaces)
         switch key {
         case "out":
+            // Two names for one file (DEST on the URL line and out=, or two out=): which one
+            // was meant cannot be guessed.
+            guard pending!.destination == nil else {
+                throw Self.error(number, "a second destination for the file of line \(pending!.line) (out= and DEST, or two out=)")
+            }
             pending!.destination = value
         case "dir":
             pending!.directory = value
@@ -166,13 +171,14 @@ public struct ManifestParser: Sendable {
         guard var entry = pending else { return nil }
         pending = nil
         var name: String
-        if let destination = entry.destination {
+        if let destination = entry.destination, !destination.hasSuffix("/") {
             name = destination
         } else {
+            // No DEST, or a directory (`DEST/`, as `-o DIR/`): the URL's own name.
             let parsed: RemoteURL
             if let known = entry.parsed { parsed = known } else { parsed = try Self.parse(entry.url, line: entry.line) }
             entry.parsed = parsed
-            name = FilePaths.defaultFileName(for: parsed)
+            name = (entry.destination ?? "") + FilePaths.defaultFileName(for: parsed)
         }
         if let directory = entry.directory, !directory.isEmpty { name = directory + "/" + name }
         let path = try Self.atLine(entry.line) { () throws(SpateError) in try BatchPath.normalize(name) }

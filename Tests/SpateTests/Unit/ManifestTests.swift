@@ -91,7 +91,7 @@ struct ManifestTests {
         ("https://e.com/a a/../../x", "line 1: the destination \"a/../../x\" leaves --dir"),
         ("https://e.com/a\n  dir=..\n  out=x", "line 1: the destination \"../x\" leaves --dir"),
         ("https://e.com/a x.bin.part", "line 1: the destination \"x.bin.part\" ends in .part"),
-        ("https://e.com/a ./", "line 1: the destination \"./\" names no file"),
+        ("https://e.com/a .", "line 1: the destination \".\" names no file"),
     ] as [(String, String)])
     func badLinesNameTheirLine(text: String, expected: String) {
         let message = error(text)
@@ -253,6 +253,24 @@ extension ManifestTests {
 }
 
 extension ManifestTests {
+    @Test func aDestinationEndingInASlashIsADirectory() throws {
+        let m = try manifest("https://e.com/x/a.bin sub/\nhttps://e.com/b.bin\n  out=o/\n  dir=d\n")
+        try m.validate()
+        var entries = try m.entries()
+        #expect(entries.next()?.destination == "sub/a.bin")
+        #expect(entries.next()?.destination == "d/o/b.bin")
+    }
+
+    @Test func twoDestinationsForOneFileAreAnError() throws {
+        for text in ["https://e.com/a a.bin\n  out=b.bin\n", "https://e.com/a\n  out=a.bin\n  out=b.bin\n"] {
+            #expect {
+                try self.manifest(text).validate()
+            } throws: { error in
+                (error as? SpateError)?.message.contains("line 2") == true || (error as? SpateError)?.message.contains("line 3") == true
+            }
+        }
+    }
+
     @Test func aByteOrderMarkBeforeTheFirstLineIsSkipped() throws {
         let m = try manifest("\u{FEFF}https://e.com/a a.bin\r\nhttps://e.com/b\r\n")
         try m.validate()
