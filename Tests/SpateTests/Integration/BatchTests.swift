@@ -269,6 +269,8 @@ struct BatchTests {
             // The rerun's URLs carry a query (which neither the journal nor the saved mark
             // looks at), so its requests are told apart from the first run's exactly: the
             // first run's cancelled requests may reach the server after it returned.
+            let journaled = try JournalReport.read(dir.path + "/out/" + big.destination).records.map(\.range)
+            #expect(!journaled.isEmpty)
             let rerunFiles = files.map { File(url: $0.url + "?rerun", destination: $0.destination, content: $0.content) }
             let (second, _) = try await run(rerunFiles, options: options(dir))
             #expect(second.skipped == 3)
@@ -278,11 +280,18 @@ struct BatchTests {
                 let path = URL(string: f.url)!.path
                 #expect(!rerun.contains { $0.uri.hasPrefix(path) }, "\(path) fetched again")
             }
+            // No range the journal recorded is asked for again (the probe's one byte aside).
+            // (Not a count of served bytes: a stolen request's overshoot past its new end is
+            // served but never written, and varies with load.)
             let bigPath = URL(string: big.url)!.path
-            let indices = Set(rerun.filter { $0.uri.hasPrefix(bigPath) }.map(\.index))
-            #expect(!indices.isEmpty)
-            let served = server.servedBytes.filter { indices.contains($0.requestIndex) }.reduce(0) { $0 + $1.count }
-            #expect(served < big.content.size, "the partial file was fetched from the start")
+            let asked = rerun.filter { $0.uri.hasPrefix(bigPath) }.compactMap { $0.header("range") }
+            #expect(asked.contains("bytes=0-0") && asked.count > 1)
+            for text in asked where text != "bytes=0-0" {
+                let bounds = text.dropFirst("bytes=".count).split(separator: "-").compactMap { Int64($0) }
+                try #require(bounds.count == 2, "\(text)")
+                let range = ByteRange(bounds[0], bounds[1] + 1)
+                #expect(!journaled.contains { $0.start < range.end && range.start < $0.end }, "\(text) was on disk already")
+            }
             expectExact(files, in: dir)
         }
     }
