@@ -64,12 +64,12 @@ enum JournalRendering {
             "size       \(ByteSize.format(r.totalBytes)) (\(r.totalBytes) bytes)",
             "validator  \(r.contents.header.validator)",
             "request    sha256:\(Hex.encode(r.contents.header.fingerprint)) (scheme, host, port and path)",
-            "done       \(ByteSize.format(r.doneBytes)) (\(DecimalFormat.fixed(percent, decimals: 1)) %) in \(r.done.ranges.count) range\(r.done.ranges.count == 1 ? "" : "s")",
+            "done       \(ByteSize.format(r.doneBytes)) (\(DecimalFormat.fixed(percent, decimals: 1)) %) in \(r.done.ranges.count) range\(r.done.ranges.count == 1 ? "" : "s"), recorded as \(r.records.count) piece\(r.records.count == 1 ? "" : "s"):",
         ]
         for record in r.records.prefix(limit) {
             lines.append("           \(record.range.start)-\(record.range.end - 1) crc32 \(hex32(record.crc))")
         }
-        if r.records.count > limit { lines.append("           … \(r.records.count - limit) more") }
+        if r.records.count > limit { lines.append("           … \(r.records.count - limit) more pieces") }
         let missing = r.missing
         lines.append("missing    \(ByteSize.format(missing.reduce(0) { $0 + $1.count })) in \(missing.count) range\(missing.count == 1 ? "" : "s")")
         for range in missing.prefix(limit) { lines.append("           \(range.start)-\(range.end - 1)") }

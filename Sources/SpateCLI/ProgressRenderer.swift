@@ -64,6 +64,7 @@ struct ProgressRenderer {
     static func summary(_ r: DownloadResult, verb: String? = nil) -> String {
         var text = "\(verb ?? "saved \(r.path)") (\(ByteSize.format(r.bytes))) in \(seconds(r.elapsed.secondsDouble)), "
         text += "\(ByteSize.formatRate(r.bytesPerSecond)), \(r.connections) connection\(r.connections == 1 ? "" : "s")"
+        if r.bytesResumed > 0 { text += ", \(ByteSize.format(r.bytesResumed)) resumed from before" }
         if let checksum = r.verifiedChecksum {
             text += ", \(checksum.algorithm.rawValue) verified"
             if let source = r.checksumSource, source != "--checksum" { text += " (the server's \(source))" }

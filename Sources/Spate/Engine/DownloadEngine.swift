@@ -60,7 +60,8 @@ final class DownloadEngine: Sendable {
                     verifiedChecksum: expected?.checksum, checksumSource: expected?.source, verificationTail: tail,
                     connections: connections,
                     requests: counters.requests.load(ordering: .relaxed), retries: counters.retries.load(ordering: .relaxed),
-                    timeToFirstByte: firstByte >= 0 ? .nanoseconds(firstByte) : nil)
+                    timeToFirstByte: firstByte >= 0 ? .nanoseconds(firstByte) : nil,
+                    bytesResumed: min(bytes, counters.bytesAlreadyDone.load(ordering: .relaxed)))
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
                 && options.output.isFile && restarts < DownloadOptions.maximumRestarts {
                 // (A stream cannot start over: its bytes are already with the reader.)

@@ -55,9 +55,12 @@ public struct DownloadResult: Sendable {
     public var retries: Int
     /// From sending the first request (the probe) to its first response byte.
     public var timeToFirstByte: Duration? = nil
+    /// Of `bytes`, those already on disk when this run started (a resume) and not fetched.
+    public var bytesResumed: Int64 = 0
 
+    /// The rate of this run: the bytes it fetched (not the resumed ones) over `elapsed`.
     public var bytesPerSecond: Double {
         let seconds = elapsed.secondsDouble
-        return seconds > 0 ? Double(bytes) / seconds : 0
+        return seconds > 0 ? Double(max(0, bytes - bytesResumed)) / seconds : 0
     }
 }

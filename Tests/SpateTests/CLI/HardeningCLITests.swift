@@ -60,6 +60,7 @@ struct HardeningCLITests {
             let again = try CLIRunner.run(arguments, in: dir.path)
             #expect(again.status == 0, "\(again.stderr)")
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(again.stderr.contains("resumed from before"), "the summary's rate is this run's: \(again.stderr)")
         }
     }
 
