@@ -70,12 +70,15 @@ struct ServerCommand: AsyncParsableCommand {
         }
         guard latency >= 0 else { throw ValidationError("--latency expects milliseconds, 0 or more") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections expects 1 or more") }
-        if bytesPerSecond != nil || latency > 0 || maxConnections != nil {
+        if bytesPerSecond != nil || latency > 0 || maxConnections != nil || noRanges {
             let delay: Duration? = latency > 0 ? .milliseconds(latency) : nil
             let cap = maxConnections
             let pace = bytesPerSecond
+            let ignoresRanges = noRanges
             server.setHook { request in
-                var plan = server.standardPlan(for: request)
+                // --no-ranges covers /gen/ too, not only --file paths: the Range header is dropped.
+                var plan = server.standardPlan(for: ignoresRanges ? RequestInfo(copying: request, withoutHeader: "range") : request)
+                if ignoresRanges { plan.setHeader("Accept-Ranges", "none") }
                 if let cap, request.concurrentRequestsOnHost > cap {
                     plan = .text(429, "too many connections\n")
                     plan.setHeader("Retry-After", "1")
