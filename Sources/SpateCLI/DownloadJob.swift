@@ -93,7 +93,7 @@ struct DownloadJob: Sendable {
         if let log {
             var summary = BatchSummary()
             summary.succeeded = 1
-            summary.bytes = result.bytes
+            summary.bytes = result.bytes - result.bytesResumed
             summary.elapsed = result.elapsed
             log.summary(summary, exitCode: 0)
         }

@@ -96,8 +96,11 @@ enum Main {
             // writable, ...) still ends its events as a batch's file would: queued, failed,
             // summary. One that started has logged its own end.
             if let log, single == nil, !command.isBatch, let url = command.url, let remote = try? RemoteURL(url) {
+                // The path as `-o` names it, with the URL's name inside a directory (`-o DIR/`).
+                let name = FilePaths.defaultFileName(for: remote)
+                let output = command.output ?? name
                 let file = BatchFile(index: 0, line: 0, url: remote.redacted,
-                                     path: command.output ?? FilePaths.defaultFileName(for: remote))
+                                     path: output.hasSuffix("/") || FilePaths.isDirectory(output) ? (output.hasSuffix("/") ? output : output + "/") + name : output)
                 log.record(.queued(file))
                 DownloadJob.logFailure(error, file: file, to: log)
             }
@@ -138,6 +141,7 @@ enum Interruptible {
 /// Argument errors as one line: ArgumentParser's messages may span lines (a value's help, a
 /// usage block), and every spate error is one line on stderr.
 enum CommandLineErrors {
+    /// The first non-empty line of `message`, and where help is (`help`: a command line).
     static func oneLine(_ message: String, help: String) -> String {
         let lines = message.split(whereSeparator: \.isNewline).map { String($0).trimmingSpacesAndTabs() }
         let first = lines.first { !$0.isEmpty } ?? "invalid arguments"

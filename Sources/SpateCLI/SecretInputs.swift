@@ -46,11 +46,11 @@ enum SecretInputs {
         return try HTTPHeader(name: "Authorization", value: "Bearer \(token)")
     }
 
-    static func readFile(_ path: String, what: String) throws(SpateError) -> String {
+    static func readFile(_ path: String, what: String, maxBytes: Int = maxFileBytes) throws(SpateError) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SpateError(.usage, "\(what) \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: maxFileBytes + 1)
+        var bytes = [UInt8](repeating: 0, count: maxBytes + 1)
         var count = 0
         while count < bytes.count {
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
@@ -58,7 +58,7 @@ enum SecretInputs {
             if n <= 0 { break }
             count += n
         }
-        guard count <= maxFileBytes else { throw SpateError(.usage, "\(what) \(path) is larger than 64 KiB") }
+        guard count <= maxBytes else { throw SpateError(.usage, "\(what) \(path) is larger than \(ByteSize.format(Int64(maxBytes)))") }
         return String(decoding: bytes[0..<count], as: UTF8.self)
     }
 }

@@ -329,6 +329,11 @@ struct SpateCommand: ParsableCommand {
         options.tailHedging = !noHedging
         if let cacert {
             guard FilePaths.exists(cacert) else { throw SpateError(.usage, "--cacert \(cacert): no such file") }
+            // A key or any other file given by mistake: say so before anything is sent.
+            guard let text = try? SecretInputs.readFile(cacert, what: "--cacert", maxBytes: 16 << 20),
+                  text.contains("-----BEGIN CERTIFICATE-----") else {
+                throw SpateError(.usage, "--cacert \(cacert) holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+            }
             options.caCertificatePath = cacert
         }
         options.insecure = insecure

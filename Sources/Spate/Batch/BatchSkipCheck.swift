@@ -42,7 +42,7 @@ enum BatchSkipCheck {
         case .marked(let mark):
             guard mark == SavedMark(size: mark.size, url: url) else { return .refuse(notSpates) }
             guard Int64(info.st_size) == mark.size else {
-                return .refuse("\(path) was saved by spate from this URL with \(mark.size) bytes and now has \(info.st_size): changed since; use --force to fetch it again")
+                return .refuse("\(path) was saved by spate from this URL with \(mark.size) bytes and now has \(info.st_size) bytes: changed since; use --force to fetch it again")
             }
         case .unmarked:
             return .refuse(notSpates)

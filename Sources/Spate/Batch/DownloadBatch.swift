@@ -100,7 +100,7 @@ public final class DownloadBatch: Sendable {
                 inFlight -= 1
                 if let result = outcome.result {
                     summary.succeeded += 1
-                    summary.bytes += result.bytes
+                    summary.bytes += result.bytes - result.bytesResumed  // this run's, not a resume's earlier bytes
                 } else if let error = outcome.error {
                     record(error, for: outcome.file, in: &summary)
                     if options.failFast && error.kind != .cancelled && !stop {

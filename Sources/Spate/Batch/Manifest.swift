@@ -7,7 +7,8 @@ import Glibc
 /// 2. `entries()` reads it again, lazily, handing out the selected entries one at a time as the
 ///    batch has room for them.
 ///
-/// A short selection (at most `keptEntriesMax` entries) is kept by the first pass, its URLs
+/// A short selection (at most `keptEntriesMax` entries and `keptBytesMax` of text) is kept by
+/// the first pass, its URLs
 /// parsed, and `entries()` hands those out instead of reading and parsing every line again:
 /// each URL then goes through libcurl's parser once, not twice (about 5 % of a batch of small
 /// files' instructions). The bound keeps memory independent of the list's length.
@@ -34,11 +35,17 @@ public final class Manifest: @unchecked Sendable {
     private var validatedBytes: Int64 = 0
     /// Why the second pass stopped early, if it did (the file changed after `validate`).
     public private(set) var failure: SpateError?
-    /// The selected entries, parsed, when there are at most `keptEntriesMax` (filled by
-    /// `validate`; nil: `entries()` reads the list again).
+    /// The selected entries, parsed, when they are few enough to keep (filled by a `validate`
+    /// that succeeded; nil: `entries()` reads the list again).
     private var kept: [ManifestEntry]?
-    /// The most entries `validate` keeps for `entries()` (a few MiB at most).
+    /// Whether `entries()` will hand out kept entries rather than read the list again.
+    var keepsEntries: Bool { kept != nil }
+    /// The most entries `validate` keeps for `entries()`: about 380 bytes each for a
+    /// typical line (`URL DEST`), and at most `keptBytesMax` in all.
     static let keptEntriesMax = 16_384
+    /// The most text (URLs, destinations, headers, mirrors) the kept entries may hold: a line
+    /// may be 64 KiB and carry many `header=` lines, so the count alone does not bound memory.
+    static let keptBytesMax = 8 << 20
 
     /// Opens `path` (`-`: standard input).
     public init(path: String, shard: ManifestShard = .all) throws(SpateError) {
@@ -81,8 +88,10 @@ public final class Manifest: @unchecked Sendable {
             seen[BatchPath.stableHash(entry.destination)] = BatchPath.stableHash(entry.url)
             first[BatchPath.stableHash(entry.destination)] = 0
         }
-        kept = []
-        let skipped = try forEachEntry(resolvingURLs: { self.kept != nil }) { entry throws(SpateError) in
+        kept = nil
+        var keeping: [ManifestEntry]? = []  // becomes `kept` only when the whole list checks
+        var keptBytes = 0
+        let skipped = try forEachEntry(resolvingURLs: { keeping != nil }) { entry throws(SpateError) in
             totalCount += 1
             let key = BatchPath.stableHash(entry.destination)
             let url = BatchPath.stableHash(entry.url)
@@ -97,10 +106,14 @@ public final class Manifest: @unchecked Sendable {
             seen[key] = url
             if first.count < 1_000_000 { first[key] = entry.line }
             selectedCount += 1
-            if kept != nil {
-                if kept!.count < Self.keptEntriesMax { kept!.append(entry) } else { kept = nil }
+            if keeping != nil {
+                keptBytes += 2 * entry.url.utf8.count + entry.destination.utf8.count + 256
+                    + entry.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 64 }
+                    + entry.mirrors.reduce(0) { $0 + 2 * $1.string.utf8.count + 256 }
+                if keeping!.count < Self.keptEntriesMax && keptBytes <= Self.keptBytesMax { keeping!.append(entry) } else { keeping = nil }
             }
         }
+        kept = keeping
         totalCount += skipped
         validatedBytes = Int64(lseek(fd, 0, SEEK_CUR))
     }

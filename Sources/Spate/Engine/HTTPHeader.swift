@@ -42,14 +42,16 @@ public struct HTTPHeader: Sendable, Hashable, CustomStringConvertible {
         try self.init(name: String(line[..<colon]).trimmingSpaces(), value: String(line[line.index(after: colon)...]))
     }
 
-    /// How an error names a header that could not be parsed: its leading name characters
-    /// only, quoted. Never the rest: a malformed line is often a secret with a typo
-    /// (`Authorization Bearer TOKEN`), and messages must not show secrets; nor a CR or LF,
-    /// which would break the one-line message.
+    /// How an error names a header that could not be parsed: its name, quoted, only when the
+    /// name clearly ends (at a space, a colon, a CR or LF) within 40 bytes; never the rest.
+    /// A malformed line is often a secret with a typo (`Authorization Bearer TOKEN`), or a
+    /// bare token (`-H "$TOKEN"`, all name characters), and messages must not show secrets;
+    /// nor a CR or LF, which would break the one-line message.
     static func shownName(_ text: String) -> String {
-        let name = text.utf8.prefix(while: isTokenCharacter).prefix(40)
-        let shown = "\"" + String(decoding: name, as: UTF8.self) + "\""
-        return name.count < text.utf8.count ? shown + " (the rest not shown)" : shown
+        let name = text.utf8.prefix(while: isTokenCharacter)
+        let ends = name.count < text.utf8.count && [0x20, 0x09, 0x3A, 0x0D, 0x0A].contains(text.utf8[name.endIndex])
+        guard ends, !name.isEmpty, name.count <= 40 else { return "(not shown)" }
+        return "\"" + String(decoding: name, as: UTF8.self) + "\" (the rest not shown)"
     }
 
     /// The line as sent.

@@ -94,9 +94,11 @@ struct TransportFailure: Sendable, Equatable {
         self.osErrno = osErrno
     }
 
-    /// A CA file libcurl cannot use is the user's argument, not the network (exit 2).
+    /// CA certificates libcurl cannot load are this machine's problem, not the network's:
+    /// a `--cacert` file or the system's bundle (exit 6).
     var error: SpateError {
-        code == CURLE_SSL_CACERT_BADFILE.rawValue ? SpateError(.usage, "the CA file cannot be used (--cacert): \(message)")
+        code == CURLE_SSL_CACERT_BADFILE.rawValue
+            ? SpateError(.localIO, "cannot use the CA certificates (the --cacert file, or the system's bundle): \(message)")
             : SpateError(.network, message)
     }
 }

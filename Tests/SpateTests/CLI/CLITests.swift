@@ -22,6 +22,7 @@ struct CLITests {
         // A malformed header is often a secret with a typo: its value is never shown.
         (["URL", "-H", "Authorization Bearer SECRET-TOKEN-1"], 2, "invalid header \"Authorization\" (the rest not shown)"),
         (["URL", "-H", "X-A: b\r\nX-Injected: SECRET-TOKEN-1"], 2, "header \"X-A\" (the rest not shown) contains CR, LF or NUL"),
+        (["URL", "-H", "SECRET-TOKEN-1abcdefghijklmnopqrstuvwxyz0123456789"], 2, "invalid header (not shown)"),
         (["URL", "-c"], 2, "Missing value for '-c <N>' (see spate --help)"),
         (["URL", "-o", String(repeating: "a", count: 256)], 2, "is longer than 255 bytes"),
         (["URL", "--chunk-size", "lots"], 2, "invalid --chunk-size"),

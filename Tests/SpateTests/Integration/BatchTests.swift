@@ -203,7 +203,10 @@ struct BatchTests {
     }
 
     /// A file in flight when `failFast` stops the batch ends cancelled (kept for a resume),
-    /// not failed: the exit code is the real failure's, whatever the list order.
+    /// not failed: the exit code is the real failure's, whatever the list order. (The 404
+    /// comes at once, while the big file's range workers are still waiting for their first
+    /// connection slots: workers cancelled there end quietly, the path that was misreported as
+    /// "bytes missing"; a worker cancelled mid-transfer always threw the cancellation.)
     @Test func failFastCancelsTheFilesInFlight() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in

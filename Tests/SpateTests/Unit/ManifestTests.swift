@@ -266,9 +266,22 @@ extension ManifestTests {
             #expect {
                 try self.manifest(text).validate()
             } throws: { error in
-                (error as? SpateError)?.message.contains("line 2") == true || (error as? SpateError)?.message.contains("line 3") == true
+                (error as? SpateError)?.message.contains("a second destination for the file of line 1") == true
             }
         }
+    }
+
+    /// The kept entries are bounded by their text too, not only by their count.
+    @Test func aListWithLongLinesIsNotKept() throws {
+        let header = "  header=X-Long: " + String(repeating: "v", count: 60_000)
+        let text = (0..<200).map { "https://e.com/f\($0) f\($0).bin\n\(header)" }.joined(separator: "\n")
+        let m = try manifest(text)
+        try m.validate()
+        #expect(!m.keepsEntries)
+        var entries = try m.entries()
+        var count = 0
+        while entries.next() != nil { count += 1 }
+        #expect(count == 200)
     }
 
     @Test func aByteOrderMarkBeforeTheFirstLineIsSkipped() throws {
@@ -289,15 +302,23 @@ extension ManifestTests {
             i % 3 == 0 ? "https://e.com/f\(i)\n  out=o\(i).bin" : i % 3 == 1 ? "https://e.com/f\(i) d/f\(i).bin" : "https://e.com/f\(i).bin"
         }
         // A repeated line (same URL and destination) comes out once.
-        let m = try manifest((lines + [lines[1]]).joined(separator: "\r\n"))
+        let text = (lines + [lines[1]]).joined(separator: "\r\n")
+        let m = try manifest(text)
         try m.validate()
         #expect(m.selectedCount == count)
+        #expect(m.keepsEntries == (count <= Manifest.keptEntriesMax))
         var entries = try m.entries()
+        var parser = ManifestParser()  // the reference: the lines parsed one by one
+        var expected: [ManifestEntry] = []
+        // Split on the bytes ("\r\n" is one Character, which a split on "\n" would not see).
+        for (n, line) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            if let entry = try parser.feed(Substring(decoding: line, as: UTF8.self), number: n + 1) { expected.append(entry) }
+        }
+        if let last = try parser.finish() { expected.append(last) }
         var i = 0
         while let entry = entries.next() {
-            let expected = i % 3 == 0 ? "o\(i).bin" : i % 3 == 1 ? "d/f\(i).bin" : "f\(i).bin"
-            #expect(entry.destination == expected)
-            #expect(entry.remote == (try RemoteURL(entry.url)))
+            #expect(entry == expected[i])
+            #expect(entry.remote != nil && entry.remote == expected[i].remote)
             i += 1
         }
         #expect(i == count)
