@@ -87,6 +87,19 @@ public enum BatchPath {
         return hash
     }
 
+    /// The `stableHash` of each directory above `destination` (`a`, `a/b` for `a/b/c`),
+    /// computed in one pass.
+    static func parentHashes(_ destination: String) -> [UInt64] {
+        var parents: [UInt64] = []
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in destination.utf8 {
+            if byte == UInt8(ascii: "/") { parents.append(hash) }
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return parents
+    }
+
     static func quoted(_ s: String) -> String {
         "\"\(s.count > 80 ? String(s.prefix(80)) + "…" : s)\""
     }

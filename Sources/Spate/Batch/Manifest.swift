@@ -84,9 +84,14 @@ public final class Manifest: @unchecked Sendable {
         selectedCount = 0
         totalCount = 0
         var first: [UInt64: Int] = [:]  // only while validating: destination hash → line, for messages
+        // Only while validating: the directories above the destinations so far (`a` and `a/b`
+        // for `a/b/c`), so that one entry's file is never another's directory (`f` and `f/g`
+        // cannot both be saved). Bounded like `first`; past it, the run reports such a clash.
+        var directories = Set<UInt64>()
         for entry in alongside {
             seen[BatchPath.stableHash(entry.destination)] = BatchPath.stableHash(entry.url)
             first[BatchPath.stableHash(entry.destination)] = 0
+            directories.formUnion(BatchPath.parentHashes(entry.destination))
         }
         kept = nil
         var keeping: [ManifestEntry]? = []  // becomes `kept` only when the whole list checks
@@ -103,6 +108,15 @@ public final class Manifest: @unchecked Sendable {
                 repeated.insert(entry.line)
                 return
             }
+            let parents = BatchPath.parentHashes(entry.destination)
+            if directories.contains(key) {
+                throw SpateError(.usage, "\(name): line \(entry.line): the destination \(entry.destination) is a directory of another entry's destination")
+            }
+            if let file = parents.first(where: { seen[$0] != nil }) {
+                let earlier = first[file].map { $0 == 0 ? " (a URL on the command line)" : " (line \($0))" } ?? ""
+                throw SpateError(.usage, "\(name): line \(entry.line): the destination \(entry.destination) is inside a path another entry saves as a file\(earlier)")
+            }
+            if directories.count < 1_000_000 { directories.formUnion(parents) }
             seen[key] = url
             if first.count < 1_000_000 { first[key] = entry.line }
             selectedCount += 1

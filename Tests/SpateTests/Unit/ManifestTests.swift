@@ -261,6 +261,17 @@ extension ManifestTests {
         #expect(entries.next()?.destination == "d/o/b.bin")
     }
 
+    /// One entry's file is never another's directory, in either order.
+    @Test(arguments: ["https://e.com/a f\nhttps://e.com/b f/g\n", "https://e.com/b d/f/g\nhttps://e.com/a d/f\n"])
+    func aFileIsNeverAnotherEntrysDirectory(text: String) throws {
+        #expect {
+            try self.manifest(text).validate()
+        } throws: { error in
+            (error as? SpateError)?.message.contains("line 2: the destination") == true
+        }
+        try manifest("https://e.com/a d/f\nhttps://e.com/b d/g\nhttps://e.com/c d2/f\n").validate()  // siblings are fine
+    }
+
     @Test func twoDestinationsForOneFileAreAnError() throws {
         for text in ["https://e.com/a a.bin\n  out=b.bin\n", "https://e.com/a\n  out=a.bin\n  out=b.bin\n"] {
             #expect {
