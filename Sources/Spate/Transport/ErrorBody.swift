@@ -14,8 +14,30 @@ struct ErrorBody {
     /// One line of printable text, at most `limit` characters; empty when nothing useful came.
     /// An HTML page (a web server's stock error page) gives only its `<title>`: its markup
     /// says nothing, and the status line already says what a stock page's title does.
+    /// A page without a title gives its first `<h1>` (a hand-written "Your IP is blocked").
     func summary(limit: Int = 200) -> String {
-        Self.oneLine(htmlTitle ?? String(decoding: bytes, as: UTF8.self), limit: limit)
+        guard let title = htmlTitle else { return Self.oneLine(String(decoding: bytes, as: UTF8.self), limit: limit) }
+        return Self.oneLine(title.isEmpty ? element("h1") ?? "" : title, limit: limit)
+    }
+
+    /// The text of the first `<h1>` element (its markup inside left as is), if it is closed.
+    /// One pass for the opening tag, one for the closing one: linear in the body.
+    private func element(_ name: StaticString) -> String? {
+        var at = 0
+        while let start = Self.find("<", in: bytes, from: at) {
+            at = start + 1
+            let after = start + 1 + name.utf8CodeUnitCount
+            guard Self.matches(name, in: bytes, at: start + 1), after < bytes.count,
+                  bytes[after] == UInt8(ascii: ">") || bytes[after] == 0x20 || bytes[after] == 0x09 else { continue }
+            guard let close = bytes[after...].firstIndex(of: UInt8(ascii: ">")) else { return nil }
+            var from = close + 1
+            while let end = Self.find("</", in: bytes, from: from) {
+                if Self.matches(name, in: bytes, at: end + 2) { return String(decoding: bytes[(close + 1)..<end], as: UTF8.self) }
+                from = end + 2
+            }
+            return nil
+        }
+        return nil
     }
 
     /// The title of an HTML page (nil: not HTML; "": HTML without a title). Recognised by what

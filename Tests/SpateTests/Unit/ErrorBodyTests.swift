@@ -37,6 +37,8 @@ struct ErrorBodyTests {
         let page = "  <!doctype html><html><head><meta charset=utf-8><title>Access denied | files.example.com</title></head><body>" + String(repeating: "<div>x</div>", count: 50) + "</body></html>"
         #expect(try message(403, page) == "HTTP 403 Forbidden from http://h/f: Access denied | files.example.com")
         #expect(try message(500, "<html><body>Oops</body></html>") == "HTTP 500 Internal Server Error from http://h/f")
+        #expect(try message(403, "<html><body><H1 class=x>Your IP is blocked</H1><p>more</p></body></html>")
+                == "HTTP 403 Forbidden from http://h/f: Your IP is blocked")
     }
 
     @Test func jsonAndXMLExplanationsAreKeptOnOneLine() throws {
