@@ -93,7 +93,8 @@ final class BatchProgress: Sendable {
             guard now - s.lastDraw >= Self.redrawInterval else { return }
             s.lastDraw = now
             let lines = Self.lines(s, total: total)
-            Console.write(Self.moveToTop(s.linesShown) + lines.map { "\u{1B}[K" + $0 }.joined(separator: "\n") + "\u{1B}[J")
+            let columns = Console.columns
+            Console.write(Self.moveToTop(s.linesShown) + lines.map { "\u{1B}[K" + Console.fitted($0, columns: columns) }.joined(separator: "\n") + "\u{1B}[J")
             s.linesShown = lines.count
         }
     }

@@ -138,6 +138,10 @@ struct BenchCommand {
 
     /// Runs the sweep; returns the exit code.
     func run() async throws(SpateError) -> Int32 {
+        // Before the sweep, not after minutes of it.
+        if let chart, !FilePaths.directoryIsWritable(for: chart) {
+            throw SpateError(.localIO, "cannot write the chart: \(FilePaths.directory(of: chart)) is missing or not writable")
+        }
         var base = try command.downloadOptions()
         let recorder = command.trace.map { _ in TraceRecorder() }
         base.trace = recorder
@@ -165,6 +169,9 @@ struct BenchCommand {
                 let download = try Download(url: url, to: "/dev/null", options: options)
                 let result = try await DownloadJob.run(download, quiet: true)
                 let cpu = Self.cpuSeconds() - before
+                guard result.bytes > 0 else {
+                    throw SpateError(.usage, "\(Redactor.url(url)) is empty: there is nothing to measure")
+                }
                 let gib = Double(max(1, result.bytes)) / Double(1 << 30)
                 samples.append((result.bytesPerSecond, result.timeToFirstByte?.secondsDouble, cpu / gib, result.retries))
             }

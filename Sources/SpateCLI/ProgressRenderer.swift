@@ -19,7 +19,7 @@ struct ProgressRenderer {
             self.plan = plan
         case .progress(let progress):
             guard live else { return }
-            Console.write("\r\u{1B}[K" + Self.progressLine(progress))
+            Console.write("\r\u{1B}[K" + Console.fitted(Self.progressLine(progress)))
             lineShown = true
         case .retrying(let reason, let attempt, let delay):
             guard live else { return }

@@ -219,6 +219,10 @@ final class DownloadEngine: Sendable {
             return (total, used, tail)
         } catch let error as SpateError {
             resources.close(keepForResume: Self.resumable(error))
+            if error.kind == .checksumMismatch && !options.mirrors.isEmpty {
+                // Any source may have served the bad bytes, and a rerun would mix them again.
+                throw SpateError(.checksumMismatch, error.message + "; mirrors served part of the bytes: run without them to check the URL alone")
+            }
             throw error
         } catch {
             resources.close(keepForResume: true)  // cancellation
@@ -305,7 +309,7 @@ final class DownloadEngine: Sendable {
         }
         if case .stream(let fd, _) = options.output {
             let code = body.withUnsafeBytes { StreamOutput.writeAll(fd, $0) { Task.isCancelled } }
-            if code == EPIPE { throw SpateError(.outputClosed, "the reader of \(path) stopped reading (broken pipe)") }
+            if code == EPIPE { throw SpateError(.outputClosed, "the reader of \(path == "-" ? "standard output" : path) stopped reading (broken pipe)") }
             if code != 0 { throw Syscall.fail("write to", path: path, errno: code) }
         }
         counters.bytesWritten.add(Int64(body.count), ordering: .relaxed)

@@ -190,7 +190,7 @@ final class StreamOutput: @unchecked Sendable {
 
     private func outputError(_ code: Int32) -> SpateError {
         if code == EPIPE {
-            return SpateError(.outputClosed, "the reader of \(name) stopped reading (broken pipe)")
+            return SpateError(.outputClosed, "the reader of \(name == "-" ? "standard output" : name) stopped reading (broken pipe)")
         }
         return Syscall.fail("write to", path: name, errno: code)
     }

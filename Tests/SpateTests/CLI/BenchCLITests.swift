@@ -7,6 +7,19 @@ import Testing
 /// `spate bench` (issue 13): a sweep into nothing, its JSON and its SVG chart.
 @Suite("CLI bench", .timeLimit(.minutes(5)))
 struct BenchCLITests {
+    /// What cannot be measured or written is said before the sweep, or at its first run:
+    /// an unwritable chart path sends nothing; an empty file has no rate to report.
+    @Test func refusesWhatItCannotMeasureOrWrite() async throws {
+        try await withTestServer { server in
+            let chart = try CLIRunner.run(["bench", server.url("/gen/1M"), "--chart", "/nonexistent-dir/x.svg"])
+            #expect(chart.status == 6 && chart.stderr.contains("cannot write the chart"), "\(chart.stderr)")
+            #expect(server.requests.isEmpty)
+            let empty = try CLIRunner.run(["bench", server.url("/gen/0"), "--connections", "1", "--repeat", "1", "--json"])
+            #expect(empty.status == 2 && empty.stderr.contains("is empty"), "\(empty.stderr)")
+            #expect(empty.stdout.isEmpty)
+        }
+    }
+
     @Test func aSweepReportsEverySettingAsJSONAndDrawsTheChart() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in

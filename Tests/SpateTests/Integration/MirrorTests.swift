@@ -96,6 +96,31 @@ struct MirrorTests {
         }
     }
 
+    /// With a checksum, a mirror of another version is used (every byte is checked), and when
+    /// its bytes differ the download fails: no file, and the message says mirrors took part.
+    @Test func aChecksumMismatchWithMirrorsSaysSo() async throws {
+        try await withTestServer(hosts: Self.hosts) { server in
+            let content = GeneratedContent(seed: 144, size: Self.size)
+            let file = TestServer.File(content: content)
+            let other = TestServer.File(content: GeneratedContent(seed: 145, size: Self.size))
+            server.setHook { request in
+                var plan = TestServer.standardPlan(for: request, file: request.host == "127.0.0.1" ? file : other)
+                if request.host == "127.0.0.1" { plan.bytesPerSecond = 1 << 20 }  // the mirror joins in time
+                return plan
+            }
+            var o = options()
+            o.checksum = sha256Checksum(of: content)
+            o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]
+            let dir = try TemporaryDirectory()
+            let (result, _) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            try #require(askedBytes(server)["127.0.0.2", default: 0] > 0, "the mirror served ranges")
+            guard case .failure(let error) = result else { Issue.record("bytes of another version were saved"); return }
+            #expect(error.kind == .checksumMismatch)
+            #expect(error.message.contains("mirrors served part of the bytes"), "\(error.message)")
+            #expect(dir.contents.isEmpty)
+        }
+    }
+
     /// The mirror answers its first ranges, then only 500s: it is dropped with a notice, its
     /// bytes go to the URL's host, and the file is exact.
     @Test func aMirrorThatFailsMidwayIsDropped() async throws {
