@@ -79,25 +79,26 @@ public enum BatchPath {
     /// shard key and the duplicate key. Stable across runs, machines and versions, so adding
     /// lines to a manifest never moves the others to another shard.
     public static func stableHash(_ text: some StringProtocol) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        return hash
+        text.utf8.reduce(fnvOffsetBasis, fnvStep)
     }
 
     /// The `stableHash` of each directory above `destination` (`a`, `a/b` for `a/b/c`),
     /// computed in one pass.
     static func parentHashes(_ destination: String) -> [UInt64] {
         var parents: [UInt64] = []
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var hash = fnvOffsetBasis
         for byte in destination.utf8 {
             if byte == UInt8(ascii: "/") { parents.append(hash) }
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
+            hash = fnvStep(hash, byte)
         }
         return parents
+    }
+
+    private static let fnvOffsetBasis: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    @inline(__always)
+    private static func fnvStep(_ hash: UInt64, _ byte: UInt8) -> UInt64 {
+        (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
     }
 
     static func quoted(_ s: String) -> String {

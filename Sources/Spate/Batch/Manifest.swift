@@ -8,10 +8,10 @@ import Glibc
 ///    batch has room for them.
 ///
 /// A short selection (at most `keptEntriesMax` entries and `keptBytesMax` of text) is kept by
-/// the first pass, its URLs
-/// parsed, and `entries()` hands those out instead of reading and parsing every line again:
-/// each URL then goes through libcurl's parser once, not twice (about 5 % of a batch of small
-/// files' instructions). The bound keeps memory independent of the list's length.
+/// the first pass, its URLs parsed, and `entries()` hands those out instead of reading and
+/// parsing every line again: each URL then goes through libcurl's parser once, not twice
+/// (about 5 % of a batch of small files' instructions). The bound keeps memory independent of
+/// the list's length.
 ///
 /// Memory: the duplicate check keeps 16 bytes per selected entry (a hash of the destination
 /// and of the URL), so a shard of a list costs only its share; a long list's lines are never

@@ -309,7 +309,7 @@ final class DownloadEngine: Sendable {
         }
         if case .stream(let fd, _) = options.output {
             let code = body.withUnsafeBytes { StreamOutput.writeAll(fd, $0) { Task.isCancelled } }
-            if code == EPIPE { throw SpateError(.outputClosed, "the reader of \(path == "-" ? "standard output" : path) stopped reading (broken pipe)") }
+            if code == EPIPE { throw StreamOutput.readerStopped(path) }
             if code != 0 { throw Syscall.fail("write to", path: path, errno: code) }
         }
         counters.bytesWritten.add(Int64(body.count), ordering: .relaxed)

@@ -189,9 +189,7 @@ final class StreamOutput: @unchecked Sendable {
     }
 
     private func outputError(_ code: Int32) -> SpateError {
-        if code == EPIPE {
-            return SpateError(.outputClosed, "the reader of \(name == "-" ? "standard output" : name) stopped reading (broken pipe)")
-        }
+        if code == EPIPE { return Self.readerStopped(name) }
         return Syscall.fail("write to", path: name, errno: code)
     }
 
@@ -253,6 +251,11 @@ final class StreamOutput: @unchecked Sendable {
     /// EINTR and EAGAIN. It waits for room with `poll` (checking `shouldStop` every 200 ms)
     /// and never writes more to a pipe than it has room for, so no write blocks for long.
     /// Returns 0 or an errno value (ECANCELED when stopped).
+    /// The error when the reader of `name` (`-`: standard output) closed its end.
+    static func readerStopped(_ name: String) -> SpateError {
+        SpateError(.outputClosed, "the reader of \(name == "-" ? "standard output" : name) stopped reading (broken pipe)")
+    }
+
     static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, shouldStop: () -> Bool = { false }) -> Int32 {
         let pipeSize = spate_pipe_capacity(fd)
         var done = 0

@@ -42,6 +42,18 @@ struct MirrorTests {
         return notices
     }
 
+    /// The URL's host serves `content`, the mirror's another version of the same size (seed
+    /// `seed`); the hosts in `pacing` send 1 MiB/s per connection.
+    func serveAnotherVersionOnTheMirror(_ server: TestServer, _ content: GeneratedContent, seed: UInt64, pacing: Set<String>) {
+        let file = TestServer.File(content: content)
+        let other = TestServer.File(content: GeneratedContent(seed: seed, size: content.size))
+        server.setHook { request in
+            var plan = TestServer.standardPlan(for: request, file: request.host == "127.0.0.1" ? file : other)
+            if pacing.contains(request.host) { plan.bytesPerSecond = 1 << 20 }
+            return plan
+        }
+    }
+
     /// Content bytes each host sent.
     func servedBytes(_ server: TestServer) -> [String: Int64] {
         let hosts = Dictionary(server.requests.map { ($0.index, $0.host) }, uniquingKeysWith: { a, _ in a })
@@ -83,13 +95,8 @@ struct MirrorTests {
     @Test func aMirrorOfAnotherVersionIsLeftOut() async throws {
         try await withTestServer(hosts: Self.hosts) { server in
             let content = GeneratedContent(seed: 142, size: Self.size)
-            let file = TestServer.File(content: content)
-            let other = TestServer.File(content: GeneratedContent(seed: 143, size: Self.size))
-            server.setHook { request in
-                var plan = TestServer.standardPlan(for: request, file: request.host == "127.0.0.1" ? file : other)
-                plan.bytesPerSecond = 1 << 20  // the download outlasts the mirror's probe
-                return plan
-            }
+            // The download outlasts the mirror's probe.
+            serveAnotherVersionOnTheMirror(server, content, seed: 143, pacing: ["127.0.0.1", "127.0.0.2"])
             let notices = try await downloadWithMirror(server, content, options: options())
             #expect(notices.contains { $0.contains("not using the mirror") && $0.contains("same version") }, "\(notices)")
             #expect(askedBytes(server)["127.0.0.2"] == nil, "only probed")
@@ -101,13 +108,7 @@ struct MirrorTests {
     @Test func aChecksumMismatchWithMirrorsSaysSo() async throws {
         try await withTestServer(hosts: Self.hosts) { server in
             let content = GeneratedContent(seed: 144, size: Self.size)
-            let file = TestServer.File(content: content)
-            let other = TestServer.File(content: GeneratedContent(seed: 145, size: Self.size))
-            server.setHook { request in
-                var plan = TestServer.standardPlan(for: request, file: request.host == "127.0.0.1" ? file : other)
-                if request.host == "127.0.0.1" { plan.bytesPerSecond = 1 << 20 }  // the mirror joins in time
-                return plan
-            }
+            serveAnotherVersionOnTheMirror(server, content, seed: 145, pacing: ["127.0.0.1"])  // the mirror joins in time
             var o = options()
             o.checksum = sha256Checksum(of: content)
             o.mirrors = [try RemoteURL(server.url("/f.bin", host: "127.0.0.2"))]

@@ -253,12 +253,19 @@ extension ManifestTests {
 }
 
 extension ManifestTests {
-    @Test func aDestinationEndingInASlashIsADirectory() throws {
-        let m = try manifest("https://e.com/x/a.bin sub/\nhttps://e.com/b.bin\n  out=o/\n  dir=d\n")
+    /// Every entry of a checked list, in order.
+    func entries(of text: String) throws -> [ManifestEntry] {
+        let m = try manifest(text)
         try m.validate()
         var entries = try m.entries()
-        #expect(entries.next()?.destination == "sub/a.bin")
-        #expect(entries.next()?.destination == "d/o/b.bin")
+        var all: [ManifestEntry] = []
+        while let entry = entries.next() { all.append(entry) }
+        return all
+    }
+
+    @Test func aDestinationEndingInASlashIsADirectory() throws {
+        let all = try entries(of: "https://e.com/x/a.bin sub/\nhttps://e.com/b.bin\n  out=o/\n  dir=d\n")
+        #expect(all.map(\.destination) == ["sub/a.bin", "d/o/b.bin"])
     }
 
     /// One entry's file is never another's directory, in either order.
@@ -296,11 +303,9 @@ extension ManifestTests {
     }
 
     @Test func aByteOrderMarkBeforeTheFirstLineIsSkipped() throws {
-        let m = try manifest("\u{FEFF}https://e.com/a a.bin\r\nhttps://e.com/b\r\n")
-        try m.validate()
-        var entries = try m.entries()
-        #expect(entries.next()?.url == "https://e.com/a")
-        #expect(entries.next()?.destination == "b")
+        let all = try entries(of: "\u{FEFF}https://e.com/a a.bin\r\nhttps://e.com/b\r\n")
+        #expect(all.first?.url == "https://e.com/a")
+        #expect(all.last?.destination == "b")
         // Only at the very start: elsewhere it is an error, as any stray character would be.
         #expect(throws: SpateError.self) { try self.manifest("https://e.com/a a.bin\n\u{FEFF}https://e.com/b\n").validate() }
     }
