@@ -31,16 +31,19 @@ public final class DownloadBatch: Sendable {
         self.emit = events
     }
 
-    /// How one file's download ended (a struct, not a tuple with a typed-throws `Result`:
-    /// the task group's result copy of that shape crashed in release builds with Swift 6.3).
-    private struct Outcome: Sendable {
-        let file: BatchFile
-        let result: DownloadResult?
-        let error: SpateError?
+    /// How one file ended, or that a small-file fetch hands it to a `Download` (an enum
+    /// without a typed-throws `Result`: a task group's result of that shape crashed in release
+    /// builds with Swift 6.3).
+    private enum Outcome: Sendable {
+        case saved(BatchFile, DownloadResult)
+        case failed(BatchFile, SpateError)
+        case fallBack(SmallFileFetch.Fetch, RemoteResolver.Prefetched?)
     }
 
     private enum Prepared {
         case run(Download)
+        /// A fresh destination: the small-file path first (`SmallFileFetch`).
+        case fetch(SmallFileFetch.Fetch)
         case skipped(Int64, note: String?)
         case failed(SpateError)
     }
@@ -62,8 +65,37 @@ public final class DownloadBatch: Sendable {
         // Each file's jitter seed derives from one drawn here (one getrandom per batch, not
         // per file), or from the seed the options give (replayable).
         let seedBase = options.download.randomSeed ?? UInt64.random(in: .min ... .max)
-        await withTaskGroup(of: Outcome.self) { group in
+        // Files end on many threads (a download's task, the loop and publisher threads for
+        // small files); this task takes what ended in bulk.
+        let endings = Mailbox<Outcome>()
+        let fetcher = SmallFileFetch(session: session, emit: emit) { fetch, ending in
+            switch ending {
+            case .saved(let result): endings.post(.saved(fetch.file, result))
+            case .failed(let error): endings.post(.failed(fetch.file, error))
+            case .cancelled: endings.post(.failed(fetch.file, SpateError(.cancelled, "download cancelled")))
+            case .fallBack(let prefetched): endings.post(.fallBack(fetch, prefetched))
+            }
+        }
+        let emit = self.emit
+        // Discarding: a finished download's task is freed at once (memory must not grow with
+        // the list), and its outcome comes through `endings`.
+        await withDiscardingTaskGroup { group in
+            func launch(_ download: Download, _ file: BatchFile) {
+                group.addTask {
+                    do throws(SpateError) {
+                        endings.post(.saved(file, try await download.run()))
+                    } catch {
+                        endings.post(.failed(file, error))
+                    }
+                }
+            }
+            func stopAll() {
+                stop = true
+                group.cancelAll()
+                fetcher.cancelAll()
+            }
             var inFlight = 0
+            var cancelSeen = false
             while true {
                 while !stop, inFlight < limit, let entry = iterator.next() {
                     if Task.isCancelled {
@@ -80,32 +112,46 @@ public final class DownloadBatch: Sendable {
                         emit(.skipped(file, bytes: bytes))
                     case .failed(let error):
                         record(error, for: file, in: &summary)
-                        if options.failFast {
-                            stop = true
-                            group.cancelAll()
-                        }
+                        if options.failFast { stopAll() }
                     case .run(let download):
                         inFlight += 1
-                        group.addTask {
-                            do {
-                                return Outcome(file: file, result: try await download.run(), error: nil)
-                            } catch {
-                                let error = error as? SpateError ?? SpateError(.localIO, "unexpected error: \(error)")
-                                return Outcome(file: file, result: nil, error: error)
-                            }
-                        }
+                        launch(download, file)
+                    case .fetch(let fetch):
+                        inFlight += 1
+                        fetcher.start(fetch)
                     }
                 }
-                guard let outcome = await group.next() else { break }
-                inFlight -= 1
-                if let result = outcome.result {
-                    summary.succeeded += 1
-                    summary.bytes += result.bytes - result.bytesResumed  // this run's, not a resume's earlier bytes
-                } else if let error = outcome.error {
-                    record(error, for: outcome.file, in: &summary)
-                    if options.failFast && error.kind != .cancelled && !stop {
-                        stop = true
-                        group.cancelAll()
+                if inFlight == 0 { break }
+                if Task.isCancelled && !cancelSeen {
+                    // Every file in flight still ends (as cancelled): wait for them.
+                    cancelSeen = true
+                    stopAll()
+                }
+                for outcome in await endings.next(wakingOnCancel: !cancelSeen) {
+                    switch outcome {
+                    case .fallBack(let fetch, let prefetched):
+                        if stop {
+                            inFlight -= 1
+                            record(SpateError(.cancelled, "download cancelled"), for: fetch.file, in: &summary)
+                            continue
+                        }
+                        let forwarded = fetch.file
+                        do throws(SpateError) {
+                            launch(try Download(url: fetch.url, to: fetch.file.path, options: fetch.options, session: session,
+                                                priority: fetch.priority, prefetched: prefetched,
+                                                observer: { event in emit(.file(forwarded, event)) }), fetch.file)
+                        } catch {
+                            inFlight -= 1
+                            record(error, for: fetch.file, in: &summary)
+                        }
+                    case .saved(_, let result):
+                        inFlight -= 1
+                        summary.succeeded += 1
+                        summary.bytes += result.bytes - result.bytesResumed  // this run's, not a resume's earlier bytes
+                    case .failed(let file, let error):
+                        inFlight -= 1
+                        record(error, for: file, in: &summary)
+                        if options.failFast && error.kind != .cancelled && !stop { stopAll() }
                     }
                 }
             }
@@ -163,6 +209,10 @@ public final class DownloadBatch: Sendable {
             fileOptions.connections = min(DownloadOptions.maximumConnections, session.limits.maxConnections,
                                           session.limits.maxConnectionsPerHost)
             fileOptions.randomSeed = SplitMix64.mix(seedBase &+ UInt64(index))
+            if SmallFileFetch.takes(fileOptions) {
+                return (file, .fetch(SmallFileFetch.Fetch(file: file, url: url, options: fileOptions, priority: UInt64(index),
+                                                          now: session.clock.now)))
+            }
             let emit = self.emit
             let forwarded = file
             let download = try Download(url: url, to: path, options: fileOptions, session: session,

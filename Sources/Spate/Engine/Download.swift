@@ -47,9 +47,14 @@ public final class Download: Sendable {
         try self.init(url: try RemoteURL(url), to: destination, options: options, session: session, priority: 0, observer: nil)
     }
 
+    /// The probe's answer, when a batch's small-file fetch already has it (taken by `run`).
+    private let prefetched: RemoteResolver.Prefetched?
+
+    /// - Parameter prefetched: the probe's answer, when a batch's small-file fetch already has it.
     init(url: RemoteURL, to destination: String, options: DownloadOptions, session: DownloadSession?, priority: UInt64,
-         observer: (@Sendable (DownloadEvent) -> Void)?) throws(SpateError) {
+         prefetched: RemoteResolver.Prefetched? = nil, observer: (@Sendable (DownloadEvent) -> Void)?) throws(SpateError) {
         try options.validate()
+        self.prefetched = prefetched
         self.priority = priority
         self.observer = observer
         self.url = url
@@ -111,7 +116,7 @@ public final class Download: Sendable {
             }
         }
         let engine = DownloadEngine(url: url, destination: destination, options: options, session: session,
-                                    priority: priority) { event in
+                                    priority: priority, prefetched: prefetched) { event in
             if wholeFileBytes > 0, case .started(let plan) = event, plan.totalBytes.map({ $0 > wholeFileBytes }) ?? true {
                 startReporter()
             }

@@ -25,8 +25,9 @@ final class DownloadEngine: Sendable {
 
     /// - Parameter priority: the download's place in the session's queue for connection slots
     ///   (lower first; see `DownloadTransport.priority`).
+    /// - Parameter prefetched: the probe's answer, when a batch's small-file fetch already has it.
     init(url: RemoteURL, destination: String, options: DownloadOptions, session: DownloadSession, priority: UInt64 = 0,
-         emit: @escaping @Sendable (DownloadEvent) -> Void) {
+         prefetched: RemoteResolver.Prefetched? = nil, emit: @escaping @Sendable (DownloadEvent) -> Void) {
         self.url = url
         self.destination = destination
         self.options = options
@@ -35,7 +36,11 @@ final class DownloadEngine: Sendable {
         self.seed = options.randomSeed ?? UInt64.random(in: .min ... .max)
         requests = RequestBuilder(url: url, options: options)
         transport = DownloadTransport(session: session, counters: counters, emit: emit, priority: priority)
-        resolver = RemoteResolver(requests: requests, transport: transport, seed: SplitMix64.mix(seed &+ 1))
+        resolver = RemoteResolver(requests: requests, transport: transport, seed: SplitMix64.mix(seed &+ 1), prefetched: prefetched)
+        if let prefetched {
+            counters.requests.store(prefetched.requests, ordering: .relaxed)
+            if let first = prefetched.timeToFirstByte { counters.timeToFirstByteNanos.store(first.wholeNanoseconds, ordering: .relaxed) }
+        }
     }
 
     func run() async throws -> DownloadResult {
@@ -52,7 +57,7 @@ final class DownloadEngine: Sendable {
         var restarts = 0
         while true {
             do {
-                let expected = try expectedDigest(remote)
+                let expected = try Self.expectedDigest(remote, options: options, emit: emit)
                 let (bytes, connections, tail) = try await attempt(remote, path: path, expected: expected?.checksum)
                 let firstByte = counters.timeToFirstByteNanos.load(ordering: .relaxed)
                 return DownloadResult(
@@ -76,7 +81,8 @@ final class DownloadEngine: Sendable {
     /// The digest to verify: `--checksum`, else the best one the server published. A server
     /// digest of the same algorithm that disagrees with `--checksum` stops the download before
     /// any byte is fetched (one of them is wrong; the bytes cannot satisfy both).
-    private func expectedDigest(_ remote: RemoteFile) throws -> ServerDigest? {
+    static func expectedDigest(_ remote: RemoteFile, options: DownloadOptions,
+                               emit: (DownloadEvent) -> Void) throws(SpateError) -> ServerDigest? {
         for notice in remote.digestNotices { emit(.notice(notice)) }
         if let given = options.checksum {
             if options.byteRange == nil, let other = remote.serverDigests.first(where: { $0.checksum.algorithm == given.algorithm }),
@@ -115,9 +121,21 @@ final class DownloadEngine: Sendable {
         var sizer: RequestSizer
         /// Connections worth opening.
         var connections: Int
+
+        /// What `.started` says of it.
+        func announced(_ remote: RemoteFile) -> DownloadPlan {
+            DownloadPlan(url: remote.url.redacted, totalBytes: size, acceptsRanges: remote.acceptsRanges,
+                         connections: connections, requestBytes: segmented ? sizer.baseBytes : nil)
+        }
     }
 
-    private func plan(_ remote: RemoteFile) throws -> Plan {
+    /// What `.started` says of a small file that arrived whole in its probe's reply (a batch's
+    /// `SmallFileFetch`), as the engine would say it.
+    static func announcedPlan(_ remote: RemoteFile, options: DownloadOptions) throws(SpateError) -> DownloadPlan {
+        try plan(remote, options: options).announced(remote)
+    }
+
+    private static func plan(_ remote: RemoteFile, options: DownloadOptions) throws(SpateError) -> Plan {
         var size = remote.size
         var remoteOffset: Int64 = 0
         if let partial = options.byteRange {
@@ -137,11 +155,9 @@ final class DownloadEngine: Sendable {
     /// One pass over the file as `remote` describes it, into `path`. Returns the size, the
     /// most connections used, and how long the digest took after the last byte.
     private func attempt(_ remote: RemoteFile, path: String, expected checksum: Checksum?) async throws -> (Int64, Int, Duration?) {
-        let plan = try plan(remote)
+        let plan = try Self.plan(remote, options: options)
         counters.knownSize.store(plan.size ?? -1, ordering: .relaxed)
-        emit(.started(DownloadPlan(
-            url: remote.url.redacted, totalBytes: plan.size, acceptsRanges: remote.acceptsRanges,
-            connections: plan.connections, requestBytes: plan.segmented ? plan.sizer.baseBytes : nil)))
+        emit(.started(plan.announced(remote)))
         if let body = resolver.takeWholeBody(), let size = plan.size, Int64(body.count) == size {
             if options.output.isFile {
                 try await saveWhole(body, path: path, checksum: checksum)
@@ -268,10 +284,7 @@ final class DownloadEngine: Sendable {
     private func saveWhole(_ body: [UInt8], path: String, checksum: Checksum?) async throws {
         if let expected = checksum {
             emit(.verifying)
-            let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
-            guard actual == expected.digest else {
-                throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))")
-            }
+            try Self.verifyWhole(body, expected)
         }
         // Marked with its final note at creation (before its bytes: a leftover is never an
         // unmarked non-empty file).
@@ -297,15 +310,20 @@ final class DownloadEngine: Sendable {
         }
     }
 
+    /// Checks a whole file's bytes, in memory, against `expected`.
+    static func verifyWhole(_ body: [UInt8], _ expected: Checksum, suffix: String = "") throws(SpateError) {
+        let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
+        guard actual == expected.digest else {
+            throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))" + suffix)
+        }
+    }
+
     /// A small file that arrived whole, to an ordered stream (checked first: a stream cannot
     /// take bytes back) or a discard.
     private func streamWhole(_ body: [UInt8], path: String, checksum: Checksum?) throws {
         if let expected = checksum {
             emit(.verifying)
-            let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
-            guard actual == expected.digest else {
-                throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual)); nothing was written to \(path)")
-            }
+            try Self.verifyWhole(body, expected, suffix: "; nothing was written to \(path)")
         }
         if case .stream(let fd, _) = options.output {
             let code = body.withUnsafeBytes { StreamOutput.writeAll(fd, $0) { Task.isCancelled } }

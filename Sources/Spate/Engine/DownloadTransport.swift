@@ -32,8 +32,7 @@ struct DownloadTransport: Sendable {
         defer { counters.activeTransfers.subtract(1, ordering: .relaxed) }
         let outcome = try await session.loop.perform(spec, sink: sink, handle: handle)
         if let first = outcome.timeToFirstByte {
-            let nanos = first.components.seconds * 1_000_000_000 + first.components.attoseconds / 1_000_000_000
-            _ = counters.timeToFirstByteNanos.compareExchange(expected: -1, desired: nanos, ordering: .relaxed)
+            _ = counters.timeToFirstByteNanos.compareExchange(expected: -1, desired: first.wholeNanoseconds, ordering: .relaxed)
         }
         return outcome
     }

@@ -17,6 +17,28 @@ final class RemoteResolver: Sendable {
         var wholeBody: [UInt8]?
         /// How long the last probe waited for its reply once sent (`TransferOutcome.replyWait`).
         var replyWait: Duration?
+        /// The first probe's first attempt, when someone else made it (taken once).
+        var prefetched: Prefetched?
+    }
+
+    /// The first attempt of a probe that another part made: a batch's small-file fetch
+    /// (`SmallFileFetch`), whose reply showed a bigger file or failed. The first `resolve`
+    /// goes on from it as if this resolver had made it — the answer is used, a failure is
+    /// judged by the same rules and counts in the same retry budget — instead of asking the
+    /// server again (a round trip per file, and a second request for a file that is not there).
+    struct Prefetched: Sendable {
+        enum Attempt: Sendable {
+            case answered(RemoteFile)
+            case failed(TransferEnd)
+        }
+        var attempt: Attempt
+        /// The URL it asked (after `redirects` redirects from the resolver's URL).
+        var target: RemoteURL
+        var redirects: Int
+        var replyWait: Duration?
+        /// The requests it took (redirects included), and the first one's time to first byte.
+        var requests: Int
+        var timeToFirstByte: Duration?
     }
 
     let requests: RequestBuilder
@@ -27,10 +49,16 @@ final class RemoteResolver: Sendable {
     static let maxRedirects = 20  // as browsers (curl allows 50)
     static let maxRefreshes = 16
 
-    init(requests: RequestBuilder, transport: DownloadTransport, seed: UInt64) {
+    init(requests: RequestBuilder, transport: DownloadTransport, seed: UInt64, prefetched: Prefetched? = nil) {
         self.requests = requests
         self.transport = transport
         self.random = Mutex(SplitMix64(seed: seed))
+        if let prefetched {
+            state.withLock {
+                $0.prefetched = prefetched
+                $0.replyWait = prefetched.replyWait
+            }
+        }
     }
 
     private var url: RemoteURL { requests.url }
@@ -44,7 +72,16 @@ final class RemoteResolver: Sendable {
 
     /// Resolves the URL for the first time (or again, after the remote file changed).
     func resolve() async throws -> RemoteFile {
-        let (remote, body) = try await probe(wholeFileBytes: requests.options.byteRange == nil ? requests.options.wholeFileBytes : 0)
+        let prefetched = state.withLock { s -> Prefetched? in
+            defer { s.prefetched = nil }
+            return s.prefetched
+        }
+        if let prefetched, case .answered(let known) = prefetched.attempt {
+            state.withLock { $0.current = known }
+            return known
+        }
+        let (remote, body) = try await probe(wholeFileBytes: requests.options.byteRange == nil ? requests.options.wholeFileBytes : 0,
+                                             after: prefetched)
         state.withLock {
             $0.current = remote
             $0.wholeBody = body
@@ -129,12 +166,19 @@ final class RemoteResolver: Sendable {
     /// the session's loop with a connection slot for each hop's host, following redirects by
     /// hand so credentials stay with their origin. Failures go through `FailurePolicy` like any
     /// request's.
-    private func probe(wholeFileBytes: Int) async throws -> (RemoteFile, [UInt8]?) {
+    /// - Parameter first: a failed first attempt someone else made (`Prefetched`): judged and
+    ///   counted first, then the probe goes on from its URL.
+    private func probe(wholeFileBytes: Int, after first: Prefetched? = nil) async throws -> (RemoteFile, [UInt8]?) {
         var target = url
         var redirects = 0
         var budget = RetryBudget(policy: requests.options.retry)
         var streak = ConnectStreak(outages: transport.session.outages)
         defer { streak.end(gaveUp: false) }
+        if let first, case .failed(let end) = first.attempt {
+            target = first.target
+            redirects = first.redirects
+            try await failed(end, budget: &budget, origin: target.origin, streak: &streak)
+        }
         while true {
             try Task.checkCancellation()
             let hop = target
@@ -146,68 +190,25 @@ final class RemoteResolver: Sendable {
                 let spec = requests.probe(hop, bufferBytes: buffer, slot: slot, wholeFileBytes: wholeFileBytes)
                 return (try await transport.perform(spec, sink: sink), sink, slot)
             }
-            let end = outcome.end(errorStatus: sink.errorStatus, errorBody: sink.errorBody, url: target,
-                                  wallSeconds: transport.clock.wallSeconds)
             // (The loop told the session's `HostOutages` of the reply as its head arrived.)
             if outcome.head != nil { streak.end(gaveUp: false) }
-            if FailurePolicy.isThrottling(end), case .status(let reply) = end {
+            let reply = try ProbeReply.read(outcome, sink: sink, target: target, redirects: &redirects,
+                                            serverDigests: requests.options.serverDigests, wallSeconds: transport.clock.wallSeconds)
+            if case .failed(let end) = reply, FailurePolicy.isThrottling(end), case .status(let status) = end {
                 // A refused probe tells the host's budget as much as a refused range: the
                 // session's other downloads to that host hold back too.
                 if case .lowered(let count) = transport.session.budgets.refused(slot, now: transport.clock.now) {
-                    transport.emit(.notice("the server is throttling (HTTP \(reply.status)): using at most \(count) connections to \(slot.origin.host):\(slot.origin.port)"))
+                    transport.emit(.notice(ProbeReply.throttlingNotice(status.status, origin: slot.origin, count: count)))
                 }
             }
-            guard let head = outcome.head, end == .enough || end == .completed else {
+            if outcome.head != nil, let wait = outcome.replyWait { state.withLock { $0.replyWait = wait } }
+            switch reply {
+            case .redirect(let next):
+                target = next
+            case .file(let remote, let body):
+                return (remote, body)
+            case .failed(let end):
                 try await failed(end, budget: &budget, origin: hop.origin, streak: &streak)
-                continue
-            }
-            if let wait = outcome.replyWait { state.withLock { $0.replyWait = wait } }
-            switch head.status {
-            case 301, 302, 303, 307, 308:
-                guard let location = head["location"] else {
-                    throw SpateError.invalidResponse("redirect \(head.status) without a Location header from \(target.redacted)")
-                }
-                redirects += 1
-                if redirects > Self.maxRedirects {
-                    throw SpateError.invalidResponse("too many redirects (more than \(Self.maxRedirects)), last to \(Redactor.originOnly(location))")
-                }
-                target = try target.resolving(location)
-            case 206:
-                guard let text = head["content-range"], let contentRange = ContentRange(parsing: text),
-                      let range = contentRange.range, range.start == 0 else {
-                    throw SpateError.invalidResponse("the probe's 206 reply has a bad Content-Range: \(head["content-range"]?.prefix(80) ?? "none")")
-                }
-                let rangesUsable = head["accept-ranges"]?.lowercased() != "none" && contentRange.completeLength != nil
-                // A 206 that holds every byte (a small file, `wholeFileBytes`) carries the whole
-                // file too: its Content-MD5 is the file's.
-                let holdsAll = contentRange.completeLength.map { range.end == $0 } ?? false
-                return (remoteFile(target, head: head, size: contentRange.completeLength, acceptsRanges: rangesUsable, wholeBody: holdsAll),
-                        Self.whole(sink, end: end, size: contentRange.completeLength))
-            case 200:
-                var size: Int64?
-                if head["transfer-encoding"] == nil, let text = head["content-length"] {
-                    size = ContentRange.parseDecimal(text)
-                }
-                let body = Self.whole(sink, end: end, size: size)
-                return (remoteFile(target, head: head, size: size ?? body.map { Int64($0.count) }, acceptsRanges: false, wholeBody: true), body)
-            case 416:
-                if let contentRange = head["content-range"].flatMap(ContentRange.init(parsing:)),
-                   contentRange.range == nil, contentRange.completeLength == 0 {
-                    return (remoteFile(target, head: head, size: 0, acceptsRanges: true, wholeBody: false), nil)
-                }
-                throw SpateError(.http, "the server refused bytes=0-0 (416) for \(target.redacted)", httpStatus: 416)
-            default:
-                // 202 "accepted, not ready yet" (Box while a new upload is processed): wait, ask
-                // again. Other statuses below 300 are replies a probe cannot use; 3xx without a
-                // redirect (300, 304) are the server's answer.
-                let message = head.status == 202
-                    ? "the file at \(target.redacted) is not ready yet (202 Accepted)"
-                    : "unexpected status \(head.status) from \(target.redacted)"
-                let end: TransferEnd = head.status == 202 || head.status >= 300
-                    ? .status(StatusReply(status: head.status, retryAfter: RetryAfter.parse(head["retry-after"], now: transport.clock.wallSeconds),
-                                          message: message))
-                    : .invalidReply(InvalidReply(.unexpectedStatus, message))
-                try await failed(end, budget: &budget, streak: &streak)
             }
         }
     }
@@ -219,9 +220,9 @@ final class RemoteResolver: Sendable {
     /// A failure to connect to a host the session knows is down (`HostOutages`) is final at
     /// once; a probe whose every attempt failed to connect to `origin` marks it down when it
     /// gives up.
-    private func failed(_ end: TransferEnd, budget: inout RetryBudget, origin: RemoteURL.Origin? = nil,
+    private func failed(_ end: TransferEnd, budget: inout RetryBudget, origin: RemoteURL.Origin,
                         streak: inout ConnectStreak) async throws {
-        if case .transport(let failure) = end, failure.isUnreachable, let origin {
+        if case .transport(let failure) = end, failure.isUnreachable {
             if streak.outages.isDown(origin) {
                 throw SpateError(failure.error.kind, "\(failure.message) (not retried: an earlier download could not connect to \(origin.host):\(origin.port) in all its attempts, and nothing from it has answered since)")
             }
@@ -269,28 +270,5 @@ final class RemoteResolver: Sendable {
             self.origin = nil
             count = 0
         }
-    }
-
-    /// The probe's body when it is the whole file: the transfer completed and holds every byte.
-    private static func whole(_ sink: ProbeSink, end: TransferEnd, size: Int64?) -> [UInt8]? {
-        guard end == .completed, let body = sink.wholeBody else { return nil }
-        if let size, Int64(body.count) != size { return nil }
-        if let announced = sink.wholeLength, Int64(body.count) != announced { return nil }
-        return body
-    }
-
-    /// - Parameter wholeBody: the reply carries the whole file (a 200, or a 206 of every byte):
-    ///   `Content-MD5` then describes it.
-    private func remoteFile(_ target: RemoteURL, head: ResponseHead, size: Int64?, acceptsRanges: Bool,
-                            wholeBody: Bool) -> RemoteFile {
-        var file = RemoteFile(url: target, size: size, acceptsRanges: acceptsRanges,
-                              strongETag: RemoteFile.strongETag(from: head["etag"]),
-                              lastModified: head["last-modified"], contentDisposition: head["content-disposition"])
-        if requests.options.serverDigests {
-            let found = ServerDigests.parse(head, wholeBody: wholeBody)
-            file.serverDigests = found.digests
-            file.digestNotices = found.notices
-        }
-        return file
     }
 }

@@ -5,8 +5,29 @@ import Synchronization
 /// its transfer ends. Waiting tasks are served by priority (lower first: a batch's earlier
 /// files), then first come, first served, as soon as both the global and the host's budget have
 /// room. One lock; the rules live in `BudgetBook`.
+///
+/// A waiter is a task (`acquire`) or a callback (`acquire(_:priority:then:)`, a batch's small
+/// files, which run without a task); both wait in one queue, under the same rules.
 final class ConnectionBudgets: Sendable {
-    private typealias Waiter = CheckedContinuation<BudgetSlot, any Error>
+    private enum Waiter {
+        case task(CheckedContinuation<BudgetSlot, any Error>)
+        case callback(@Sendable (BudgetSlot) -> Void)
+
+        func grant(_ slot: BudgetSlot) {
+            switch self {
+            case .task(let continuation): continuation.resume(returning: slot)
+            case .callback(let then): then(slot)
+            }
+        }
+    }
+
+    /// What `acquire(_:priority:then:)` did.
+    enum Acquisition {
+        /// A slot was free: the caller holds it now (`then` is not called).
+        case granted(BudgetSlot)
+        /// Queued: `then` gets the slot later, unless `withdraw(id)` takes the wait back first.
+        case queued(id: UInt64)
+    }
 
     private struct State {
         var book: BudgetBook
@@ -42,25 +63,43 @@ final class ConnectionBudgets: Sendable {
                     if Task.isCancelled { return .failure(CancellationError()) }
                     if s.book.canTake(origin) { return .success(Self.take(origin, &s)) }
                     // Behind every waiter of the same or a higher priority (stable: FIFO within one).
-                    s.waiters.insert(id: id, priority: priority, origin: origin, continuation)
+                    s.waiters.insert(id: id, priority: priority, origin: origin, .task(continuation))
                     return nil
                 }
                 if let now { continuation.resume(with: now) }
             }
         } onCancel: {
             let waiter = state.withLock { s -> Waiter? in s.waiters.remove(id: id) }
-            waiter?.resume(throwing: CancellationError())
+            if case .task(let continuation) = waiter { continuation.resume(throwing: CancellationError()) }
         }
+    }
+
+    /// A slot for a request to `origin` now, or a place in the queue: `then` is called with
+    /// the slot when it is granted, on the thread that freed it (it must be quick).
+    func acquire(_ origin: RemoteURL.Origin, priority: UInt64, then: @escaping @Sendable (BudgetSlot) -> Void) -> Acquisition {
+        state.withLock { s in
+            if s.book.canTake(origin) { return .granted(Self.take(origin, &s)) }
+            let id = s.nextID
+            s.nextID += 1
+            s.waiters.insert(id: id, priority: priority, origin: origin, .callback(then))
+            return .queued(id: id)
+        }
+    }
+
+    /// Takes back a wait `acquire(_:priority:then:)` queued. True: it was still waiting, and
+    /// its callback will never be called; false: the slot has been granted (or is being).
+    func withdraw(_ id: UInt64) -> Bool {
+        state.withLock { s in s.waiters.remove(id: id) != nil }
     }
 
     /// Gives a slot back when its request ended; the first waiters that now fit get slots.
     func release(_ slot: BudgetSlot) {
-        let granted = state.withLock { s -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] in
+        let granted = state.withLock { s -> [(Waiter, BudgetSlot)] in
             guard s.held.removeValue(forKey: slot.id) != nil else { preconditionFailure("slot \(slot.id) released twice") }
             s.book.giveBack(slot.origin)
             return Self.grant(&s)
         }
-        for (continuation, slot) in granted { continuation.resume(returning: slot) }
+        for (waiter, slot) in granted { waiter.grant(slot) }
     }
 
     /// A request holding `slot` got 429/503: the host's budget judges it (`HostThrottle.refused`),
@@ -76,10 +115,10 @@ final class ConnectionBudgets: Sendable {
 
     /// A request to `origin` succeeded: the host's budget may rise again.
     func succeeded(_ origin: RemoteURL.Origin) {
-        let granted = state.withLock { s -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] in
+        let granted = state.withLock { s -> [(Waiter, BudgetSlot)] in
             s.book.succeeded(origin) ? Self.grant(&s) : []
         }
-        for (continuation, slot) in granted { continuation.resume(returning: slot) }
+        for (waiter, slot) in granted { waiter.grant(slot) }
     }
 
     /// The budget of one host now.
@@ -107,8 +146,8 @@ final class ConnectionBudgets: Sendable {
     }
 
     /// Hands slots to the waiters that fit now, in queue order (priority, then arrival).
-    private static func grant(_ s: inout State) -> [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] {
-        var granted: [(CheckedContinuation<BudgetSlot, any Error>, BudgetSlot)] = []
+    private static func grant(_ s: inout State) -> [(Waiter, BudgetSlot)] {
+        var granted: [(Waiter, BudgetSlot)] = []
         while !s.waiters.isEmpty && s.book.inUse < s.book.maxConnections {
             guard let (origin, waiter) = popFitting(&s) else { break }
             granted.append((waiter, take(origin, &s)))

@@ -8,7 +8,9 @@ import Synchronization
 /// Threading: the loop thread owns the `CURLM` and every easy handle. Other threads only append
 /// commands to a locked inbox and call `curl_multi_wakeup`, the one multi call that is safe from
 /// any thread. Each request is an `async` call suspended on a continuation that the loop resumes
-/// when libcurl reports the transfer done (or when it is cancelled).
+/// when libcurl reports the transfer done (or when it is cancelled) — or, for a batch's small
+/// files (`SmallFileFetch`), a callback the loop calls on its own thread, so that no task waits
+/// and the next request can start without a hop to the pool.
 ///
 /// Why one thread and not a task: `curl_multi_poll` blocks, and a blocked task would take one of
 /// the cooperative pool's threads (two on this machine) away from everything else.
@@ -20,7 +22,7 @@ final class CurlLoop: Sendable {
     static let streamsPerConnection = 8
 
     private enum Command {
-        case start(UInt64, TransferSpec, any ResponseSink, CheckedContinuation<TransferOutcome, any Error>)
+        case start(UInt64, TransferSpec, any ResponseSink, TransferCompletion)
         case cancel(UInt64)
         case abandon(UInt64)
         case shutdown
@@ -90,7 +92,7 @@ final class CurlLoop: Sendable {
                 let start = phase.withLock { p -> Start in
                     if p == .cancelled { return .cancelled }
                     p = .started
-                    let queue = { () -> Start in self.send(.start(id, spec, sink, continuation)) ? .queued : .loopGone }
+                    let queue = { () -> Start in self.send(.start(id, spec, sink, .task(continuation))) ? .queued : .loopGone }
                     guard let handle else { return queue() }
                     return handle.attach(id, starting: queue) ?? .abandoned
                 }
@@ -111,6 +113,25 @@ final class CurlLoop: Sendable {
     }
 
     private enum StartPhase { case notStarted, started, cancelled }
+
+    /// Starts a transfer whose end goes to `completion`, called on the loop thread (it must be
+    /// quick: every transfer waits while it runs). For callers that are not tasks: a batch's
+    /// small files (`SmallFileFetch`). Returns the id to `cancel(transfer:)` it with, or nil
+    /// when the loop has shut down (`completion` is then never called).
+    func start(_ spec: TransferSpec, sink: any ResponseSink,
+               completion: @escaping @Sendable (Result<TransferOutcome, any Error>) -> Void) -> UInt64? {
+        let id = inbox.withLock { inbox -> UInt64 in
+            defer { inbox.nextID += 1 }
+            return inbox.nextID
+        }
+        return send(.start(id, spec, sink, .callback(completion))) ? id : nil
+    }
+
+    /// Ends a transfer `start(_:sink:completion:)` began: its completion gets
+    /// `CancellationError` (nothing happens when it has already ended).
+    func cancel(transfer id: UInt64) {
+        _ = send(.cancel(id))
+    }
 
     /// Ends the transfer behind `handle` (now, or as soon as it starts) with `stop == .abandoned`.
     /// Safe from any thread.
@@ -159,7 +180,7 @@ final class CurlLoop: Sendable {
             if let trace { transfer.record(to: trace, result: result) }
             curl_multi_remove_handle(multi, transfer.easy.raw)
             transfer.headerList.free()
-            transfer.continuation.resume(with: result)
+            transfer.completion.resume(with: result)
             // libcurl 7.88 mixed one HTTP/2 stream's header bytes into the next stream of a
             // reused easy handle (a header line without a colon: CURLE_BAD_FUNCTION_ARGUMENT,
             // seen with nginx's limit_rate): an HTTP/2 transfer's handle is not reused.
@@ -174,14 +195,14 @@ final class CurlLoop: Sendable {
             }
             for command in commands {
                 switch command {
-                case .start(let id, let spec, let sink, let continuation):
+                case .start(let id, let spec, let sink, let completion):
                     let easy = idleHandles.popLast() ?? EasyHandle()
-                    let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, continuation: continuation, clock: clock,
+                    let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, completion: completion, clock: clock,
                                             sockets: sockets, rate: rate, outages: outages)
                     if let failure = transfer.configure() {
                         transfer.headerList.free()
-                        continuation.resume(returning: failure)
                         recycle(easy)
+                        completion.resume(with: .success(failure))
                         continue
                     }
                     active[id] = transfer
@@ -236,6 +257,19 @@ final class CurlLoop: Sendable {
     }
 }
 
+/// Who hears of a transfer's end: a task waiting in `perform`, or a callback (`start`).
+private enum TransferCompletion {
+    case task(CheckedContinuation<TransferOutcome, any Error>)
+    case callback(@Sendable (Result<TransferOutcome, any Error>) -> Void)
+
+    func resume(with result: Result<TransferOutcome, any Error>) {
+        switch self {
+        case .task(let continuation): continuation.resume(with: result)
+        case .callback(let completion): completion(result)
+        }
+    }
+}
+
 /// The loop thread's `--max-rate` state: the shared budget and the transfers it paused.
 private final class RateGate {
     var budget: RateBudget
@@ -250,7 +284,7 @@ private final class Transfer {
     let easy: EasyHandle
     let spec: TransferSpec
     let sink: any ResponseSink
-    let continuation: CheckedContinuation<TransferOutcome, any Error>
+    let completion: TransferCompletion
     var headerList = HeaderList([])
     var headBuilder = ResponseHeadBuilder()
     var head: ResponseHead?
@@ -274,7 +308,7 @@ private final class Transfer {
     var rateLimitedInWindow = false
 
     init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
-         continuation: CheckedContinuation<TransferOutcome, any Error>, clock: any EngineClock, sockets: HostSockets,
+         completion: TransferCompletion, clock: any EngineClock, sockets: HostSockets,
          rate: RateGate?, outages: HostOutages?) {
         self.rate = rate
         self.outages = outages
@@ -283,7 +317,7 @@ private final class Transfer {
         self.easy = easy
         self.spec = spec
         self.sink = sink
-        self.continuation = continuation
+        self.completion = completion
         self.clock = clock
         self.sockets = sockets
         self.opening = HostSockets.Opening(sockets: sockets, host: spec.host)

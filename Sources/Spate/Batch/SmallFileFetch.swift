@@ -1,0 +1,268 @@
+import Synchronization
+
+/// A batch's files that may be small, fetched without a task or a `Download` each: one GET
+/// for the whole file (`DownloadOptions.wholeFileBytes`), driven by callbacks on the session's
+/// threads. The slot is granted on the thread that freed one, the transfer ends on the loop
+/// thread — which starts the next file's request at once — and the publisher writes, flushes
+/// and names the file (`GroupPublisher.save`).
+///
+/// Why: a `Download` per small file (its engine, resolver, transport, task, continuations and
+/// about 75 allocations) cost more CPU than the file's own transfer, and every file crossed
+/// from the pool to the loop thread and back twice; on two cores that work was what kept the
+/// connections waiting.
+///
+/// Only the plain case takes this path: a destination where nothing is (no file, no partial
+/// file, no journal), no mirrors, no `--force`. The reply is read by the same rules as the
+/// engine's probe (`ProbeReply`). Anything else hands the file to a `Download` (the batch's
+/// `fallBack`) with what the request found (`RemoteResolver.Prefetched`), so that it costs no
+/// request more:
+/// - a bigger file: the `Download` goes on from the probe's answer;
+/// - a failure of any kind (refused, throttled, an error status, a stall, a malformed reply):
+///   the `Download`'s probe judges it as its own first attempt (stops, or waits and asks
+///   again within its retry budget), so every failure is judged, retried and reported in one
+///   place.
+final class SmallFileFetch: Sendable {
+    /// One file on its way.
+    final class Fetch: Sendable {
+        let file: BatchFile
+        let url: RemoteURL
+        let options: DownloadOptions
+        let priority: UInt64
+        let requests: RequestBuilder
+        fileprivate let state = Mutex(State())
+        fileprivate let started: ContinuousClock.Instant
+
+        init(file: BatchFile, url: RemoteURL, options: DownloadOptions, priority: UInt64, now: ContinuousClock.Instant) {
+            self.file = file
+            self.url = url
+            self.options = options
+            self.priority = priority
+            self.requests = RequestBuilder(url: url, options: options)
+            self.started = now
+            state.withLock { $0.target = url }
+        }
+    }
+
+    fileprivate struct State {
+        enum Phase { case idle, waiting(UInt64), transferring(UInt64), saving, ended }
+        var phase = Phase.idle
+        var cancelled = false
+        var target: RemoteURL?
+        var redirects = 0
+        var requests = 0
+        var timeToFirstByte: Duration?
+    }
+
+    /// How a fetch ended.
+    enum Ending: Sendable {
+        case saved(DownloadResult)
+        case failed(SpateError)
+        /// Not a plain small file: a `Download` takes over (with the probe's answer, if any).
+        case fallBack(RemoteResolver.Prefetched?)
+        case cancelled
+    }
+
+    private let session: DownloadSession
+    private let emit: @Sendable (BatchEvent) -> Void
+    private let ended: @Sendable (Fetch, Ending) -> Void
+    /// The fetches not yet ended (for `cancelAll`), and whether it was called.
+    private let running = Mutex<(fetches: [ObjectIdentifier: Fetch], cancelled: Bool)>(([:], false))
+
+    /// - Parameter ended: called once per fetch, on whichever session thread ended it.
+    init(session: DownloadSession, emit: @escaping @Sendable (BatchEvent) -> Void,
+         ended: @escaping @Sendable (Fetch, Ending) -> Void) {
+        self.session = session
+        self.emit = emit
+        self.ended = ended
+    }
+
+    /// Whether a batch's file with these options takes this path: nothing at the destination,
+    /// one source, nothing to replace, the whole file into a file.
+    static func takes(_ options: DownloadOptions) -> Bool {
+        options.noPartialFile && options.wholeFileBytes > 0 && options.mirrors.isEmpty && !options.overwrite
+            && options.output.isFile && options.byteRange == nil && !options.nameFromServer
+    }
+
+    /// Starts `fetch`: a connection slot (now, or when one frees), then its request.
+    func start(_ fetch: Fetch) {
+        let refused = running.withLock { r -> Bool in
+            if r.cancelled { return true }
+            r.fetches[ObjectIdentifier(fetch)] = fetch
+            return false
+        }
+        if refused {
+            ended(fetch, .cancelled)
+            return
+        }
+        requestSlot(fetch)
+    }
+
+    /// Ends every fetch not yet saving: waits are withdrawn, transfers cancelled (their
+    /// `ended` says `.cancelled`). Files already with the publisher are saved. Later `start`s
+    /// end at once.
+    func cancelAll() {
+        let fetches = running.withLock { r -> [Fetch] in
+            r.cancelled = true
+            return Array(r.fetches.values)
+        }
+        for fetch in fetches {
+            let phase = fetch.state.withLock { s -> State.Phase in
+                s.cancelled = true
+                return s.phase
+            }
+            switch phase {
+            case .waiting(let id):
+                if session.budgets.withdraw(id) { finish(fetch, .cancelled) }
+            case .transferring(let id):
+                session.loop.cancel(transfer: id)
+            case .idle, .saving, .ended:
+                break  // (an idle fetch sees `cancelled` at its next step)
+            }
+        }
+    }
+
+    private func finish(_ fetch: Fetch, _ ending: Ending) {
+        let first = fetch.state.withLock { s -> Bool in
+            if case .ended = s.phase { return false }
+            s.phase = .ended
+            return true
+        }
+        guard first else { return }
+        running.withLock { _ = $0.fetches.removeValue(forKey: ObjectIdentifier(fetch)) }
+        ended(fetch, ending)
+    }
+
+    // MARK: - Steps (each on the thread the previous one ended on)
+
+    private func requestSlot(_ fetch: Fetch) {
+        // Under the fetch's lock, so a slot granted on another thread at once finds the wait
+        // recorded (and `cancelAll` finds it to withdraw).
+        let now: BudgetSlot?? = fetch.state.withLock { s in
+            if s.cancelled { return .none }
+            switch session.budgets.acquire(s.target!.origin, priority: fetch.priority, then: { [self] slot in send(fetch, slot) }) {
+            case .granted(let slot):
+                return .some(slot)
+            case .queued(let id):
+                s.phase = .waiting(id)
+                return .some(nil)
+            }
+        }
+        switch now {
+        case .none: finish(fetch, .cancelled)
+        case .some(.some(let slot)): send(fetch, slot)
+        case .some(.none): break
+        }
+    }
+
+    private func send(_ fetch: Fetch, _ slot: BudgetSlot) {
+        let sink = ProbeSink(wholeFileBytes: fetch.options.wholeFileBytes)
+        let started: Bool = fetch.state.withLock { s in
+            guard !s.cancelled, let target = s.target else { return false }
+            // A probe reads at most a small file: a 64 KiB buffer (as `RemoteResolver`'s).
+            let buffer = min(64 * 1024, session.receiveBufferBytes(fixed: fetch.options.receiveBufferBytes))
+            let spec = fetch.requests.probe(target, bufferBytes: buffer, slot: slot, wholeFileBytes: fetch.options.wholeFileBytes)
+            guard let id = session.loop.start(spec, sink: sink, completion: { [self] result in
+                received(fetch, slot: slot, sink: sink, result: result)
+            }) else { return false }
+            s.requests += 1
+            s.phase = .transferring(id)
+            return true
+        }
+        if !started {
+            session.budgets.release(slot)
+            finish(fetch, .cancelled)
+        }
+    }
+
+    /// On the loop thread: the reply is in.
+    private func received(_ fetch: Fetch, slot: BudgetSlot, sink: ProbeSink, result: Result<TransferOutcome, any Error>) {
+        guard case .success(let outcome) = result else {
+            session.budgets.release(slot)
+            finish(fetch, .cancelled)
+            return
+        }
+        let (target, cancelled) = fetch.state.withLock { s -> (RemoteURL, Bool) in
+            s.phase = .idle
+            if s.timeToFirstByte == nil { s.timeToFirstByte = outcome.timeToFirstByte }
+            return (s.target!, s.cancelled)
+        }
+        let reply: ProbeReply
+        var redirects = fetch.state.withLock { $0.redirects }
+        do throws(SpateError) {
+            reply = try ProbeReply.read(outcome, sink: sink, target: target, redirects: &redirects,
+                                        serverDigests: fetch.options.serverDigests, wallSeconds: session.clock.wallSeconds)
+        } catch {
+            // What the engine's probe throws at once (no Location, too many redirects, a bad
+            // Content-Range): the file fails as its `Download` would.
+            session.budgets.release(slot)
+            finish(fetch, cancelled ? .cancelled : .failed(error))
+            return
+        }
+        if case .failed(let end) = reply, FailurePolicy.isThrottling(end), case .status(let status) = end,
+           case .lowered(let count) = session.budgets.refused(slot, now: session.clock.now) {
+            // As the engine's probe: the host's budget hears of it at once.
+            emit(.file(fetch.file, .notice(ProbeReply.throttlingNotice(status.status, origin: slot.origin, count: count))))
+        }
+        session.budgets.release(slot)
+        if cancelled {
+            finish(fetch, .cancelled)
+            return
+        }
+        func handOver(_ attempt: RemoteResolver.Prefetched.Attempt) {
+            let (requests, first) = fetch.state.withLock { ($0.requests, $0.timeToFirstByte) }
+            finish(fetch, .fallBack(RemoteResolver.Prefetched(attempt: attempt, target: target, redirects: redirects,
+                                                              replyWait: outcome.head != nil ? outcome.replyWait : nil,
+                                                              requests: requests, timeToFirstByte: first)))
+        }
+        switch reply {
+        case .redirect(let next):
+            fetch.state.withLock {
+                $0.target = next
+                $0.redirects = redirects
+            }
+            requestSlot(fetch)
+        case .failed(let end):
+            handOver(.failed(end))
+        case .file(let remote, let body):
+            guard let body, let size = remote.size, Int64(body.count) == size else {
+                handOver(.answered(remote))
+                return
+            }
+            save(fetch, remote: remote, body: body)
+        }
+    }
+
+    /// The whole file is in memory: checked as the engine checks it, then written, flushed and
+    /// named by the publisher.
+    private func save(_ fetch: Fetch, remote: RemoteFile, body: [UInt8]) {
+        let forward: @Sendable (DownloadEvent) -> Void = { [emit] event in emit(.file(fetch.file, event)) }
+        let expected: ServerDigest?
+        do throws(SpateError) {
+            expected = try DownloadEngine.expectedDigest(remote, options: fetch.options, emit: forward)
+            forward(.started(try DownloadEngine.announcedPlan(remote, options: fetch.options)))
+            if let expected {
+                forward(.verifying)
+                try DownloadEngine.verifyWhole(body, expected.checksum)
+            }
+        } catch {
+            finish(fetch, .failed(error))
+            return
+        }
+        fetch.state.withLock { $0.phase = .saving }
+        let mark = SavedMark(size: Int64(body.count), url: fetch.url)
+        session.publisher.save(body, to: fetch.file.path, mark: mark, mode: FileMode.newFileMode) { [self] saved in
+            switch saved {
+            case .failure(let error):
+                finish(fetch, .failed(error))
+            case .success:
+                let (requests, first) = fetch.state.withLock { ($0.requests, $0.timeToFirstByte) }
+                let result = DownloadResult(
+                    path: fetch.file.path, bytes: Int64(body.count), elapsed: session.clock.now - fetch.started,
+                    verifiedChecksum: expected?.checksum, checksumSource: expected?.source, verificationTail: nil,
+                    connections: 1, requests: requests, retries: 0, timeToFirstByte: first, bytesResumed: 0)
+                forward(.finished(result))
+                finish(fetch, .saved(result))
+            }
+        }
+    }
+}
