@@ -105,18 +105,22 @@ final class SmallFileFetch: Sendable {
             r.cancelled = true
             return Array(r.fetches.values)
         }
-        for fetch in fetches {
-            let phase = fetch.state.withLock { s -> State.Phase in
+        // Every fetch is marked first: a slot that a cancelled transfer frees goes to a waiter
+        // that then sees the mark, instead of sending its request before its turn comes here.
+        let phases = fetches.map { fetch in
+            fetch.state.withLock { s -> State.Phase in
                 s.cancelled = true
                 return s.phase
             }
+        }
+        for (fetch, phase) in zip(fetches, phases) {
             switch phase {
             case .waiting(let id):
                 if session.budgets.withdraw(id) { finish(fetch, .cancelled) }
             case .transferring(let id):
                 session.loop.cancel(transfer: id)
             case .idle, .saving, .ended:
-                break  // (an idle fetch sees `cancelled` at its next step)
+                break  // (an idle fetch sees the mark at its next step)
             }
         }
     }

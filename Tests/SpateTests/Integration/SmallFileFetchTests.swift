@@ -1,0 +1,153 @@
+import Foundation
+@testable import Spate
+import SpateTestContent
+import SpateTestServer
+import Synchronization
+import Testing
+
+/// A batch's small-file path (`SmallFileFetch`) against the loopback server: every file costs
+/// the requests the engine's own probe would make — one for a small file, no second probe for a
+/// big one, one for a file that is not there, the retries of the probe's rules for a refusal —
+/// and a cancelled batch still hears from every file.
+@Suite("Small-file fetch", .timeLimit(.minutes(2)))
+struct SmallFileFetchTests {
+    func options(_ dir: TemporaryDirectory) -> BatchOptions {
+        var options = BatchOptions()
+        options.directory = dir.path + "/out"
+        options.limits = DownloadSession.Limits(maxConnections: 8, maxConnectionsPerHost: 4)
+        options.download = testOptions(connections: 4)
+        options.download.wholeFileBytes = DownloadOptions.wholeFileDefault
+        return options
+    }
+
+    func range(_ request: RequestInfo) -> String? {
+        request.headers.first { $0.name.lowercased() == "range" }?.value
+    }
+
+    @Test func eachFileCostsTheRequestsOfItsProbeAndNoMore() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
+            let small = GeneratedContent(seed: 31, size: 20_000)
+            let big = GeneratedContent(seed: 32, size: 3 << 20)
+            let moved = GeneratedContent(seed: 33, size: 777)
+            let refusedOnce = GeneratedContent(seed: 34, size: 5000)
+            let wrongSum = GeneratedContent(seed: 35, size: 100)
+            server.addFile("/small", TestServer.File(content: small))
+            server.addFile("/big", TestServer.File(content: big))
+            server.addFile("/moved-here", TestServer.File(content: moved))
+            server.addFile("/busy", TestServer.File(content: refusedOnce))
+            server.addFile("/wrong", TestServer.File(content: wrongSum))
+            let refusals = Mutex(0)
+            let target = server.url("/moved-here", host: "127.0.0.2")
+            server.setHook { request in
+                switch request.uri {
+                case "/moved":
+                    var plan = ResponsePlan(status: 302)
+                    plan.setHeader("Location", target)
+                    plan.setHeader("Content-Length", "0")
+                    return plan
+                case "/busy" where refusals.withLock({ n in defer { n += 1 }; return n == 0 }):
+                    var plan = ResponsePlan.text(503, "busy")
+                    plan.setHeader("Retry-After", "0")
+                    return plan
+                default:
+                    return nil
+                }
+            }
+            let events = Mutex<[BatchEvent]>([])
+            let batch = try DownloadBatch(options: options(dir)) { event in events.withLock { $0.append(event) } }
+            let entries = [
+                ManifestEntry(line: 1, url: server.url("/small"), destination: "small"),
+                ManifestEntry(line: 2, url: server.url("/big"), destination: "big"),
+                ManifestEntry(line: 3, url: server.url("/missing"), destination: "missing"),
+                ManifestEntry(line: 4, url: server.url("/moved"), destination: "moved"),
+                ManifestEntry(line: 5, url: server.url("/busy"), destination: "busy"),
+                ManifestEntry(line: 6, url: server.url("/wrong"), destination: "wrong",
+                              checksum: try Checksum(parsing: "sha256:" + String(repeating: "0", count: 64))),
+            ]
+            let summary = try await batch.run(entries.makeIterator())
+            #expect(summary.succeeded == 4, "\(summary.failures.map(\.error.message))")
+            #expect(summary.failed == 2)
+            for (name, content) in [("small", small), ("big", big), ("moved", moved), ("busy", refusedOnce)] {
+                #expect(compareFile(dir.path + "/out/" + name, with: content) == nil, "\(name)")
+            }
+            let kinds = Dictionary(uniqueKeysWithValues: summary.failures.map { ($0.file.line, $0.error.kind) })
+            #expect(kinds == [3: .http, 6: .checksumMismatch])
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/out").sorted() == ["big", "busy", "moved", "small"])
+
+            let requests = server.requests
+            func count(_ uri: String) -> Int { requests.filter { $0.uri == uri }.count }
+            #expect(count("/small") == 1)
+            #expect(count("/missing") == 1, "a file that is not there is asked for once")
+            #expect(count("/moved") == 1 && count("/moved-here") == 1)
+            #expect(count("/busy") == 2, "one refusal, one retry")
+            #expect(count("/wrong") == 1)
+            // The big file's first request is the probe: ranges follow, but no second probe.
+            let bigRanges = requests.filter { $0.uri == "/big" }.compactMap(range)
+            #expect(bigRanges.filter { $0 == "bytes=0-\(DownloadOptions.wholeFileDefault - 1)" }.count == 1, "\(bigRanges)")
+            #expect(bigRanges.count >= 2)
+
+            let all = events.withLock { $0 }
+            func lines(_ match: (BatchEvent) -> BatchFile?) -> [Int] { all.compactMap(match).map(\.line).sorted() }
+            let retried = lines { if case .file(let f, .retrying) = $0 { f } else { nil } }
+            #expect(retried == [5])
+            let finished = lines { if case .file(let f, .finished) = $0 { f } else { nil } }
+            #expect(finished == [1, 2, 4, 5])
+            let started = lines { if case .file(let f, .started) = $0 { f } else { nil } }
+            #expect(started == [1, 2, 4, 5, 6], "every file whose reply came whole says how it is fetched")
+            let results = all.compactMap { if case .file(let f, .finished(let r)) = $0 { (f.line, r) } else { nil } }
+            for (line, result) in results where line != 2 {
+                #expect(result.connections == 1, "line \(line)")
+            }
+            #expect(results.first { $0.0 == 4 }?.1.requests == 2, "a redirect is a request")
+            #expect(results.first { $0.0 == 5 }?.1.requests == 2)
+            #expect(results.first { $0.0 == 5 }?.1.retries == 1)
+            #expect((results.first { $0.0 == 2 }?.1.requests ?? 0) == bigRanges.count, "the big file counts its probe")
+        }
+    }
+
+    /// Cancelling the batch's task while small files wait for their replies and for slots:
+    /// every file still ends (as cancelled), nothing is left behind, and the run returns.
+    @Test func aCancelledBatchHearsFromEveryFile() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let arrived = AsyncStream<Void>.makeStream()
+            server.setHook { request in
+                var plan = server.standardPlan(for: request)
+                plan.firstByteDelay = .seconds(30)  // still waiting when the batch is cancelled
+                arrived.continuation.yield()
+                return plan
+            }
+            var opts = options(dir)
+            opts.limits = DownloadSession.Limits(maxConnections: 4, maxConnectionsPerHost: 4)
+            let ended = Mutex<[Int: SpateError.Kind?]>([:])
+            let batch = try DownloadBatch(options: opts) { event in
+                switch event {
+                case .file(let f, .finished): ended.withLock { $0[f.line] = .some(nil) }
+                case .failed(let f, let e): ended.withLock { $0[f.line] = e.kind }
+                default: break
+                }
+            }
+            let entries = (0..<12).map { i in
+                ManifestEntry(line: i + 1, url: server.url("/gen/3000/\(i)?seed=\(i)"), destination: "f\(i)")
+            }
+            let run = Task { try await batch.run(entries.makeIterator()) }
+            // Four requests at the server (every slot), eight files waiting for a slot.
+            var seen = 0
+            for await _ in arrived.stream {
+                seen += 1
+                if seen == 4 { break }
+            }
+            run.cancel()
+            let summary = try await run.value
+            #expect(summary.stoppedEarly)
+            #expect(summary.cancelled == 12, "\(summary)")
+            #expect(summary.succeeded == 0 && summary.failed == 0)
+            #expect(ended.withLock { $0.count } == 12, "one ending per file")
+            #expect(ended.withLock { $0.values.allSatisfy { $0 == .cancelled } })
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: dir.path + "/out")) ?? []
+            #expect(left.isEmpty, "\(left)")
+            #expect(server.requests.count == 4, "no file waiting for a slot was sent after the cancel")
+        }
+    }
+}
