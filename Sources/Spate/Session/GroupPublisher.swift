@@ -24,15 +24,6 @@ final class GroupPublisher: @unchecked Sendable {
         let completion: Completion
     }
 
-    /// A small file's bytes still to be written (`save`): on this thread, at its round.
-    private struct Unwritten {
-        let body: [UInt8]
-        let path: String
-        let mark: SavedMark
-        let mode: mode_t
-        let completion: @Sendable (Result<Void, SpateError>) -> Void
-    }
-
     /// Who hears that a file was saved (or why not): a task in `publish`, or a callback.
     private enum Completion {
         case task(CheckedContinuation<Void, any Error>)
@@ -53,7 +44,6 @@ final class GroupPublisher: @unchecked Sendable {
     /// file system, without a `stat` per file (a batch writes many files to few directories).
     private var devices: [String: UInt64] = [:]
     private var queue: [Item] = []  // guarded by `lock`
-    private var unwritten: [Unwritten] = []  // guarded by `lock`
     private var stopping = false  // guarded by `lock`
     private var thread: LoopThread?  // guarded by `lock`; started by the first file
     /// Most files per flush (bounds one round's latency and the directory list).
@@ -74,23 +64,20 @@ final class GroupPublisher: @unchecked Sendable {
         }
     }
 
-    /// Writes `body` to a new file for `path` (with no name where the system allows, else a
-    /// partial file, which replaces a leftover of spate's), marked with `mark`, on the
-    /// publisher's thread; then makes it durable and names it as `publish` does. `completion`
-    /// is called on the publisher's thread once the file is saved, or with why not (nothing is
-    /// then left at `path`). Never replaces a file at `path`.
-    ///
-    /// Why here: a batch's small files arrive on the transfer thread, which must not wait for
-    /// the file system; this thread waits for it anyway, between its flushes.
-    func save(_ body: [UInt8], to path: String, mark: SavedMark, mode: mode_t,
-              completion: @escaping @Sendable (Result<Void, SpateError>) -> Void) {
+    /// `publish` for a caller that is not a task (a batch's small files, `SmallFileFetch`):
+    /// never replaces a file; `completion` is called on the publisher's thread. On a failure
+    /// the file is discarded here.
+    func publish(_ file: OutputFile, mode: mode_t, completion: @escaping @Sendable (Result<Void, SpateError>) -> Void) {
         let refused = lock.withLock { () -> Bool in
             if stopping { return true }
-            unwritten.append(Unwritten(body: body, path: path, mark: mark, mode: mode, completion: completion))
+            queue.append(Item(file: file, mode: mode, replaceExisting: false, completion: .callback(completion)))
             startIfNeeded()
             return false
         }
-        if refused { completion(.failure(Self.shutDown)) }
+        if refused {
+            file.discard()
+            completion(.failure(Self.shutDown))
+        }
     }
 
     private static let shutDown = SpateError(.cancelled, "the download session has been shut down")
@@ -114,41 +101,15 @@ final class GroupPublisher: @unchecked Sendable {
     private func run() {
         var named: [Item] = []  // renamed in the last round; saved once the next flush returns
         while true {
-            let taken: ([Item], [Unwritten])? = lock.withLock {
-                while queue.isEmpty && unwritten.isEmpty && named.isEmpty && !stopping { lock.wait() }
-                if queue.isEmpty && unwritten.isEmpty && named.isEmpty { return nil }
+            let arrived: [Item]? = lock.withLock {
+                while queue.isEmpty && named.isEmpty && !stopping { lock.wait() }
+                if queue.isEmpty && named.isEmpty { return nil }
                 let n = min(queue.count, Self.maxBatch)
-                let m = min(unwritten.count, Self.maxBatch - n)
-                defer {
-                    queue.removeFirst(n)
-                    unwritten.removeFirst(m)
-                }
-                return (Array(queue[0..<n]), Array(unwritten[0..<m]))
+                defer { queue.removeFirst(n) }
+                return Array(queue[0..<n])
             }
-            guard let (arrived, bodies) = taken else { return }
-            named = round(arrived: arrived + bodies.compactMap(write), named: named)
-        }
-    }
-
-    /// A small file's bytes in a new file, ready for its round; nil (its completion told why)
-    /// when that failed.
-    private func write(_ item: Unwritten) -> Item? {
-        var created: OutputFile?
-        do throws(SpateError) {
-            let file: OutputFile
-            if let unnamed = OutputFile(unnamedFor: item.path, mode: item.mode, mark: item.mark) {
-                file = unnamed
-            } else {
-                file = try OutputFile(creatingFor: item.path, replacing: .leftover, mark: item.mark)
-            }
-            created = file
-            let code = item.body.withUnsafeBytes { file.write($0, at: 0) }
-            if code != 0 { throw Syscall.fail("write", path: file.partPath, errno: code) }
-            return Item(file: file, mode: item.mode, replaceExisting: false, completion: .callback(item.completion))
-        } catch {
-            created?.discard()
-            item.completion(.failure(error))
-            return nil
+            guard let arrived else { return }
+            named = round(arrived: arrived, named: named)
         }
     }
 
@@ -193,7 +154,7 @@ final class GroupPublisher: @unchecked Sendable {
                 try item.file.publish(mode: item.mode, replaceExisting: item.replaceExisting, close: false)
                 nowNamed.append(item)
             } catch {
-                // A task's file is its caller's to discard; a saved body's is this thread's.
+                // A task's file is its caller's to discard; a callback's is this thread's.
                 if case .callback = item.completion { item.file.discard() }
                 item.completion.finish(error)
             }
