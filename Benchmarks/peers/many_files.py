@@ -19,6 +19,9 @@ file creation scans for recently deleted inodes (ext4's recently_deleted(); perf
 curl's time there, 8 s instead of 1 s), so whichever tool runs after a delete pays for it.
 Not for the mixed scenario: its 1.3 GB then go through the loop device, whose writeback
 dominates every tool that syncs (spate fsyncs each file before naming it; the peers do not).
+
+Tool `curl-sync`: curl -Z, then `sync -f` of the output file system, timed together: the price
+of curl's files being on disk when it returns, as spate's are (not in the default --tools).
 """
 import argparse, filecmp, os, random, shutil, statistics, subprocess, sys, datetime, platform
 
@@ -107,6 +110,10 @@ def tools_for(args, lists, out):
         "aria2c-j16x1": ["aria2c", "-i", lists["aria2c"], "-d", out, "-j16", "-x1", "-q",
                          "--allow-overwrite=true", "--auto-file-renaming=false"],
         "curl": ["curl", "-s", "-Z", "--parallel-max", "16", "--create-dirs", "--output-dir", out, "-K", lists["curl"]],
+        # curl, then one flush of the output's file system: what curl costs when its files
+        # must be on disk when it returns, as spate's are (spate reports a file only then).
+        "curl-sync": ["sh", "-c", 'curl -s -Z --parallel-max 16 --create-dirs --output-dir "$1" -K "$2" && sync -f "$1"',
+                      "curl-sync", out, lists["curl"]],
         "wget2": ["wget2", "-q", "-i", lists["wget2"], "--max-threads=16", "-nH", "-x", "-P", out,
                   "--no-robots", "--compression=identity"],
     }
