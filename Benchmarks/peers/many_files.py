@@ -10,8 +10,8 @@ Every output file is compared byte for byte with its source; runs are interleave
 nginx is restarted and `sync` run before each; medians, CPU seconds and peak RSS are printed as
 a Markdown table with ratios against the best peer.
 
-Usage: many_files.py --spate PATH [--runs 3] [--scenarios mixed,small] [--tools ...]
-                     [--pause-page-reporting] [--fresh-fs small]
+Usage: many_files.py --spate PATH [--spate-b PATH] [--runs 3] [--scenarios mixed,small]
+                     [--tools ...] [--pause-page-reporting] [--fresh-fs small]
 
 --fresh-fs SCENARIOS (root): those scenarios' outputs go to a new ext4 file system (a
 loop-mounted image, made again before every run, not timed). Why: on an ext4 that just deleted the previous run's 10,000 files, every
@@ -103,7 +103,7 @@ def write_lists(work, scenario, files, base):
 
 def tools_for(args, lists, out):
     spate = args.spate
-    return {
+    tools = {
         "spate": [spate, "-i", lists["spate"], "-d", out, "-c", "16", "--max-per-host", "16", "-q"],
         "aria2c-j4x4": ["aria2c", "-i", lists["aria2c"], "-d", out, "-j4", "-x4", "-s4", "-k1M", "-q",
                         "--allow-overwrite=true", "--auto-file-renaming=false"],
@@ -117,11 +117,15 @@ def tools_for(args, lists, out):
         "wget2": ["wget2", "-q", "-i", lists["wget2"], "--max-threads=16", "-nH", "-x", "-P", out,
                   "--no-robots", "--compression=identity"],
     }
+    if args.spate_b:
+        tools["spate-b"] = [args.spate_b] + tools["spate"][1:]
+    return tools
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--spate", required=True)
+    ap.add_argument("--spate-b", help="another spate build, run as the tool spate-b (A/B in one run)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--scenarios", default="mixed,small")
     ap.add_argument("--tools", default="spate,aria2c-j4x4,aria2c-j16x1,curl,wget2")

@@ -68,12 +68,14 @@ public final class DownloadBatch: Sendable {
         // Files end on many threads (a download's task, the loop and publisher threads for
         // small files); this task takes what ended in bulk.
         let endings = Mailbox<Outcome>()
+        let failFast = options.failFast
         let fetcher = SmallFileFetch(session: session, emit: emit) { fetch, ending in
             switch ending {
             case .saved(let result): endings.post(.saved(fetch.file, result))
-            case .failed(let error): endings.post(.failed(fetch.file, error))
+            case .failed(let error): endings.post(.failed(fetch.file, error), urgent: failFast)
             case .cancelled: endings.post(.failed(fetch.file, SpateError(.cancelled, "download cancelled")))
-            case .fallBack(let prefetched): endings.post(.fallBack(fetch, prefetched))
+            // (A big file: its download starts at once, not after the next few small files.)
+            case .fallBack(let prefetched): endings.post(.fallBack(fetch, prefetched), urgent: true)
             }
         }
         let emit = self.emit
@@ -85,7 +87,7 @@ public final class DownloadBatch: Sendable {
                     do throws(SpateError) {
                         endings.post(.saved(file, try await download.run()))
                     } catch {
-                        endings.post(.failed(file, error))
+                        endings.post(.failed(file, error), urgent: failFast)
                     }
                 }
             }
@@ -127,7 +129,12 @@ public final class DownloadBatch: Sendable {
                     cancelSeen = true
                     stopAll()
                 }
-                for outcome in await endings.next(wakingOnCancel: !cancelSeen) {
+                // Woken once per a quarter of the files in flight (at most 64), not per file: the
+                // files waiting for a connection keep every connection busy meanwhile (a wake-up
+                // per file doubled the context switches of a small-file batch). Urgent: a big
+                // file's hand-over, and a failure that stops the batch.
+                let wakeAfter = min(64, max(1, inFlight / 4))
+                for outcome in await endings.next(atLeast: wakeAfter, wakingOnCancel: !cancelSeen) {
                     switch outcome {
                     case .fallBack(let fetch, let prefetched):
                         if stop {

@@ -269,22 +269,11 @@ final class SmallFileFetch: Sendable {
                 finish(fetch, .saved(result))
             }
         }
-        // Written here, on the loop thread, not queued for another: a body waits in memory
-        // only while it arrives (at most a connection's worth each), and the disk's pace holds
-        // the requests back. (Writing on the publisher's thread measured the same.)
+        // Written by the publisher's thread, unless it has enough waiting: then here, on the
+        // loop thread, so memory stays bounded and the disk's pace holds the requests back.
+        if session.publisher.save(body, to: fetch.file.path, mark: mark, mode: FileMode.newFileMode, completion: done) { return }
         do throws(SpateError) {
-            let file: OutputFile
-            if let unnamed = OutputFile(unnamedFor: fetch.file.path, mode: FileMode.newFileMode, mark: mark) {
-                file = unnamed
-            } else {
-                // No unnamed files here: a partial file, which replaces a leftover of spate's.
-                file = try OutputFile(creatingFor: fetch.file.path, replacing: .leftover, mark: mark)
-            }
-            let code = body.withUnsafeBytes { file.write($0, at: 0) }
-            if code != 0 {
-                file.discard()
-                throw Syscall.fail("write", path: file.partPath, errno: code)
-            }
+            let file = try OutputFile.smallFile(body, for: fetch.file.path, mark: mark, mode: FileMode.newFileMode)
             session.publisher.publish(file, mode: FileMode.newFileMode, completion: done)
         } catch {
             done(.failure(error))

@@ -24,6 +24,15 @@ final class GroupPublisher: @unchecked Sendable {
         let completion: Completion
     }
 
+    /// A small file's bytes still to be written (`save`): on this thread, at its round.
+    private struct Unwritten {
+        let body: [UInt8]
+        let path: String
+        let mark: SavedMark
+        let mode: mode_t
+        let completion: @Sendable (Result<Void, SpateError>) -> Void
+    }
+
     /// Who hears that a file was saved (or why not): a task in `publish`, or a callback.
     private enum Completion {
         case task(CheckedContinuation<Void, any Error>)
@@ -44,6 +53,15 @@ final class GroupPublisher: @unchecked Sendable {
     /// file system, without a `stat` per file (a batch writes many files to few directories).
     private var devices: [String: UInt64] = [:]
     private var queue: [Item] = []  // guarded by `lock`
+    private var unwritten: [Unwritten] = []  // guarded by `lock`
+    private var unwrittenBytes = 0  // guarded by `lock`
+    /// The most bytes `save` holds for this thread to write; beyond, its callers write.
+    let maxUnwrittenBytes: Int
+    static let defaultMaxUnwrittenBytes = 16 << 20
+
+    init(maxUnwrittenBytes: Int = GroupPublisher.defaultMaxUnwrittenBytes) {
+        self.maxUnwrittenBytes = maxUnwrittenBytes
+    }
     private var stopping = false  // guarded by `lock`
     private var thread: LoopThread?  // guarded by `lock`; started by the first file
     /// Most files per flush (bounds one round's latency and the directory list).
@@ -61,6 +79,35 @@ final class GroupPublisher: @unchecked Sendable {
                 return false
             }
             if refused { continuation.resume(throwing: Self.shutDown) }
+        }
+    }
+
+    /// Takes `body` to write to a new file for `path` on this thread (`OutputFile.smallFile`),
+    /// then makes it durable and names it as `publish(_:mode:completion:)` does — unless
+    /// `maxUnwrittenBytes` are already waiting to be written: then false, and the caller writes
+    /// the file itself and publishes it.
+    ///
+    /// Why: a batch's small files arrive on the loop thread, whose time is every transfer's;
+    /// this thread is idle between its flushes. (Written on the loop thread, 10,000 small files
+    /// on tmpfs took 1.56-1.89 s and 28,000 context switches, against 1.30-1.71 s and 10,000
+    /// here.) The bound keeps memory from growing while a flush is slow.
+    func save(_ body: [UInt8], to path: String, mark: SavedMark, mode: mode_t,
+              completion: @escaping @Sendable (Result<Void, SpateError>) -> Void) -> Bool {
+        enum Taken { case queued, full, refused }
+        let taken = lock.withLock { () -> Taken in
+            if stopping { return .refused }
+            if unwrittenBytes + body.count > maxUnwrittenBytes { return .full }
+            unwritten.append(Unwritten(body: body, path: path, mark: mark, mode: mode, completion: completion))
+            unwrittenBytes += body.count
+            startIfNeeded()
+            return .queued
+        }
+        switch taken {
+        case .queued: return true
+        case .full: return false
+        case .refused:
+            completion(.failure(Self.shutDown))
+            return true
         }
     }
 
@@ -101,15 +148,34 @@ final class GroupPublisher: @unchecked Sendable {
     private func run() {
         var named: [Item] = []  // renamed in the last round; saved once the next flush returns
         while true {
-            let arrived: [Item]? = lock.withLock {
-                while queue.isEmpty && named.isEmpty && !stopping { lock.wait() }
-                if queue.isEmpty && named.isEmpty { return nil }
+            let taken: ([Item], [Unwritten])? = lock.withLock {
+                while queue.isEmpty && unwritten.isEmpty && named.isEmpty && !stopping { lock.wait() }
+                if queue.isEmpty && unwritten.isEmpty && named.isEmpty { return nil }
                 let n = min(queue.count, Self.maxBatch)
+                let bodies = unwritten
+                unwritten = []
                 defer { queue.removeFirst(n) }
-                return Array(queue[0..<n])
+                return (Array(queue[0..<n]), bodies)
             }
-            guard let arrived else { return }
-            named = round(arrived: arrived, named: named)
+            guard let (arrived, bodies) = taken else { return }
+            var written: [Item] = []
+            for body in bodies {
+                if let item = write(body) { written.append(item) }
+                lock.withLock { unwrittenBytes -= body.body.count }
+            }
+            named = round(arrived: arrived + written, named: named)
+        }
+    }
+
+    /// A small file's bytes in a new file, ready for its round; nil (its completion told why)
+    /// when that failed.
+    private func write(_ item: Unwritten) -> Item? {
+        do throws(SpateError) {
+            let file = try OutputFile.smallFile(item.body, for: item.path, mark: item.mark, mode: item.mode)
+            return Item(file: file, mode: item.mode, replaceExisting: false, completion: .callback(item.completion))
+        } catch {
+            item.completion(.failure(error))
+            return nil
         }
     }
 

@@ -114,6 +114,24 @@ public final class OutputFile: @unchecked Sendable {
     /// (linking by descriptor needs a capability that containers usually drop).
     private static let canNameUnnamedFiles = access("/proc/self/fd", X_OK) == 0
 
+    /// A small file written at once (a batch's, `SmallFileFetch`): with no name where the
+    /// system allows (nothing to replace at `finalPath`), else a partial file, which replaces a
+    /// leftover of spate's; marked with `mark`, `body` written. Throws with nothing left behind.
+    static func smallFile(_ body: [UInt8], for finalPath: String, mark: SavedMark, mode: mode_t) throws(SpateError) -> OutputFile {
+        let file: OutputFile
+        if let unnamed = OutputFile(unnamedFor: finalPath, mode: mode, mark: mark) {
+            file = unnamed
+        } else {
+            file = try OutputFile(creatingFor: finalPath, replacing: .leftover, mark: mark)
+        }
+        let code = body.withUnsafeBytes { file.write($0, at: 0) }
+        if code != 0 {
+            file.discard()
+            throw Syscall.fail("write", path: file.partPath, errno: code)
+        }
+        return file
+    }
+
     /// A new file with no name yet (`O_TMPFILE`) in `finalPath`'s directory, marked `mark`:
     /// a small file written at once, named by `publish` once its bytes are durable.
     ///

@@ -66,6 +66,26 @@ struct CallbackWaiterTests {
         #expect(seen.sorted() == Array(0..<(posters * each)))
     }
 
+    @Test func theTakerWakesWhenEnoughHaveComeOrAnUrgentOne() async {
+        let mailbox = Mailbox<Int>()
+        let three = Task { await mailbox.next(atLeast: 3, wakingOnCancel: false) }
+        while !mailbox.hasWaiter { await Task.yield() }
+        mailbox.post(1)
+        mailbox.post(2)
+        #expect(mailbox.hasWaiter, "two of three do not wake it")
+        mailbox.post(3)
+        #expect(await three.value == [1, 2, 3])
+
+        let urgent = Task { await mailbox.next(atLeast: 10, wakingOnCancel: false) }
+        while !mailbox.hasWaiter { await Task.yield() }
+        mailbox.post(4)
+        mailbox.post(5, urgent: true)
+        #expect(await urgent.value == [4, 5])
+        // An urgent item posted before the taker came: taken at once, whatever it asks for.
+        mailbox.post(6, urgent: true)
+        #expect(await mailbox.next(atLeast: 10, wakingOnCancel: false) == [6])
+    }
+
     @Test func aCancelledTakerWakesOnlyWhenAsked() async {
         let mailbox = Mailbox<Int>()
         let woken = Task { await mailbox.next(wakingOnCancel: true) }
