@@ -1,3 +1,5 @@
+import Glibc
+
 /// How a batch runs: its session's budgets, how many files at once, what to do on a failure,
 /// and the options every file starts from.
 public struct BatchOptions: Sendable {
@@ -22,6 +24,15 @@ public struct BatchOptions: Sendable {
     /// a big file takes many connections by itself. A file waiting for a connection holds no
     /// buffer and no descriptor.
     public var automaticFilesInFlight: Int { min(1024, max(256, 4 * limits.maxConnections)) }
+
+    /// The most small files written and waiting for their flushes (`GroupPublisher`), beside
+    /// the files in flight (`DownloadBatch.run` says why apart): each holds a descriptor until
+    /// it is saved, so at most half the descriptors the process may open, and 4,096.
+    static var maxFilesSaving: Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 256 }
+        return Int(min(4096, max(64, limit.rlim_cur / 2)))
+    }
 
     public func validate() throws(SpateError) {
         try limits.validate()

@@ -35,8 +35,11 @@ public final class DownloadBatch: Sendable {
     /// without a typed-throws `Result`: a task group's result of that shape crashed in release
     /// builds with Swift 6.3).
     private enum Outcome: Sendable {
-        case saved(BatchFile, DownloadResult)
-        case failed(BatchFile, SpateError)
+        /// A small file left the network for the publisher: it waits for its flushes.
+        case written
+        /// `afterWritten`: a small file that had said `.written`.
+        case saved(BatchFile, DownloadResult, afterWritten: Bool)
+        case failed(BatchFile, SpateError, afterWritten: Bool)
         case fallBack(SmallFileFetch.Fetch, RemoteResolver.Prefetched?)
     }
 
@@ -58,6 +61,7 @@ public final class DownloadBatch: Sendable {
         defer { session.shutdown() }
         let started = ContinuousClock.now
         let limit = options.maxFilesInFlight ?? options.automaticFilesInFlight
+        let savingLimit = BatchOptions.maxFilesSaving
         var summary = BatchSummary()
         var iterator = entries
         var index = 0
@@ -71,9 +75,13 @@ public final class DownloadBatch: Sendable {
         let failFast = options.failFast
         let fetcher = SmallFileFetch(session: session, emit: emit) { fetch, ending in
             switch ending {
-            case .saved(let result): endings.post(.saved(fetch.file, result))
-            case .failed(let error): endings.post(.failed(fetch.file, error), urgent: failFast)
-            case .cancelled: endings.post(.failed(fetch.file, SpateError(.cancelled, "download cancelled")))
+            case .written: endings.post(.written)
+            // (Only a written file is saved.)
+            case .saved(let result): endings.post(.saved(fetch.file, result, afterWritten: true))
+            case .failed(let error, let afterWritten):
+                endings.post(.failed(fetch.file, error, afterWritten: afterWritten), urgent: failFast)
+            case .cancelled:
+                endings.post(.failed(fetch.file, SpateError(.cancelled, "download cancelled"), afterWritten: false))
             // (A big file: its download starts at once, not after the next few small files.)
             case .fallBack(let prefetched): endings.post(.fallBack(fetch, prefetched), urgent: true)
             }
@@ -85,9 +93,9 @@ public final class DownloadBatch: Sendable {
             func launch(_ download: Download, _ file: BatchFile) {
                 group.addTask {
                     do throws(SpateError) {
-                        endings.post(.saved(file, try await download.run()))
+                        endings.post(.saved(file, try await download.run(), afterWritten: false))
                     } catch {
-                        endings.post(.failed(file, error), urgent: failFast)
+                        endings.post(.failed(file, error, afterWritten: false), urgent: failFast)
                     }
                 }
             }
@@ -96,10 +104,17 @@ public final class DownloadBatch: Sendable {
                 group.cancelAll()
                 fetcher.cancelAll()
             }
+            // Files on the network or on their way to it (`limit`), and small files written and
+            // waiting for their flushes (`savingLimit`: a descriptor each, no bytes). Two counts,
+            // because a file waits for two flushes: counted among the files in flight, the
+            // files waiting for the disk kept the connections idle (Little's law: files in
+            // flight = files per second × time per file). 10,000 small files on a fresh ext4:
+            // 1.67-2.07 s with the two counts, 2.42-2.80 s with one.
             var inFlight = 0
+            var saving = 0
             var cancelSeen = false
             while true {
-                while !stop, inFlight < limit, let entry = iterator.next() {
+                while !stop, inFlight < limit, saving < savingLimit, let entry = iterator.next() {
                     if Task.isCancelled {
                         stop = true
                         break
@@ -123,7 +138,7 @@ public final class DownloadBatch: Sendable {
                         fetcher.start(fetch)
                     }
                 }
-                if inFlight == 0 { break }
+                if inFlight == 0 && saving == 0 { break }
                 if Task.isCancelled && !cancelSeen {
                     // Every file in flight still ends (as cancelled): wait for them.
                     cancelSeen = true
@@ -133,9 +148,12 @@ public final class DownloadBatch: Sendable {
                 // files waiting for a connection keep every connection busy meanwhile (a wake-up
                 // per file doubled the context switches of a small-file batch). Urgent: a big
                 // file's hand-over, and a failure that stops the batch.
-                let wakeAfter = min(64, max(1, inFlight / 4))
+                let wakeAfter = min(64, max(1, (inFlight + saving) / 4))
                 for outcome in await endings.next(atLeast: wakeAfter, wakingOnCancel: !cancelSeen) {
                     switch outcome {
+                    case .written:
+                        inFlight -= 1
+                        saving += 1
                     case .fallBack(let fetch, let prefetched):
                         if stop {
                             inFlight -= 1
@@ -151,12 +169,12 @@ public final class DownloadBatch: Sendable {
                             inFlight -= 1
                             record(error, for: fetch.file, in: &summary)
                         }
-                    case .saved(_, let result):
-                        inFlight -= 1
+                    case .saved(_, let result, let afterWritten):
+                        if afterWritten { saving -= 1 } else { inFlight -= 1 }
                         summary.succeeded += 1
                         summary.bytes += result.bytes - result.bytesResumed  // this run's, not a resume's earlier bytes
-                    case .failed(let file, let error):
-                        inFlight -= 1
+                    case .failed(let file, let error, let afterWritten):
+                        if afterWritten { saving -= 1 } else { inFlight -= 1 }
                         record(error, for: file, in: &summary)
                         if options.failFast && error.kind != .cancelled && !stop { stopAll() }
                     }

@@ -53,10 +53,14 @@ final class SmallFileFetch: Sendable {
         var timeToFirstByte: Duration?
     }
 
-    /// How a fetch ended.
+    /// How a fetch ended — or, once, that it left the network for the publisher.
     enum Ending: Sendable {
+        /// Not an end: the file is written (or with the publisher to write) and waits for its
+        /// flushes. Every fetch that says this ends with `.saved` or `.failed` later.
+        case written
         case saved(DownloadResult)
-        case failed(SpateError)
+        /// `afterWritten`: it had said `.written`.
+        case failed(SpateError, afterWritten: Bool)
         /// Not a plain small file: a `Download` takes over (with the probe's answer, if any).
         case fallBack(RemoteResolver.Prefetched?)
         case cancelled
@@ -68,7 +72,8 @@ final class SmallFileFetch: Sendable {
     /// The fetches not yet ended (for `cancelAll`), and whether it was called.
     private let running = Mutex<(fetches: [ObjectIdentifier: Fetch], cancelled: Bool)>(([:], false))
 
-    /// - Parameter ended: called once per fetch, on whichever session thread ended it.
+    /// - Parameter ended: called once per fetch with its end (and before that with `.written`
+    ///   when it got that far), on whichever session thread it happened.
     init(session: DownloadSession, emit: @escaping @Sendable (BatchEvent) -> Void,
          ended: @escaping @Sendable (Fetch, Ending) -> Void) {
         self.session = session
@@ -199,7 +204,7 @@ final class SmallFileFetch: Sendable {
             // What the engine's probe throws at once (no Location, too many redirects, a bad
             // Content-Range): the file fails as its `Download` would.
             session.budgets.release(slot)
-            finish(fetch, cancelled ? .cancelled : .failed(error))
+            finish(fetch, cancelled ? .cancelled : .failed(error, afterWritten: false))
             return
         }
         if case .failed(let end) = reply, FailurePolicy.isThrottling(end), case .status(let status) = end,
@@ -249,16 +254,17 @@ final class SmallFileFetch: Sendable {
                 try DownloadEngine.verifyWhole(body, expected.checksum)
             }
         } catch {
-            finish(fetch, .failed(error))
+            finish(fetch, .failed(error, afterWritten: false))
             return
         }
         fetch.state.withLock { $0.phase = .saving }
+        ended(fetch, .written)
         let size = Int64(body.count)  // (not the body: it is gone once written)
         let mark = SavedMark(size: size, url: fetch.url)
         let done: @Sendable (Result<Void, SpateError>) -> Void = { [self] saved in
             switch saved {
             case .failure(let error):
-                finish(fetch, .failed(error))
+                finish(fetch, .failed(error, afterWritten: true))
             case .success:
                 let (requests, first) = fetch.state.withLock { ($0.requests, $0.timeToFirstByte) }
                 let result = DownloadResult(

@@ -106,6 +106,35 @@ struct SmallFileFetchTests {
         }
     }
 
+    /// `-j 1`: one file on the network at a time, while the written ones wait for their flushes
+    /// beside it (counted apart: they hold a descriptor, not a connection), and every one is
+    /// still reported saved before the batch returns.
+    @Test func filesWaitingForTheDiskDoNotHoldTheNetwork() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            var opts = options(dir)
+            opts.maxFilesInFlight = 1
+            let finished = Mutex(0)
+            let batch = try DownloadBatch(options: opts) { event in
+                if case .file(_, .finished) = event { finished.withLock { $0 += 1 } }
+            }
+            let contents = (0..<30).map { (i: Int) -> GeneratedContent in
+                GeneratedContent(seed: UInt64(60 + i), size: Int64(100 + 997 * i))
+            }
+            let entries = contents.indices.map { i in
+                ManifestEntry(line: i + 1, url: server.url("/gen/\(contents[i].size)/\(i)?seed=\(60 + i)"), destination: "f\(i)")
+            }
+            let summary = try await batch.run(entries.makeIterator())
+            #expect(summary.succeeded == 30 && summary.failed == 0, "\(summary)")
+            #expect(finished.withLock { $0 } == 30)
+            for (i, content) in contents.enumerated() {
+                #expect(compareFile(dir.path + "/out/f\(i)", with: content) == nil, "f\(i)")
+            }
+            #expect(server.requests.count == 30)
+            #expect(server.requests.allSatisfy { $0.concurrentRequests == 1 }, "one file on the network at a time")
+        }
+    }
+
     /// Cancelling the batch's task while small files wait for their replies and for slots:
     /// every file still ends (as cancelled), nothing is left behind, and the run returns.
     @Test func aCancelledBatchHearsFromEveryFile() async throws {
