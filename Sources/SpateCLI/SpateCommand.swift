@@ -75,7 +75,7 @@ struct SpateCommand: ParsableCommand {
     var maxPerHost: Int?
 
     @Option(name: [.customShort("j"), .customLong("max-files")], parsing: .unconditional, help: ArgumentHelp(
-        "Batch: most files in flight (default: 4 x -c, at least 256, at most 1024). Files in flight finish before later ones start.",
+        "Batch: most files in flight (default: 4 x -c, at least 256, at most 1024). Files in flight finish before later ones start. Small files already written and waiting for their flush do not count (up to 4096 more).",
         valueName: "N"))
     var maxFiles: Int?
 

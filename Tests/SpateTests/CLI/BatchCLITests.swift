@@ -234,5 +234,8 @@ struct BatchCLITests {
             #expect(out.stdout.contains(option), "\(option) missing from --help")
         }
         #expect(out.stdout.contains("the failed file that comes first in the list"))
+        // What -j counts, as DownloadBatch counts it (and README says).
+        let help = out.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("Small files already written and waiting for their flush do not count (up to 4096 more)"))
     }
 }
