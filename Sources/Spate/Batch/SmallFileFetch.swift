@@ -260,7 +260,6 @@ final class SmallFileFetch: Sendable {
         fetch.state.withLock { $0.phase = .saving }
         ended(fetch, .written)
         let size = Int64(body.count)  // (not the body: it is gone once written)
-        let mark = SavedMark(size: size, url: fetch.url)
         let done: @Sendable (Result<Void, SpateError>) -> Void = { [self] saved in
             switch saved {
             case .failure(let error):
@@ -277,8 +276,9 @@ final class SmallFileFetch: Sendable {
         }
         // Written by the publisher's thread, unless it has enough waiting: then here, on the
         // loop thread, so memory stays bounded and the disk's pace holds the requests back.
-        if session.publisher.save(body, to: fetch.file.path, mark: mark, mode: FileMode.newFileMode, completion: done) { return }
+        if session.publisher.save(body, to: fetch.file.path, from: fetch.url, mode: FileMode.newFileMode, completion: done) { return }
         do throws(SpateError) {
+            let mark = SavedMark(size: size, url: fetch.url)
             let file = try OutputFile.smallFile(body, for: fetch.file.path, mark: mark, mode: FileMode.newFileMode)
             session.publisher.publish(file, mode: FileMode.newFileMode, completion: done)
         } catch {

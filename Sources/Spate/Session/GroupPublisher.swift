@@ -28,7 +28,8 @@ final class GroupPublisher: @unchecked Sendable {
     private struct Unwritten {
         let body: [UInt8]
         let path: String
-        let mark: SavedMark
+        /// The URL its mark names (`SavedMark`, computed on this thread: a SHA-256).
+        let url: RemoteURL
         let mode: mode_t
         let completion: @Sendable (Result<Void, SpateError>) -> Void
     }
@@ -82,8 +83,9 @@ final class GroupPublisher: @unchecked Sendable {
         }
     }
 
-    /// Takes `body` to write to a new file for `path` on this thread (`OutputFile.smallFile`),
-    /// then makes it durable and names it as `publish(_:mode:completion:)` does — unless
+    /// Takes `body` to write to a new file for `path` on this thread (`OutputFile.smallFile`,
+    /// marked as saved from `url`), then makes it durable and names it as
+    /// `publish(_:mode:completion:)` does — unless
     /// `maxUnwrittenBytes` are already waiting to be written: then false, and the caller writes
     /// the file itself and publishes it.
     ///
@@ -91,13 +93,13 @@ final class GroupPublisher: @unchecked Sendable {
     /// this thread is idle between its flushes. (Written on the loop thread, 10,000 small files
     /// on tmpfs took 1.56-1.89 s and 28,000 context switches, against 1.30-1.71 s and 10,000
     /// here.) The bound keeps memory from growing while a flush is slow.
-    func save(_ body: [UInt8], to path: String, mark: SavedMark, mode: mode_t,
+    func save(_ body: [UInt8], to path: String, from url: RemoteURL, mode: mode_t,
               completion: @escaping @Sendable (Result<Void, SpateError>) -> Void) -> Bool {
         enum Taken { case queued, full, refused }
         let taken = lock.withLock { () -> Taken in
             if stopping { return .refused }
             if unwrittenBytes + body.count > maxUnwrittenBytes { return .full }
-            unwritten.append(Unwritten(body: body, path: path, mark: mark, mode: mode, completion: completion))
+            unwritten.append(Unwritten(body: body, path: path, url: url, mode: mode, completion: completion))
             unwrittenBytes += body.count
             startIfNeeded()
             return .queued
@@ -171,7 +173,8 @@ final class GroupPublisher: @unchecked Sendable {
     /// when that failed.
     private func write(_ item: Unwritten) -> Item? {
         do throws(SpateError) {
-            let file = try OutputFile.smallFile(item.body, for: item.path, mark: item.mark, mode: item.mode)
+            let mark = SavedMark(size: Int64(item.body.count), url: item.url)
+            let file = try OutputFile.smallFile(item.body, for: item.path, mark: mark, mode: item.mode)
             return Item(file: file, mode: item.mode, replaceExisting: false, completion: .callback(item.completion))
         } catch {
             item.completion(.failure(error))
