@@ -37,10 +37,19 @@ public final class DownloadBatch: Sendable {
     private enum Outcome: Sendable {
         /// A small file left the network for the publisher: it waits for its flushes.
         case written
-        /// `afterWritten`: a small file that had said `.written`.
-        case saved(BatchFile, DownloadResult, afterWritten: Bool)
-        case failed(BatchFile, SpateError, afterWritten: Bool)
+        case saved(BatchFile, DownloadResult, from: Source)
+        case failed(BatchFile, SpateError, from: Source)
         case fallBack(SmallFileFetch.Fetch, RemoteResolver.Prefetched?)
+    }
+
+    /// Where a file was when it ended: what it counted against.
+    private enum Source {
+        /// A `Download` (in flight).
+        case download
+        /// A small-file fetch before it was written (in flight).
+        case fetch
+        /// A small file written and waiting for its flushes (saving).
+        case written
     }
 
     private enum Prepared {
@@ -77,11 +86,11 @@ public final class DownloadBatch: Sendable {
             switch ending {
             case .written: endings.post(.written)
             // (Only a written file is saved.)
-            case .saved(let result): endings.post(.saved(fetch.file, result, afterWritten: true))
+            case .saved(let result): endings.post(.saved(fetch.file, result, from: .written))
             case .failed(let error, let afterWritten):
-                endings.post(.failed(fetch.file, error, afterWritten: afterWritten), urgent: failFast)
+                endings.post(.failed(fetch.file, error, from: afterWritten ? .written : .fetch), urgent: failFast)
             case .cancelled:
-                endings.post(.failed(fetch.file, SpateError(.cancelled, "download cancelled"), afterWritten: false))
+                endings.post(.failed(fetch.file, SpateError(.cancelled, "download cancelled"), from: .fetch))
             // (A big file: its download starts at once, not after the next few small files.)
             case .fallBack(let prefetched): endings.post(.fallBack(fetch, prefetched), urgent: true)
             }
@@ -92,10 +101,12 @@ public final class DownloadBatch: Sendable {
         await withDiscardingTaskGroup { group in
             func launch(_ download: Download, _ file: BatchFile) {
                 group.addTask {
+                    // Urgent: the batch's wake-ups are counted in small files, which a download's
+                    // end must not wait for.
                     do throws(SpateError) {
-                        endings.post(.saved(file, try await download.run(), afterWritten: false))
+                        endings.post(.saved(file, try await download.run(), from: .download), urgent: true)
                     } catch {
-                        endings.post(.failed(file, error, afterWritten: false), urgent: failFast)
+                        endings.post(.failed(file, error, from: .download), urgent: true)
                     }
                 }
             }
@@ -111,7 +122,19 @@ public final class DownloadBatch: Sendable {
             // flight = files per second × time per file). 10,000 small files on a fresh ext4:
             // 1.67-2.07 s with the two counts, 2.42-2.80 s with one.
             var inFlight = 0
+            var downloads = 0  // of `inFlight`
             var saving = 0
+            func ended(_ source: Source) {
+                switch source {
+                case .download:
+                    inFlight -= 1
+                    downloads -= 1
+                case .fetch:
+                    inFlight -= 1
+                case .written:
+                    saving -= 1
+                }
+            }
             var cancelSeen = false
             while true {
                 while !stop, inFlight < limit, saving < savingLimit, let entry = iterator.next() {
@@ -132,6 +155,7 @@ public final class DownloadBatch: Sendable {
                         if options.failFast { stopAll() }
                     case .run(let download):
                         inFlight += 1
+                        downloads += 1
                         launch(download, file)
                     case .fetch(let fetch):
                         inFlight += 1
@@ -144,11 +168,12 @@ public final class DownloadBatch: Sendable {
                     cancelSeen = true
                     stopAll()
                 }
-                // Woken once per a quarter of the files in flight (at most 64), not per file: the
-                // files waiting for a connection keep every connection busy meanwhile (a wake-up
-                // per file doubled the context switches of a small-file batch). Urgent: a big
-                // file's hand-over, and a failure that stops the batch.
-                let wakeAfter = min(64, max(1, (inFlight + saving) / 4))
+                // Woken once per a quarter of the small files in flight or saving (at most 64),
+                // not per file: the small files waiting for a connection keep the connections
+                // busy meanwhile (a wake-up per file doubled the context switches of a batch of
+                // small files). Downloads are not counted (one may take hours); their ends are
+                // urgent, as are a big file's hand-over and a failure that stops the batch.
+                let wakeAfter = min(64, max(1, (inFlight - downloads + saving) / 4))
                 for outcome in await endings.next(atLeast: wakeAfter, wakingOnCancel: !cancelSeen) {
                     switch outcome {
                     case .written:
@@ -165,16 +190,17 @@ public final class DownloadBatch: Sendable {
                             launch(try Download(url: fetch.url, to: fetch.file.path, options: fetch.options, session: session,
                                                 priority: fetch.priority, prefetched: prefetched,
                                                 observer: { event in emit(.file(forwarded, event)) }), fetch.file)
+                            downloads += 1
                         } catch {
                             inFlight -= 1
                             record(error, for: fetch.file, in: &summary)
                         }
-                    case .saved(_, let result, let afterWritten):
-                        if afterWritten { saving -= 1 } else { inFlight -= 1 }
+                    case .saved(_, let result, let source):
+                        ended(source)
                         summary.succeeded += 1
                         summary.bytes += result.bytes - result.bytesResumed  // this run's, not a resume's earlier bytes
-                    case .failed(let file, let error, let afterWritten):
-                        if afterWritten { saving -= 1 } else { inFlight -= 1 }
+                    case .failed(let file, let error, let source):
+                        ended(source)
                         record(error, for: file, in: &summary)
                         if options.failFast && error.kind != .cancelled && !stop { stopAll() }
                     }

@@ -2,9 +2,11 @@ import Synchronization
 
 /// A batch's files that may be small, fetched without a task or a `Download` each: one GET
 /// for the whole file (`DownloadOptions.wholeFileBytes`), driven by callbacks on the session's
-/// threads. The slot is granted on the thread that freed one, the transfer ends on the loop
-/// thread — which writes the file to a new file with no name and starts the next file's
-/// request at once — and the publisher flushes and names it (`GroupPublisher`).
+/// threads. The slot is granted on the thread that freed one; the transfer ends on the loop
+/// thread, which reads the reply and starts the next file's request at once; the publisher's
+/// thread checks the bytes (a checksum, a server's digest), writes them to a file with no name,
+/// flushes and names it (`GroupPublisher.save`; the loop thread writes it itself when 16 MiB
+/// already wait there).
 ///
 /// Why: a `Download` per small file (its engine, resolver, transport, task, continuations and
 /// about 75 allocations) cost more CPU than the file's own transfer, and every file crossed
@@ -17,10 +19,12 @@ import Synchronization
 /// `fallBack`) with what the request found (`RemoteResolver.Prefetched`), so that it costs no
 /// request more:
 /// - a bigger file: the `Download` goes on from the probe's answer;
-/// - a failure of any kind (refused, throttled, an error status, a stall, a malformed reply):
-///   the `Download`'s probe judges it as its own first attempt (stops, or waits and asks
-///   again within its retry budget), so every failure is judged, retried and reported in one
-///   place.
+/// - a failure that asking again may mend (refused, throttled, an error status, a stall, a
+///   transport error): the `Download`'s probe judges it as its own first attempt (stops, or
+///   waits and asks again within its retry budget), so retries are judged in one place.
+/// What fails at once in the engine's probe too (a redirect without a Location, too many
+/// redirects, a bad Content-Range, a mismatching checksum) fails the file here, with the same
+/// error.
 final class SmallFileFetch: Sendable {
     /// One file on its way.
     final class Fetch: Sendable {
@@ -102,29 +106,40 @@ final class SmallFileFetch: Sendable {
         requestSlot(fetch)
     }
 
-    /// Ends every fetch not yet saving: waits are withdrawn, transfers cancelled (their
-    /// `ended` says `.cancelled`). Files already with the publisher are saved. Later `start`s
-    /// end at once.
+    /// Stops every fetch not yet saving: waits are withdrawn and transfers cancelled (those end
+    /// `.cancelled`). A fetch between two steps ends at its next one: cancelled, or — when its
+    /// whole file is already in — saved, or handed over (the batch records a hand-over after
+    /// a stop as cancelled). Files already with the publisher are saved. Later `start`s end
+    /// at once.
     func cancelAll() {
         let fetches = running.withLock { r -> [Fetch] in
             r.cancelled = true
             return Array(r.fetches.values)
         }
-        // Every fetch is marked first: a slot that a cancelled transfer frees goes to a waiter
-        // that then sees the mark, instead of sending its request before its turn comes here.
+        // First every waiting fetch out of the queue, in one lock section: a waiter that a
+        // freed slot finds cancelled gives the slot back, which grants the next one, and so on
+        // — a chain of calls, one deeper per waiter, that thousands of waiters would overflow.
+        var waiting: [UInt64: Fetch] = [:]
+        for fetch in fetches {
+            if case .waiting(let id) = fetch.state.withLock({ $0.phase }) { waiting[id] = fetch }
+        }
+        let withdrawn = session.budgets.withdraw(Set(waiting.keys))
+        // Then every fetch is marked, before any transfer is cancelled: a slot a cancelled
+        // transfer frees goes to a waiter (one that queued since) that then sees the mark.
         let phases = fetches.map { fetch in
             fetch.state.withLock { s -> State.Phase in
                 s.cancelled = true
                 return s.phase
             }
         }
+        for id in withdrawn { finish(waiting[id]!, .cancelled) }
         for (fetch, phase) in zip(fetches, phases) {
             switch phase {
-            case .waiting(let id):
+            case .waiting(let id) where !withdrawn.contains(id):
                 if session.budgets.withdraw(id) { finish(fetch, .cancelled) }
             case .transferring(let id):
                 session.loop.cancel(transfer: id)
-            case .idle, .saving, .ended:
+            case .waiting, .idle, .saving, .ended:
                 break  // (an idle fetch sees the mark at its next step)
             }
         }
@@ -249,10 +264,7 @@ final class SmallFileFetch: Sendable {
         do throws(SpateError) {
             expected = try DownloadEngine.expectedDigest(remote, options: fetch.options, emit: forward)
             forward(.started(try DownloadEngine.announcedPlan(remote, options: fetch.options)))
-            if let expected {
-                forward(.verifying)
-                try DownloadEngine.verifyWhole(body, expected.checksum)
-            }
+            if expected != nil { forward(.verifying) }
         } catch {
             finish(fetch, .failed(error, afterWritten: false))
             return
@@ -274,10 +286,13 @@ final class SmallFileFetch: Sendable {
                 finish(fetch, .saved(result))
             }
         }
-        // Written by the publisher's thread, unless it has enough waiting: then here, on the
-        // loop thread, so memory stays bounded and the disk's pace holds the requests back.
-        if session.publisher.save(body, to: fetch.file.path, from: fetch.url, mode: FileMode.newFileMode, completion: done) { return }
+        // Checked and written by the publisher's thread, unless it has enough waiting: then
+        // here, on the loop thread, so memory stays bounded and the disk's pace holds the
+        // requests back.
+        if session.publisher.save(body, to: fetch.file.path, from: fetch.url, verifying: expected?.checksum,
+                                  mode: FileMode.newFileMode, completion: done) { return }
         do throws(SpateError) {
+            try expected?.checksum.verify(body)
             let mark = SavedMark(size: size, url: fetch.url)
             let file = try OutputFile.smallFile(body, for: fetch.file.path, mark: mark, mode: FileMode.newFileMode)
             session.publisher.publish(file, mode: FileMode.newFileMode, completion: done)

@@ -284,7 +284,7 @@ final class DownloadEngine: Sendable {
     private func saveWhole(_ body: [UInt8], path: String, checksum: Checksum?) async throws {
         if let expected = checksum {
             emit(.verifying)
-            try Self.verifyWhole(body, expected)
+            try expected.verify(body)
         }
         // Marked with its final note at creation (before its bytes: a leftover is never an
         // unmarked non-empty file).
@@ -310,20 +310,12 @@ final class DownloadEngine: Sendable {
         }
     }
 
-    /// Checks a whole file's bytes, in memory, against `expected`.
-    static func verifyWhole(_ body: [UInt8], _ expected: Checksum, suffix: String = "") throws(SpateError) {
-        let actual = body.withUnsafeBytes { Digest.hash(expected.algorithm, $0) }
-        guard actual == expected.digest else {
-            throw SpateError(.checksumMismatch, "checksum mismatch: expected \(expected.algorithm.rawValue):\(expected.hex), got \(expected.algorithm.rawValue):\(Hex.encode(actual))" + suffix)
-        }
-    }
-
     /// A small file that arrived whole, to an ordered stream (checked first: a stream cannot
     /// take bytes back) or a discard.
     private func streamWhole(_ body: [UInt8], path: String, checksum: Checksum?) throws {
         if let expected = checksum {
             emit(.verifying)
-            try Self.verifyWhole(body, expected, suffix: "; nothing was written to \(path)")
+            try expected.verify(body, suffix: "; nothing was written to \(path)")
         }
         if case .stream(let fd, _) = options.output {
             let code = body.withUnsafeBytes { StreamOutput.writeAll(fd, $0) { Task.isCancelled } }

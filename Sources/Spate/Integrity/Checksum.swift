@@ -44,4 +44,13 @@ public struct Checksum: Sendable, Hashable, CustomStringConvertible {
 
     public var hex: String { Hex.encode(digest) }
     public var description: String { "\(algorithm.rawValue):\(hex)" }
+
+    /// Checks a whole file's bytes, in memory; throws `.checksumMismatch` (with `suffix` added
+    /// to the message) when they do not match.
+    func verify(_ body: [UInt8], suffix: String = "") throws(SpateError) {
+        let actual = body.withUnsafeBytes { Digest.hash(algorithm, $0) }
+        guard actual == digest else {
+            throw SpateError(.checksumMismatch, "checksum mismatch: expected \(algorithm.rawValue):\(hex), got \(algorithm.rawValue):\(Hex.encode(actual))" + suffix)
+        }
+    }
 }

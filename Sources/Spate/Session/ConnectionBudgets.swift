@@ -92,6 +92,13 @@ final class ConnectionBudgets: Sendable {
         state.withLock { s in s.waiters.remove(id: id) != nil }
     }
 
+    /// Takes back every wait of `ids` still queued, in one pass and one lock section; returns
+    /// the ids taken back (their callbacks will never be called).
+    func withdraw(_ ids: Set<UInt64>) -> Set<UInt64> {
+        // (The ids found, not the ids asked: one may have been granted meanwhile.)
+        state.withLock { s in s.waiters.remove(ids: ids) }
+    }
+
     /// Gives a slot back when its request ended; the first waiters that now fit get slots.
     func release(_ slot: BudgetSlot) {
         let granted = state.withLock { s -> [(Waiter, BudgetSlot)] in

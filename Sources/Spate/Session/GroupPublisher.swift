@@ -30,6 +30,8 @@ final class GroupPublisher: @unchecked Sendable {
         let path: String
         /// The URL its mark names (`SavedMark`, computed on this thread: a SHA-256).
         let url: RemoteURL
+        /// The digest its bytes must have, checked on this thread before they are written.
+        let expected: Checksum?
         let mode: mode_t
         let completion: @Sendable (Result<Void, SpateError>) -> Void
     }
@@ -83,8 +85,9 @@ final class GroupPublisher: @unchecked Sendable {
         }
     }
 
-    /// Takes `body` to write to a new file for `path` on this thread (`OutputFile.smallFile`,
-    /// marked as saved from `url`), then makes it durable and names it as
+    /// Takes `body` to check against `expected` and write to a new file for `path` on this
+    /// thread (`OutputFile.smallFile`, marked as saved from `url`), then makes it durable and
+    /// names it as
     /// `publish(_:mode:completion:)` does — unless
     /// `maxUnwrittenBytes` are already waiting to be written: then false, and the caller writes
     /// the file itself and publishes it.
@@ -93,13 +96,13 @@ final class GroupPublisher: @unchecked Sendable {
     /// this thread is idle between its flushes. (Written on the loop thread, 10,000 small files
     /// on tmpfs took 1.56-1.89 s and 28,000 context switches, against 1.30-1.71 s and 10,000
     /// here.) The bound keeps memory from growing while a flush is slow.
-    func save(_ body: [UInt8], to path: String, from url: RemoteURL, mode: mode_t,
+    func save(_ body: [UInt8], to path: String, from url: RemoteURL, verifying expected: Checksum?, mode: mode_t,
               completion: @escaping @Sendable (Result<Void, SpateError>) -> Void) -> Bool {
         enum Taken { case queued, full, refused }
         let taken = lock.withLock { () -> Taken in
             if stopping { return .refused }
             if unwrittenBytes + body.count > maxUnwrittenBytes { return .full }
-            unwritten.append(Unwritten(body: body, path: path, url: url, mode: mode, completion: completion))
+            unwritten.append(Unwritten(body: body, path: path, url: url, expected: expected, mode: mode, completion: completion))
             unwrittenBytes += body.count
             startIfNeeded()
             return .queued
@@ -163,8 +166,10 @@ final class GroupPublisher: @unchecked Sendable {
             var written: [Item] = []
             for body in bodies {
                 if let item = write(body) { written.append(item) }
-                lock.withLock { unwrittenBytes -= body.body.count }
             }
+            // Counted until every one is written (the array holds them until then).
+            let bytes = bodies.reduce(0) { $0 + $1.body.count }
+            lock.withLock { unwrittenBytes -= bytes }
             named = round(arrived: arrived + written, named: named)
         }
     }
@@ -173,6 +178,7 @@ final class GroupPublisher: @unchecked Sendable {
     /// when that failed.
     private func write(_ item: Unwritten) -> Item? {
         do throws(SpateError) {
+            try item.expected?.verify(item.body)
             let mark = SavedMark(size: Int64(item.body.count), url: item.url)
             let file = try OutputFile.smallFile(item.body, for: item.path, mark: mark, mode: item.mode)
             return Item(file: file, mode: item.mode, replaceExisting: false, completion: .callback(item.completion))

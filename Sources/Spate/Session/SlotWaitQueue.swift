@@ -65,14 +65,36 @@ struct SlotWaitQueue<Payload> {
 
     /// Takes the waiter with `id` out of the queue (a cancelled wait).
     mutating func remove(id: UInt64) -> Payload? {
-        for (origin, var lane) in lanes {
+        for origin in lanes.keys {
+            let lane = lanes[origin]!
             guard let i = lane.items[lane.head...].firstIndex(where: { $0.id == id }) else { continue }
-            let entry = lane.items.remove(at: i)
+            // In place: a copy of the lane would copy its array.
+            let entry = lanes[origin]!.items.remove(at: i)
             count -= 1
-            lanes[origin] = lane.isEmpty ? nil : lane
+            if lanes[origin]!.isEmpty { lanes[origin] = nil }
             return entry.payload
         }
         return nil
+    }
+
+    /// Takes every waiter whose id is in `ids` out of the queue, in one pass over each lane
+    /// (a batch cancelling thousands of waits); returns the ids it found.
+    mutating func remove(ids: Set<UInt64>) -> Set<UInt64> {
+        guard !ids.isEmpty else { return [] }
+        var removed: Set<UInt64> = []
+        for origin in Array(lanes.keys) {
+            var lane = lanes.removeValue(forKey: origin)!
+            var kept: [Entry] = []
+            kept.reserveCapacity(lane.items.count - lane.head)
+            for entry in lane.items[lane.head...] {
+                if ids.contains(entry.id) { removed.insert(entry.id) } else { kept.append(entry) }
+            }
+            lane.items = kept
+            lane.head = 0
+            if !lane.isEmpty { lanes[origin] = lane }
+        }
+        count -= removed.count
+        return removed
     }
 
     /// The first waiter, in queue order, whose host `fits`; nil when none does.

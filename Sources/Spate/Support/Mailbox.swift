@@ -45,7 +45,8 @@ final class Mailbox<Item: Sendable>: Sendable {
     }
 
     /// What was posted: at least `atLeast` items, or fewer with an urgent one — or, with
-    /// `wakingOnCancel`, nothing when the task is cancelled. One caller at a time.
+    /// `wakingOnCancel`, what is there (maybe nothing) when the task is cancelled. One caller
+    /// at a time.
     ///
     /// The caller must know that `atLeast` items will come (it waits for nothing else).
     func next(atLeast: Int = 1, wakingOnCancel: Bool) async -> [Item] {

@@ -135,6 +135,46 @@ struct SmallFileFetchTests {
         }
     }
 
+    /// Downloads that take long (here: fifteen big files whose replies never come) do not hold
+    /// back the small files behind them: the batch's wake-ups are counted in small files, and a
+    /// download's end is urgent. (Counted among all files in flight, the batch waited for
+    /// four endings, and the one small file in flight gave two.)
+    @Test func longDownloadsDoNotHoldBackTheSmallFiles() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
+            server.setHook { request in
+                var plan = server.standardPlan(for: request)
+                if request.uri.hasPrefix("/gen/8m/") { plan.firstByteDelay = .seconds(60) }
+                return plan
+            }
+            var opts = options(dir)
+            opts.maxFilesInFlight = 16
+            opts.limits = DownloadSession.Limits(maxConnections: 64, maxConnectionsPerHost: 16)
+            let finished = AsyncStream<Void>.makeStream()
+            let batch = try DownloadBatch(options: opts) { event in
+                if case .file(_, .finished) = event { finished.continuation.yield() }
+            }
+            // A mirror makes each big file a `Download` (not the small-file path).
+            var entries = try (0..<15).map { i in
+                var entry = ManifestEntry(line: i + 1, url: server.url("/gen/8m/\(i)?seed=\(i)"), destination: "big\(i)")
+                entry.mirrors = [try RemoteURL(server.url("/gen/8m/\(i)?seed=\(i)", host: "127.0.0.2"))]
+                return entry
+            }
+            entries += (0..<20).map { i in
+                ManifestEntry(line: 16 + i, url: server.url("/gen/2000/\(i)?seed=\(i)", host: "127.0.0.2"), destination: "small\(i)")
+            }
+            let run = Task { try await batch.run(entries.makeIterator()) }
+            var count = 0
+            for await _ in finished.stream {
+                count += 1
+                if count == 20 { break }
+            }
+            run.cancel()
+            let summary = try await run.value
+            #expect(summary.succeeded == 20 && summary.cancelled == 15, "\(summary)")
+        }
+    }
+
     /// Cancelling the batch's task while small files wait for their replies and for slots:
     /// every file still ends (as cancelled), nothing is left behind, and the run returns.
     @Test func aCancelledBatchHearsFromEveryFile() async throws {

@@ -28,7 +28,7 @@ struct GroupPublisherTests {
         let url = try RemoteURL("http://example.com/a")
         let body = Array("small file".utf8)
         let (done, complete) = completion()
-        let taken = publisher.save(body, to: dir.file("a"), from: url, mode: 0o644, completion: complete)
+        let taken = publisher.save(body, to: dir.file("a"), from: url, verifying: nil, mode: 0o644, completion: complete)
         #expect(taken)
         for await result in done { #expect((try? result.get()) != nil, "\(result)") }
         expectSaved(dir.file("a"), body, url: url)
@@ -42,7 +42,7 @@ struct GroupPublisherTests {
         let body = Array("more than four bytes".utf8)
         let mark = SavedMark(size: Int64(body.count), url: url)
         let refused: @Sendable (Result<Void, SpateError>) -> Void = { _ in Issue.record("a refused body is never written") }
-        let taken = publisher.save(body, to: dir.file("b"), from: url, mode: 0o644, completion: refused)
+        let taken = publisher.save(body, to: dir.file("b"), from: url, verifying: nil, mode: 0o644, completion: refused)
         #expect(!taken)
         #expect(!FileManager.default.fileExists(atPath: dir.file("b")))
         let file = try OutputFile.smallFile(body, for: dir.file("b"), mark: mark, mode: 0o644)
@@ -50,6 +50,22 @@ struct GroupPublisherTests {
         publisher.publish(file, mode: 0o644, completion: complete)
         for await result in done { #expect((try? result.get()) != nil, "\(result)") }
         expectSaved(dir.file("b"), body, url: url)
+    }
+
+    @Test func bytesThatDoNotMatchTheirChecksumAreNeverWritten() async throws {
+        let dir = try TemporaryDirectory()
+        let publisher = GroupPublisher()
+        defer { publisher.stop() }
+        let body = Array("not what was promised".utf8)
+        let promised = try Checksum(parsing: "sha256:" + String(repeating: "ab", count: 32))
+        let (done, complete) = completion()
+        _ = publisher.save(body, to: dir.file("d"), from: try RemoteURL("http://example.com/d"), verifying: promised,
+                           mode: 0o644, completion: complete)
+        for await result in done {
+            guard case .failure(let error) = result else { Issue.record("saved bytes that do not match"); continue }
+            #expect(error.kind == .checksumMismatch, "\(error)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty, "nothing written")
     }
 
     @Test func aNameThatIsTakenIsNeverReplaced() async throws {
@@ -60,7 +76,7 @@ struct GroupPublisherTests {
         let url = try RemoteURL("http://example.com/c")
         let body = Array("ours".utf8)
         let (done, complete) = completion()
-        _ = publisher.save(body, to: dir.file("c"), from: url, mode: 0o644, completion: complete)
+        _ = publisher.save(body, to: dir.file("c"), from: url, verifying: nil, mode: 0o644, completion: complete)
         for await result in done {
             guard case .failure(let error) = result else { Issue.record("replaced a file"); continue }
             #expect(error.kind == .localIO && error.message.contains("already exists"), "\(error)")

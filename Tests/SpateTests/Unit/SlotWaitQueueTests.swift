@@ -51,12 +51,19 @@ struct SlotWaitQueueTests {
                 #expect(got?.payload == expected.map { model[$0].id }, "seed \(seed), step \(step)")
                 #expect(got?.origin == expected.map { model[$0].origin }, "seed \(seed), step \(step)")
                 if let expected { model.remove(at: expected) }
-            } else {
+            } else if random.next() % 4 != 0 {
                 let id = random.next() % nextID
                 let got = queue.remove(id: id)
                 let expected = model.firstIndex(where: { $0.id == id })
                 #expect(got == expected.map { model[$0].id }, "seed \(seed), step \(step)")
                 if let expected { model.remove(at: expected) }
+            } else {
+                // Many at once (a batch cancelling its waits), some of them no longer waiting.
+                let ids = Set((0..<(random.next() % 12)).map { _ in random.next() % nextID })
+                let got = queue.remove(ids: ids)
+                let expected = Set(model.map(\.id)).intersection(ids)
+                #expect(got == expected, "seed \(seed), step \(step)")
+                model.removeAll { ids.contains($0.id) }
             }
             #expect(queue.count == model.count, "seed \(seed), step \(step)")
         }
