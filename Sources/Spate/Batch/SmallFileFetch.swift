@@ -9,9 +9,10 @@ import Synchronization
 /// already wait there).
 ///
 /// Why: a `Download` per small file (its engine, resolver, transport, task, continuations and
-/// about 75 allocations) cost more CPU than the file's own transfer, and every file crossed
-/// from the pool to the loop thread and back twice; on two cores that work was what kept the
-/// connections waiting.
+/// about 75 allocations) cost about as much CPU as the file's own transfer, and every file
+/// crossed from the pool to the loop thread and back twice; on two cores that work was what
+/// kept the connections waiting (10,000 files of 0–64 KiB: 1.65× faster without it,
+/// docs/performance.md, "Eleventh session").
 ///
 /// Only the plain case takes this path: a destination where nothing is (no file, no partial
 /// file, no journal), no mirrors, no `--force`. The reply is read by the same rules as the
