@@ -76,7 +76,18 @@ struct BatchJob: Sendable {
             progress.handle(event)
         }
         let entries = ChainedEntries(first: commandLine.makeIterator(), second: try manifest?.entries())
-        let summary = try await batch.run(entries)
+        let summary: BatchSummary
+        do {
+            summary = try await batch.run(entries)
+        } catch {
+            // The batch could not start (its base directory): the events still end with a
+            // summary, every file not started.
+            progress.clear()
+            var none = BatchSummary()
+            none.stoppedEarly = true
+            log?.summary(none, exitCode: error.kind.exitCode, notStarted: total)
+            throw error
+        }
         progress.clear()
         let interrupted = Task.isCancelled
         var code: Int32 = interrupted ? SpateError.Kind.cancelled.exitCode : summary.exitCode
@@ -92,15 +103,20 @@ struct BatchJob: Sendable {
             Console.error("… and \(summary.failed - summary.failures.count) more failed files (see --events for all)")
         }
         if interrupted { Console.error("interrupted; run the same command again to resume") }
-        log?.summary(summary, exitCode: code)
+        log?.summary(summary, exitCode: code, notStarted: summary.stoppedEarly ? Self.notStarted(summary, total: total) : 0)
         return code
+    }
+
+    /// The files of the list that a stopped batch never reached.
+    static func notStarted(_ s: BatchSummary, total: Int) -> Int {
+        max(0, total - s.succeeded - s.failed - s.skipped - s.cancelled)
     }
 
     static func summaryLine(_ s: BatchSummary, total: Int) -> String {
         var text = "\(total) file\(total == 1 ? "" : "s"): \(s.succeeded) saved"
         text += ", \(s.failed) failed, \(s.skipped) skipped (already complete)"
         if s.cancelled > 0 { text += ", \(s.cancelled) stopped in flight" }
-        if s.stoppedEarly { text += ", \(max(0, total - s.succeeded - s.failed - s.skipped - s.cancelled)) not started" }
+        if s.stoppedEarly { text += ", \(notStarted(s, total: total)) not started" }
         text += "; \(ByteSize.format(s.bytes)) in \(ProgressRenderer.seconds(s.elapsed.secondsDouble)), \(ByteSize.formatRate(s.bytesPerSecond))"
         return text
     }

@@ -112,7 +112,8 @@ final class EventLog: Sendable {
     }
 
     /// The last line of a batch (or of a single download).
-    func summary(_ s: BatchSummary, exitCode: Int32) {
+    /// - Parameter notStarted: files of the list a stopped batch never reached.
+    func summary(_ s: BatchSummary, exitCode: Int32, notStarted: Int = 0) {
         var line = JSONLine()
         line.add("event", "summary")
         line.add("time", Self.now())
@@ -121,6 +122,7 @@ final class EventLog: Sendable {
         line.add("failed", s.failed)
         line.add("skipped", s.skipped)
         line.add("cancelled", s.cancelled)
+        line.add("not_started", notStarted)
         line.add("bytes", s.bytes)
         line.add("seconds", s.elapsed.secondsDouble)
         line.add("rate", s.bytesPerSecond)

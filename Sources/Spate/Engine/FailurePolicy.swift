@@ -133,7 +133,7 @@ struct RetryBudget: Sendable, Equatable {
         failures += 1
         guard failures <= policy.maxRetries else {
             guard policy.maxRetries > 0 else { return .stop(error) }
-            return .stop(SpateError(error.kind, "\(error.message) (gave up after \(policy.maxRetries) retries)",
+            return .stop(SpateError(error.kind, "\(error.message) (gave up after \(policy.maxRetries) \(policy.maxRetries == 1 ? "retry" : "retries"))",
                                     httpStatus: error.httpStatus))
         }
         return .retry(after: policy.delay(attempt: failures, retryAfter: retryAfter, random: random),

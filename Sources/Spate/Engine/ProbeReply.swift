@@ -35,10 +35,12 @@ enum ProbeReply {
                 throw SpateError.invalidResponse("redirect \(head.status) without a Location header from \(target.redacted)")
             }
             redirects += 1
+            let next = try target.resolving(location)
             if redirects > RemoteResolver.maxRedirects {
-                throw SpateError.invalidResponse("too many redirects (more than \(RemoteResolver.maxRedirects)), last to \(Redactor.originOnly(location))")
+                // The origin of the resolved target (a relative Location has none of its own).
+                throw SpateError.invalidResponse("too many redirects (more than \(RemoteResolver.maxRedirects)), last to \(Redactor.originOnly(next.string))")
             }
-            return .redirect(try target.resolving(location))
+            return .redirect(next)
         case 206:
             guard let text = head["content-range"], let contentRange = ContentRange(parsing: text),
                   let range = contentRange.range, range.start == 0 else {
@@ -77,9 +79,9 @@ enum ProbeReply {
         }
     }
 
-    /// What a download says when a throttled probe lowered the host's connection budget.
+    /// What a download says when a throttled request lowered the host's connection budget.
     static func throttlingNotice(_ status: Int, origin: RemoteURL.Origin, count: Int) -> String {
-        "the server is throttling (HTTP \(status)): using at most \(count) connections to \(origin.host):\(origin.port)"
+        "the server is throttling (HTTP \(status)): using at most \(count) connection\(count == 1 ? "" : "s") to \(origin.host):\(origin.port)"
     }
 
     /// The probe's body when it is the whole file: the transfer completed and holds every byte.

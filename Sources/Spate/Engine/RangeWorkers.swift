@@ -305,7 +305,7 @@ final class RangeWorkers: Sendable {
         if FailurePolicy.isThrottling(end), case .status(let reply) = end {
             let decision = session.budgets.refused(slot, now: clock.now)
             if case .lowered(let count) = decision {
-                parts.transport.emit(.notice("the server is throttling (HTTP \(reply.status)): using at most \(count) connections to \(slot.origin.host):\(slot.origin.port)"))
+                parts.transport.emit(.notice(ProbeReply.throttlingNotice(reply.status, origin: slot.origin, count: count)))
             }
             throttle = decision
         }

@@ -258,7 +258,8 @@ public final class OutputFile: @unchecked Sendable {
         if spate_is_memory_filesystem(fd) != 0 {
             var vfs = statvfs()
             var info = stat()
-            if fstatvfs(fd, &vfs) == 0, fstat(fd, &info) == 0 {
+            // A file system that reports no blocks at all (ramfs) has no limit to check.
+            if fstatvfs(fd, &vfs) == 0, vfs.f_blocks > 0, fstat(fd, &info) == 0 {
                 // Only the bytes not yet on disk need room: a resume after a full disk asks
                 // for what is missing, not for the whole file again.
                 let free = Int64(vfs.f_bavail) * Int64(vfs.f_frsize)

@@ -228,6 +228,24 @@ struct BatchCLITests {
         }
     }
 
+    /// A batch that cannot start (its base directory cannot be made: here a file is in the way,
+    /// which stops root too) still ends its events with a summary: every file not started.
+    @Test func aBatchThatCannotStartEndsItsEvents() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            FileManager.default.createFile(atPath: dir.file("blocker"), contents: Data("x".utf8))
+            let out = try CLIRunner.run([server.url("/gen/10/a"), server.url("/gen/10/b"), "-d", "blocker/out",
+                                         "--events", "ev.ndjson", "-q"], in: dir.path)
+            #expect(out.status == 6, "stderr: \(out.stderr)")
+            let events = try parseEvents(at: dir.file("ev.ndjson"))
+            #expect(events.count == 1, "\(events)")
+            #expect(events.last?["event"] as? String == "summary")
+            #expect(events.last?["not_started"] as? Int == 2)
+            #expect(events.last?["exit_code"] as? Int == 6)
+            #expect(server.requests.isEmpty)
+        }
+    }
+
     @Test func helpDocumentsTheBatchOptions() throws {
         let out = try CLIRunner.run(["--help"])
         for option in ["--input-file", "--dir", "--max-per-host", "--max-files", "--fail-fast", "--shard", "--events"] {

@@ -76,10 +76,12 @@ struct HTTPParsingTests {
 
     @Test func retryAfterForms() {
         #expect(RetryAfter.parse("120", now: 0) == .seconds(120))
-        #expect(RetryAfter.parse(" 0 ", now: 0) == .seconds(0))
+        // A wait of zero (0, or a date that has passed) is no wait to honour: the backoff applies.
+        #expect(RetryAfter.parse(" 0 ", now: 0) == nil)
         // Sun, 06 Nov 1994 08:49:37 GMT is 784111777 seconds after the epoch.
         #expect(RetryAfter.parse("Sun, 06 Nov 1994 08:49:37 GMT", now: 784_111_767) == .seconds(10))
-        #expect(RetryAfter.parse("Sun, 06 Nov 1994 08:49:37 GMT", now: 784_111_787) == .seconds(0))
+        #expect(RetryAfter.parse("Sun, 06 Nov 1994 08:49:37 GMT", now: 784_111_787) == nil)
+        #expect(RetryAfter.parse("Sun, 06 Nov 1994 08:49:37 GMT", now: 784_111_777) == nil)
         #expect(RetryAfter.parse("soon", now: 0) == nil)
         #expect(RetryAfter.parse("-5", now: 0) == nil)
         #expect(RetryAfter.parse(nil, now: 0) == nil)
