@@ -30,21 +30,20 @@ final class SmallFileFetch: Sendable {
     /// One file on its way.
     final class Fetch: Sendable {
         let file: BatchFile
-        let url: RemoteURL
-        let options: DownloadOptions
         let priority: UInt64
         let requests: RequestBuilder
-        fileprivate let state = Mutex(State())
+        fileprivate let state: Mutex<State>
         fileprivate let started: ContinuousClock.Instant
+
+        var url: RemoteURL { requests.url }
+        var options: DownloadOptions { requests.options }
 
         init(file: BatchFile, url: RemoteURL, options: DownloadOptions, priority: UInt64, now: ContinuousClock.Instant) {
             self.file = file
-            self.url = url
-            self.options = options
             self.priority = priority
             self.requests = RequestBuilder(url: url, options: options)
             self.started = now
-            state.withLock { $0.target = url }
+            state = Mutex(State(target: url))
         }
     }
 
@@ -52,7 +51,8 @@ final class SmallFileFetch: Sendable {
         enum Phase { case idle, waiting(UInt64), transferring(UInt64), saving, ended }
         var phase = Phase.idle
         var cancelled = false
-        var target: RemoteURL?
+        /// The URL asked next (the file's, or a redirect's target).
+        var target: RemoteURL
         var redirects = 0
         var requests = 0
         var timeToFirstByte: Duration?
@@ -164,7 +164,7 @@ final class SmallFileFetch: Sendable {
         // recorded (and `cancelAll` finds it to withdraw).
         let now: BudgetSlot?? = fetch.state.withLock { s in
             if s.cancelled { return .none }
-            switch session.budgets.acquire(s.target!.origin, priority: fetch.priority, then: { [self] slot in send(fetch, slot) }) {
+            switch session.budgets.acquire(s.target.origin, priority: fetch.priority, then: { [self] slot in send(fetch, slot) }) {
             case .granted(let slot):
                 return .some(slot)
             case .queued(let id):
@@ -182,10 +182,10 @@ final class SmallFileFetch: Sendable {
     private func send(_ fetch: Fetch, _ slot: BudgetSlot) {
         let sink = ProbeSink(wholeFileBytes: fetch.options.wholeFileBytes)
         let started: Bool = fetch.state.withLock { s in
-            guard !s.cancelled, let target = s.target else { return false }
+            guard !s.cancelled else { return false }
             // A probe reads at most a small file: a 64 KiB buffer (as `RemoteResolver`'s).
             let buffer = min(64 * 1024, session.receiveBufferBytes(fixed: fetch.options.receiveBufferBytes))
-            let spec = fetch.requests.probe(target, bufferBytes: buffer, slot: slot, wholeFileBytes: fetch.options.wholeFileBytes)
+            let spec = fetch.requests.probe(s.target, bufferBytes: buffer, slot: slot, wholeFileBytes: fetch.options.wholeFileBytes)
             guard let id = session.loop.start(spec, sink: sink, completion: { [self] result in
                 received(fetch, slot: slot, sink: sink, result: result)
             }) else { return false }
@@ -209,7 +209,7 @@ final class SmallFileFetch: Sendable {
         let (target, cancelled) = fetch.state.withLock { s -> (RemoteURL, Bool) in
             s.phase = .idle
             if s.timeToFirstByte == nil { s.timeToFirstByte = outcome.timeToFirstByte }
-            return (s.target!, s.cancelled)
+            return (s.target, s.cancelled)
         }
         let reply: ProbeReply
         var redirects = fetch.state.withLock { $0.redirects }
@@ -223,10 +223,9 @@ final class SmallFileFetch: Sendable {
             finish(fetch, cancelled ? .cancelled : .failed(error, afterWritten: false))
             return
         }
-        if case .failed(let end) = reply, FailurePolicy.isThrottling(end), case .status(let status) = end,
-           case .lowered(let count) = session.budgets.refused(slot, now: session.clock.now) {
+        if case .failed(let end) = reply, let notice = session.budgets.judge(end, slot: slot, now: session.clock.now)?.notice {
             // As the engine's probe: the host's budget hears of it at once.
-            emit(.file(fetch.file, .notice(ProbeReply.throttlingNotice(status.status, origin: slot.origin, count: count))))
+            emit(.file(fetch.file, .notice(notice)))
         }
         session.budgets.release(slot)
         if cancelled {
@@ -293,9 +292,8 @@ final class SmallFileFetch: Sendable {
         if session.publisher.save(body, to: fetch.file.path, from: fetch.url, verifying: expected?.checksum,
                                   mode: FileMode.newFileMode, completion: done) { return }
         do throws(SpateError) {
-            try expected?.checksum.verify(body)
-            let mark = SavedMark(size: size, url: fetch.url)
-            let file = try OutputFile.smallFile(body, for: fetch.file.path, mark: mark, mode: FileMode.newFileMode)
+            let file = try OutputFile.smallFile(body, for: fetch.file.path, from: fetch.url, verifying: expected?.checksum,
+                                                mode: FileMode.newFileMode)
             session.publisher.publish(file, mode: FileMode.newFileMode, completion: done)
         } catch {
             done(.failure(error))

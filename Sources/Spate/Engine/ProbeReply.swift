@@ -79,11 +79,6 @@ enum ProbeReply {
         }
     }
 
-    /// What a download says when a throttled request lowered the host's connection budget.
-    static func throttlingNotice(_ status: Int, origin: RemoteURL.Origin, count: Int) -> String {
-        "the server is throttling (HTTP \(status)): using at most \(count) connection\(count == 1 ? "" : "s") to \(origin.host):\(origin.port)"
-    }
-
     /// The probe's body when it is the whole file: the transfer completed and holds every byte.
     private static func whole(_ sink: ProbeSink, end: TransferEnd, size: Int64?) -> [UInt8]? {
         guard end == .completed, let body = sink.wholeBody else { return nil }

@@ -301,14 +301,9 @@ final class RangeWorkers: Sendable {
         }
         // A 429/503 is judged by the host's budget first (shared with the session's other
         // downloads): a cut, or a reply to a higher count than now allowed, does not count.
-        var throttle: ThrottleDecision?
-        if FailurePolicy.isThrottling(end), case .status(let reply) = end {
-            let decision = session.budgets.refused(slot, now: clock.now)
-            if case .lowered(let count) = decision {
-                parts.transport.emit(.notice(ProbeReply.throttlingNotice(reply.status, origin: slot.origin, count: count)))
-            }
-            throttle = decision
-        }
+        let judged = session.budgets.judge(end, slot: slot, now: clock.now)
+        if let notice = judged?.notice { parts.transport.emit(.notice(notice)) }
+        let throttle = judged?.decision
         let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end,
                            throttle: throttle, replyWait: outcome.replyWait)
         if ended.complete { session.budgets.succeeded(slot.origin) }

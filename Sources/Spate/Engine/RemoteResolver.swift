@@ -194,12 +194,10 @@ final class RemoteResolver: Sendable {
             if outcome.head != nil { streak.end(gaveUp: false) }
             let reply = try ProbeReply.read(outcome, sink: sink, target: target, redirects: &redirects,
                                             serverDigests: requests.options.serverDigests, wallSeconds: transport.clock.wallSeconds)
-            if case .failed(let end) = reply, FailurePolicy.isThrottling(end), case .status(let status) = end {
-                // A refused probe tells the host's budget as much as a refused range: the
-                // session's other downloads to that host hold back too.
-                if case .lowered(let count) = transport.session.budgets.refused(slot, now: transport.clock.now) {
-                    transport.emit(.notice(ProbeReply.throttlingNotice(status.status, origin: slot.origin, count: count)))
-                }
+            // A refused probe tells the host's budget as much as a refused range: the session's
+            // other downloads to that host hold back too.
+            if case .failed(let end) = reply, let notice = transport.session.budgets.judge(end, slot: slot, now: transport.clock.now)?.notice {
+                transport.emit(.notice(notice))
             }
             if outcome.head != nil, let wait = outcome.replyWait { state.withLock { $0.replyWait = wait } }
             switch reply {

@@ -120,6 +120,17 @@ final class ConnectionBudgets: Sendable {
         }
     }
 
+    /// A request that held `slot` ended with `end`: when that is a refusal (429/503), the
+    /// host's budget judges it (`refused`), and says what to tell the user when it was lowered.
+    /// Nil for any other end. (Probes, small files and ranges all report refusals here.)
+    func judge(_ end: TransferEnd, slot: BudgetSlot, now: ContinuousClock.Instant) -> (decision: ThrottleDecision, notice: String?)? {
+        guard FailurePolicy.isThrottling(end), case .status(let reply) = end else { return nil }
+        let decision = refused(slot, now: now)
+        guard case .lowered(let count) = decision else { return (decision, nil) }
+        let origin = slot.origin
+        return (decision, "the server is throttling (HTTP \(reply.status)): using at most \(count) connection\(count == 1 ? "" : "s") to \(origin.host):\(origin.port)")
+    }
+
     /// A request to `origin` succeeded: the host's budget may rise again.
     func succeeded(_ origin: RemoteURL.Origin) {
         let granted = state.withLock { s -> [(Waiter, BudgetSlot)] in

@@ -61,14 +61,14 @@ final class GroupPublisher: @unchecked Sendable {
     /// The most bytes `save` holds for this thread to write; beyond, its callers write.
     let maxUnwrittenBytes: Int
     static let defaultMaxUnwrittenBytes = 16 << 20
-
-    init(maxUnwrittenBytes: Int = GroupPublisher.defaultMaxUnwrittenBytes) {
-        self.maxUnwrittenBytes = maxUnwrittenBytes
-    }
     private var stopping = false  // guarded by `lock`
     private var thread: LoopThread?  // guarded by `lock`; started by the first file
     /// Most files per flush (bounds one round's latency and the directory list).
     static let maxBatch = 4096
+
+    init(maxUnwrittenBytes: Int = GroupPublisher.defaultMaxUnwrittenBytes) {
+        self.maxUnwrittenBytes = maxUnwrittenBytes
+    }
 
     /// Makes `file` (written, verified, marked) durable and gives it its final name.
     /// Throws what publishing throws (e.g. the final name exists); a stopped publisher throws
@@ -87,10 +87,9 @@ final class GroupPublisher: @unchecked Sendable {
 
     /// Takes `body` to check against `expected` and write to a new file for `path` on this
     /// thread (`OutputFile.smallFile`, marked as saved from `url`), then makes it durable and
-    /// names it as
-    /// `publish(_:mode:completion:)` does — unless
-    /// `maxUnwrittenBytes` are already waiting to be written: then false, and the caller writes
-    /// the file itself and publishes it.
+    /// names it as `publish(_:mode:completion:)` does — unless `maxUnwrittenBytes` are already
+    /// waiting to be written: then false, and the caller writes the file itself
+    /// (`OutputFile.smallFile`) and publishes it.
     ///
     /// Why: a batch's small files arrive on the loop thread, whose time is every transfer's;
     /// this thread is idle between its flushes. (Written on the loop thread, 10,000 small files
@@ -178,9 +177,7 @@ final class GroupPublisher: @unchecked Sendable {
     /// when that failed.
     private func write(_ item: Unwritten) -> Item? {
         do throws(SpateError) {
-            try item.expected?.verify(item.body)
-            let mark = SavedMark(size: Int64(item.body.count), url: item.url)
-            let file = try OutputFile.smallFile(item.body, for: item.path, mark: mark, mode: item.mode)
+            let file = try OutputFile.smallFile(item.body, for: item.path, from: item.url, verifying: item.expected, mode: item.mode)
             return Item(file: file, mode: item.mode, replaceExisting: false, completion: .callback(item.completion))
         } catch {
             item.completion(.failure(error))

@@ -114,10 +114,14 @@ public final class OutputFile: @unchecked Sendable {
     /// (linking by descriptor needs a capability that containers usually drop).
     private static let canNameUnnamedFiles = access("/proc/self/fd", X_OK) == 0
 
-    /// A small file written at once (a batch's, `SmallFileFetch`): with no name where the
-    /// system allows (nothing to replace at `finalPath`), else a partial file, which replaces a
-    /// leftover of spate's; marked with `mark`, `body` written. Throws with nothing left behind.
-    static func smallFile(_ body: [UInt8], for finalPath: String, mark: SavedMark, mode: mode_t) throws(SpateError) -> OutputFile {
+    /// A small file written at once (a batch's, `SmallFileFetch`): `body` checked against
+    /// `expected`, then written to a file with no name where the system allows (nothing to
+    /// replace at `finalPath`), else to a partial file, which replaces a leftover of spate's;
+    /// marked as saved from `url`. Throws with nothing left behind.
+    static func smallFile(_ body: [UInt8], for finalPath: String, from url: RemoteURL, verifying expected: Checksum?,
+                          mode: mode_t) throws(SpateError) -> OutputFile {
+        try expected?.verify(body)
+        let mark = SavedMark(size: Int64(body.count), url: url)
         let file: OutputFile
         if let unnamed = OutputFile(unnamedFor: finalPath, mode: mode, mark: mark) {
             file = unnamed

@@ -20,6 +20,15 @@ struct SmallFileFetchTests {
         return options
     }
 
+    /// Returns once `stream` has yielded `count` times.
+    func waitFor(_ count: Int, of stream: AsyncStream<Void>) async {
+        var seen = 0
+        for await _ in stream {
+            seen += 1
+            if seen == count { return }
+        }
+    }
+
     func range(_ request: RequestInfo) -> String? {
         request.headers.first { $0.name.lowercased() == "range" }?.value
     }
@@ -164,11 +173,7 @@ struct SmallFileFetchTests {
                 ManifestEntry(line: 16 + i, url: server.url("/gen/2000/\(i)?seed=\(i)", host: "127.0.0.2"), destination: "small\(i)")
             }
             let run = Task { try await batch.run(entries.makeIterator()) }
-            var count = 0
-            for await _ in finished.stream {
-                count += 1
-                if count == 20 { break }
-            }
+            await waitFor(20, of: finished.stream)
             run.cancel()
             let summary = try await run.value
             #expect(summary.succeeded == 20 && summary.cancelled == 15, "\(summary)")
@@ -202,11 +207,7 @@ struct SmallFileFetchTests {
             }
             let run = Task { try await batch.run(entries.makeIterator()) }
             // Four requests at the server (every slot), eight files waiting for a slot.
-            var seen = 0
-            for await _ in arrived.stream {
-                seen += 1
-                if seen == 4 { break }
-            }
+            await waitFor(4, of: arrived.stream)
             run.cancel()
             let summary = try await run.value
             #expect(summary.stoppedEarly)

@@ -40,12 +40,11 @@ struct GroupPublisherTests {
         defer { publisher.stop() }
         let url = try RemoteURL("http://example.com/b")
         let body = Array("more than four bytes".utf8)
-        let mark = SavedMark(size: Int64(body.count), url: url)
         let refused: @Sendable (Result<Void, SpateError>) -> Void = { _ in Issue.record("a refused body is never written") }
         let taken = publisher.save(body, to: dir.file("b"), from: url, verifying: nil, mode: 0o644, completion: refused)
         #expect(!taken)
         #expect(!FileManager.default.fileExists(atPath: dir.file("b")))
-        let file = try OutputFile.smallFile(body, for: dir.file("b"), mark: mark, mode: 0o644)
+        let file = try OutputFile.smallFile(body, for: dir.file("b"), from: url, verifying: nil, mode: 0o644)
         let (done, complete) = completion()
         publisher.publish(file, mode: 0o644, completion: complete)
         for await result in done { #expect((try? result.get()) != nil, "\(result)") }
