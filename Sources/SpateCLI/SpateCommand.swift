@@ -17,28 +17,31 @@ struct SpateCommand: ParsableCommand {
         discussion: """
             Examples:
               spate https://example.com/big.iso
-              spate https://example.com/big.iso -o /data/big.iso -c 32 --checksum sha256:<64 hex digits>
+              spate https://example.com/big.iso -o /data/big.iso --checksum sha256:<hex>
               spate https://example.com/backup.tar.zst -o - | zstd -d | tar x
               spate https://api.example.com/file -H 'Authorization: Bearer ...'
 
-            The file is written to PATH.part and renamed to PATH only when it is complete and
-            verified. An existing PATH is never replaced without --force. A resume journal,
-            PATH.part.journal, records what is on disk: after an interruption, run the same
-            command again to continue. Inspect it with: spate journal show PATH [--json]
+            The file is written to PATH.part and renamed to PATH only when it is complete
+            and verified. An existing PATH is never replaced without --force. A resume
+            journal, PATH.part.journal, records what is on disk: after an interruption,
+            run the same command again to continue. Inspect it with:
+              spate journal show PATH [--json]
 
-            Benchmarks: spate bench URL [--connections 1,2,4,...] [--chunk-sizes auto,1M,...]
-            [--repeat N] [--json] [--chart FILE.svg] sweeps settings into nothing and reports
-            throughput, time to first byte and CPU per GiB (spate bench --help).
+            Benchmarks: spate bench URL [--connections 1,2,4,...] [--chunk-sizes
+            auto,1M,...] [--repeat N] [--json] [--chart FILE.svg] sweeps settings into
+            nothing and reports throughput, time to first byte and CPU per GiB (spate
+            bench --help).
 
             Many files (-i FILE, or several URLs): manifest lines are "URL [DEST]" (pget's
             format) or aria2's input-file format (a URL line, then indented out=, dir=,
             checksum=ALG=HEX and header= lines); # comments and blank lines are allowed.
             Every DEST stays inside -d DIR. -c is then the global connection maximum,
             --max-per-host caps each host across all files. Running the same command again
-            skips complete files, resumes partial ones and fetches the rest. The batch exits
-            with 0 when every file is saved or already complete, else with the exit code of
-            the failed file that comes first in the list; 2 for a bad manifest line (before
-            any download starts; with --shard, other shards' URLs are left to their shard).
+            skips complete files, resumes partial ones and fetches the rest. The batch
+            exits with 0 when every file is saved or already complete, else with the exit
+            code of the failed file that comes first in the list; 2 for a bad manifest
+            line (before any download starts; with --shard, other shards' URLs are left to
+            their shard).
 
             Exit codes:
               0    success
@@ -192,7 +195,7 @@ struct SpateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("PEM file of CA certificates to trust (instead of the system's).", valueName: "PATH"))
     var cacert: String?
 
-    @Flag(help: "Do not verify TLS certificates (dangerous).")
+    @Flag(name: [.customShort("k"), .long], help: "Do not verify TLS certificates (dangerous).")
     var insecure = false
 
     @Option(help: ArgumentHelp("Size of the generated file for the demo (no URL).", valueName: "SIZE"))

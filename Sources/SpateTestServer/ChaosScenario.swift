@@ -34,7 +34,7 @@ public struct ChaosScenario: Sendable {
     public static let faults: [Fault] = [
         .closeAfter(bytes: 0), .closeAfter(bytes: 1000), .closeAfter(bytes: 100_000), .stallAfter(bytes: 3000),
         .status(503, retryAfter: "0"), .status(429, retryAfter: "0"), .status(500, retryAfter: nil),
-        .fullBodyForRange, .shiftedRange(by: 512), .shiftedRange(by: -70_000), .gzipEncoding, .multipart,
+        .fullBodyForRange, .shiftedRange(by: 512), .shiftedRange(by: -70_000), .cappedRange(at: 200_000), .gzipEncoding, .multipart,
         .slow(bytesPerSecond: 2 << 20),
     ]
 

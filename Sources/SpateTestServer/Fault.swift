@@ -15,6 +15,9 @@ public enum Fault: Sendable, Hashable, CustomStringConvertible {
     case fullBodyForRange
     /// Answer with a 206 for other bytes than asked (shifted by this many), consistently labelled.
     case shiftedRange(by: Int64)
+    /// Answer with a 206 for the first this many bytes of the range only, consistently labelled
+    /// (servers that cap the bytes of one reply).
+    case cappedRange(at: Int64)
     /// Claim `Content-Encoding: gzip` on a range.
     case gzipEncoding
     /// Answer a single range with multipart/byteranges.
@@ -29,6 +32,7 @@ public enum Fault: Sendable, Hashable, CustomStringConvertible {
         case .status(let code, let retryAfter): "status \(code)" + (retryAfter.map { " Retry-After: \($0)" } ?? "")
         case .fullBodyForRange: "200 with the full body"
         case .shiftedRange(let n): "206 for a range shifted by \(n)"
+        case .cappedRange(let n): "206 for the first \(n) bytes of the range"
         case .gzipEncoding: "Content-Encoding: gzip"
         case .multipart: "multipart/byteranges"
         case .slow(let rate): "slow (\(rate) B/s)"
@@ -54,6 +58,12 @@ public enum Fault: Sendable, Hashable, CustomStringConvertible {
                 let s = min(max(0, start + shift), size - (end - start))
                 plan.body = .content(content, start: s, end: s + (end - start))
                 plan.setHeader("Content-Range", "bytes \(s)-\(s + (end - start) - 1)/\(size)")
+            }
+        case .cappedRange(let cap):
+            if case .content(let content, let start, let end) = plan.body, plan.status == 206, end - start > cap {
+                plan.body = .content(content, start: start, end: start + cap)
+                plan.setHeader("Content-Range", "bytes \(start)-\(start + cap - 1)/\(size)")
+                plan.setHeader("Content-Length", String(cap))
             }
         case .gzipEncoding:
             plan.setHeader("Content-Encoding", "gzip")

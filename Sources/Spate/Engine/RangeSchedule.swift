@@ -33,6 +33,11 @@ struct RangeSchedule: Sendable {
     /// How often the tuner samples the throughput.
     static let tuningWindow: Duration = .milliseconds(100)
     static let recentSpeedsKept = 16
+    /// A reply the server cut short on purpose (`RangeSink.shortenedByServer`) that carried
+    /// at least this much is progress, not a failure: its rest is asked for again at once.
+    /// Fewer bytes count as a failure (without resetting the count), so a server that
+    /// answers a byte at a time runs out of retries instead of being asked forever.
+    static let minimumShortenedReply: Int64 = 64 * 1024
 
     private struct Running: Sendable {
         let start: Int64
@@ -181,8 +186,11 @@ struct RangeSchedule: Sendable {
     /// transfer ended with `end`; `throttle` is the host budget's judgement of a throttling
     /// reply (`FailurePolicy.isThrottling`).
     /// - Parameter replyWait: how long the request waited for its first byte, when a reply came.
+    ///   - shortenedByServer: the reply was the first part of the range only, announced by its
+    ///     Content-Range, and all of it came (`RangeSink.shortenedByServer`; `end` is then
+    ///     `.completed`).
     mutating func requestEnded(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd,
-                               throttle: ThrottleDecision? = nil, replyWait: Duration? = nil,
+                               throttle: ThrottleDecision? = nil, replyWait: Duration? = nil, shortenedByServer: Bool = false,
                                now: ContinuousClock.Instant) -> Ended {
         guard let request = running.removeValue(forKey: id) else {
             preconditionFailure("end of request \(id), which is not running")
@@ -224,7 +232,13 @@ struct RangeSchedule: Sendable {
             return ended
         }
         var end = end
-        if end == .completed || end == .enough {
+        var progressed = moved > 0
+        if end == .completed && shortenedByServer {
+            // The server sends at most so much per reply: the rest is pending again.
+            if moved >= Self.minimumShortenedReply { return ended }
+            progressed = false
+            end = .invalidReply(InvalidReply(.shortReply, "the server answered \(max(0, moved)) bytes of a range (a 206 for the first part only)"))
+        } else if end == .completed || end == .enough {
             // The transfer ended well but its bytes are not all done (a sink's check missed it):
             // a short reply, never a crash or a silent gap.
             end = .invalidReply(InvalidReply(.shortReply, "a reply ended \(max(0, moved)) bytes into its range"))
@@ -232,7 +246,7 @@ struct RangeSchedule: Sendable {
         if case .stalled = end { stalledSinceSample = true }
         if FailurePolicy.isThrottling(end) { throttledSinceSample = true }
         var budget = request.budget
-        switch FailurePolicy.decide(end, madeProgress: moved > 0, budget: &budget, throttle: throttle,
+        switch FailurePolicy.decide(end, madeProgress: progressed, budget: &budget, throttle: throttle,
                                     canResolveAgain: true, random: random.nextUnitInterval()) {
         case .retry(let after, let fresh):
             ended.next = .wait(after, attempt: budget.failures)

@@ -75,6 +75,8 @@ final class RangeWorkers: Sendable {
 
     let core: Mutex<Core>
     let parts: Parts
+    /// The notice that the server cuts its replies short was given (once per download).
+    private let shortenedNoticeGiven = Atomic<Bool>(false)
     private let maximumWorkers: Int
 
     var session: DownloadSession { parts.transport.session }
@@ -304,8 +306,12 @@ final class RangeWorkers: Sendable {
         let judged = session.budgets.judge(end, slot: slot, now: clock.now)
         if let notice = judged?.notice { parts.transport.emit(.notice(notice)) }
         let throttle = judged?.decision
+        let shortened = end == .completed && sink.shortenedByServer
+        if shortened, !shortenedNoticeGiven.exchange(true, ordering: .relaxed) {
+            parts.transport.emit(.notice("the server answered \(sink.servedEnd - range.start) of the \(range.count) bytes asked for in one request (a 206 for the first part of the range); asking for the rest in further requests"))
+        }
         let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end,
-                           throttle: throttle, replyWait: outcome.replyWait)
+                           throttle: throttle, replyWait: outcome.replyWait, shortenedByServer: shortened)
         if ended.complete { session.budgets.succeeded(slot.origin) }
         return (ended.next, end)
     }
@@ -313,13 +319,14 @@ final class RangeWorkers: Sendable {
     /// Reports a request's end to the schedule, stops the requests it made unnecessary, moves
     /// the digest's watermark and wakes idle workers.
     private func record(_ id: RangeLedger.AssignmentID, worker: Int, doneThrough: Int64, end: TransferEnd,
-                        throttle: ThrottleDecision? = nil, replyWait: Duration? = nil) -> RangeSchedule.Ended {
+                        throttle: ThrottleDecision? = nil, replyWait: Duration? = nil,
+                        shortenedByServer: Bool = false) -> RangeSchedule.Ended {
         let now = clock.now
         let (ended, losers, waiters) = core.withLock { c in
             c.running.removeValue(forKey: id)
             c.generation += 1
             let ended = c.schedule.requestEnded(id, worker: worker, doneThrough: doneThrough, end: end, throttle: throttle,
-                                                    replyWait: replyWait, now: now)
+                                                    replyWait: replyWait, shortenedByServer: shortenedByServer, now: now)
             if let extend = ended.extend, let victim = c.running[extend.victim]?.sink {
                 // Never past what the victim asked the server for.
                 victim.limit.store(min(extend.end, victim.requested.end), ordering: .relaxed)

@@ -115,6 +115,11 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
     let publishedPosition: Atomic<Int64>
     /// Where this request stops; lowered when an idle connection steals the far part.
     let limit: Atomic<Int64>
+    /// Where the server's reply ends: `requested.end`, or less when the server answered with
+    /// the first part of the range only (a 206 whose Content-Range starts where asked and ends
+    /// early: servers that cap the bytes per reply). The rest is asked for again; see
+    /// `shortenedByServer`. Set by `accept` (loop thread), read after the transfer.
+    private(set) var servedEnd: Int64
     /// Set when the reply was an HTTP error status; the body is kept for the message.
     private(set) var errorStatus: Int?
     private(set) var errorBody = ErrorBody()
@@ -127,6 +132,7 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         self.position = requested.start
         self.publishedPosition = Atomic(requested.start)
         self.limit = Atomic(requested.end)
+        self.servedEnd = requested.end
         self.output = output
         self.remote = remote
         self.counters = counters
@@ -175,11 +181,14 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         if let length = contentRange.completeLength, let size = remote.size, length != size {
             return .remoteChanged("its size is now \(length) bytes, was \(size)")
         }
-        guard got == remoteRange else {
+        // The first part of the range is a usable answer (the rest is asked for again);
+        // anything else is not the bytes asked for.
+        guard got.start == remoteRange.start, got.end <= remoteRange.end, got.count > 0 else {
             return .invalid(InvalidReply(.wrongRange, "asked for \(remoteRange.httpRangeValue), the server sent bytes \(got.start)-\(got.end - 1)"))
         }
+        servedEnd = got.end - remoteOffset
         if let lengthText = head["content-length"] {
-            guard let length = ContentRange.parseDecimal(lengthText), length == requested.count else {
+            guard let length = ContentRange.parseDecimal(lengthText), length == servedEnd - requested.start else {
                 return .invalid(InvalidReply(.wrongLength, "Content-Length \(lengthText.prefix(30)) does not match Content-Range \(text.prefix(60))"))
             }
         }
@@ -192,8 +201,8 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         if errorStatus != nil {
             return errorBody.append(bytes) ? nil : .enough
         }
-        if position + Int64(bytes.count) > requested.end {
-            return .invalid(InvalidReply(.tooManyBytes, "the server sent more bytes than the \(requested.count) of \(remoteRange.httpRangeValue)"))
+        if position + Int64(bytes.count) > servedEnd {
+            return .invalid(InvalidReply(.tooManyBytes, "the server sent more bytes than the \(servedEnd - requested.start) its Content-Range announced for \(remoteRange.httpRangeValue)"))
         }
         // Stop at the limit (another request took the rest); never write past it.
         let stopAt = limit.load(ordering: .relaxed)
@@ -206,7 +215,9 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
             publishedPosition.store(position, ordering: .relaxed)
             counters.bytesWritten.add(Int64(n), ordering: .relaxed)
         }
-        if position >= stopAt && position < requested.end { return .enough }
+        // Stopped before the reply's own end: cut the transfer (a reply that reaches its end
+        // completes, and its connection stays open).
+        if position >= stopAt && stopAt < servedEnd { return .enough }
         return nil
     }
 
@@ -222,11 +233,15 @@ final class RangeSink: ResponseSink, @unchecked Sendable {
         output.group.hashedRange(from: requested.start)
     }
 
+    /// Whether the server answered with the first part of the range only, and all of that
+    /// part came (after the transfer): the request ends well, its rest is pending again.
+    var shortenedByServer: Bool { servedEnd < requested.end && position == servedEnd }
+
     /// How the transfer ended (after it returned): a reply that ended without an error before
-    /// its last byte is a short reply.
+    /// its last byte is a short reply (unless the server announced it: `shortenedByServer`).
     func end(of outcome: TransferOutcome, url: RemoteURL, wallSeconds: Int64) -> TransferEnd {
         let end = outcome.end(errorStatus: errorStatus, errorBody: errorBody, url: url, wallSeconds: wallSeconds)
-        if end == .completed && position < requested.end {
+        if end == .completed && position < requested.end && !shortenedByServer {
             return .invalidReply(InvalidReply(.shortReply, "the reply for \(remoteRange.httpRangeValue) ended after \(position - requested.start) of \(requested.count) bytes"))
         }
         return end

@@ -182,6 +182,26 @@ struct CLITests {
         #expect(readme.contains("| `-V, --version` |"))
     }
 
+    /// The overview and the discussion are wrapped to fit 80 columns as written: a longer line
+    /// is wrapped again by the argument parser, leaving one-word fragments ("and", "verified.").
+    @Test func helpTextIsNotWrappedTwice() throws {
+        let out = try CLIRunner.run(["--help"])
+        let head = try #require(out.stdout.components(separatedBy: "USAGE:").first)
+        for line in head.split(separator: "\n") where !line.allSatisfy(\.isWhitespace) {
+            #expect(line.count <= 80, "too wide: \(line)")
+            #expect(line.split(separator: " ").count > 1 || line.hasSuffix(":"), "a fragment of a line wrapped twice: \(line)")
+        }
+        #expect(head.contains("\n  spate journal show PATH [--json]\n"))
+    }
+
+    /// `-k` is curl's and wget2's short name for `--insecure`.
+    @Test func dashKIsInsecure() throws {
+        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("-k, --insecure Do not verify TLS certificates"), "\(help)")
+        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        #expect(readme.contains("| `-k, --insecure` |"))
+    }
+
     /// `-c`'s help says where the tuner starts, as the library does (and README).
     @Test func helpSaysWhereTheConnectionCountStarts() throws {
         let out = try CLIRunner.run(["--help"])

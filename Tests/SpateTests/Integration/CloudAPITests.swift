@@ -289,8 +289,11 @@ struct CloudAPITests {
         let trusted = try CLIRunner.run([url, "-o", "b.bin", "--cacert", "cert.pem"], in: dir.path)
         #expect(trusted.status == 0, "\(trusted.stderr)")
         #expect(compareFile(dir.file("b.bin"), with: content) == nil)
-        let insecure = try CLIRunner.run([url, "-o", "c.bin", "--insecure"], in: dir.path)
-        #expect(insecure.status == 0 && insecure.stderr.contains("warning: TLS certificate verification is off"))
+        for (flag, name) in [("--insecure", "c.bin"), ("-k", "e.bin")] {  // -k: curl's and wget2's spelling
+            let insecure = try CLIRunner.run([url, "-o", name, flag], in: dir.path)
+            #expect(insecure.status == 0 && insecure.stderr.contains("warning: TLS certificate verification is off"), "\(flag)")
+            #expect(compareFile(dir.file(name), with: content) == nil)
+        }
     }
 
     /// A TCP port that is free right now (bound to port 0, then released).

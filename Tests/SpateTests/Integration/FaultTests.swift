@@ -228,6 +228,57 @@ struct FaultTests {
         }
     }
 
+    // MARK: Servers that cap each reply
+
+    /// Every range is answered with its first 256 KiB only (a 206 labelled so): the rest of
+    /// each range is asked for at once, no byte is asked for twice, nothing counts as a failure.
+    @Test func aServerThatCapsEveryReplyIsAskedForTheRest() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 61, size: 3 * Self.chunk + 5)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            let cap: Int64 = 256 * 1024
+            server.setHook { request in
+                guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
+                return Fault.cappedRange(at: cap).apply(to: request, file: file)
+            }
+            var o = options(connections: 1)
+            o.tailHedging = false
+            o.workStealing = false
+            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            guard case .success(let done) = result else { Issue.record("must succeed: \(result)"); return }
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(done.retries == 0, "a reply the server shortened on purpose is not a failure")
+            let starts: [Int64] = rangeRequests(server).compactMap { $0.header("range") }.map { Int64($0.dropFirst(6).split(separator: "-")[0])! }
+            let expected: [Int64] = Array(stride(from: Int64(0), to: content.size, by: Int(cap)))
+            #expect(starts == expected,
+                    "each request starts where the server's previous reply ended")
+            #expect(notices.filter { $0.contains("206 for the first part of the range") }.count == 1, "\(notices)")
+        }
+    }
+
+    /// A server that answers a few bytes per reply is not asked forever: such replies count as
+    /// failures (their bytes are kept), and the download stops with a precise error.
+    @Test func aServerThatAnswersAFewBytesPerReplyRunsOutOfRetries() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let file = TestServer.File(content: GeneratedContent(seed: 62, size: 2 * Self.chunk))
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
+                return Fault.cappedRange(at: 100).apply(to: request, file: file)
+            }
+            let o = options(connections: 1)
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            guard case .failure(let error) = result else { Issue.record("must fail"); return }
+            #expect(error.kind == .invalidResponse)
+            #expect(error.message.contains("the server answered 100 bytes of a range"), "\(error.message)")
+            #expect(rangeRequests(server).count == o.retry.maxRetries + 1, "one try and its retries, then stop")
+            #expect(dir.contents == ["f.bin.part", "f.bin.part.journal"], "no final file; the partial file is kept for a resume")
+        }
+    }
+
     // MARK: The remote file changes
 
     /// After `after` range requests the server serves another version (new content, new ETag).
