@@ -169,6 +169,7 @@ final class CurlLoop: Sendable {
         var active: [UInt64: Transfer] = [:]
         var idleHandles: [EasyHandle] = []
         var running: Int32 = 0
+        let attempts = ConnectAttempts(sockets: sockets)
 
         func recycle(_ easy: EasyHandle) {
             easy.reset()
@@ -178,7 +179,8 @@ final class CurlLoop: Sendable {
 
         func end(_ transfer: Transfer, with result: Result<TransferOutcome, any Error>) {
             if let trace { transfer.record(to: trace, result: result) }
-            curl_multi_remove_handle(multi, transfer.easy.raw)
+            if transfer.added { curl_multi_remove_handle(multi, transfer.easy.raw) }
+            attempts.ended(transfer)
             transfer.headerList.free()
             transfer.completion.resume(with: result)
             // libcurl 7.88 mixed one HTTP/2 stream's header bytes into the next stream of a
@@ -198,7 +200,7 @@ final class CurlLoop: Sendable {
                 case .start(let id, let spec, let sink, let completion):
                     let easy = idleHandles.popLast() ?? EasyHandle()
                     let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, completion: completion, clock: clock,
-                                            sockets: sockets, rate: rate, outages: outages)
+                                            sockets: sockets, attempts: attempts, rate: rate, outages: outages)
                     if let failure = transfer.configure() {
                         transfer.headerList.free()
                         recycle(easy)
@@ -206,7 +208,13 @@ final class CurlLoop: Sendable {
                         continue
                     }
                     active[id] = transfer
-                    curl_multi_add_handle(multi, easy.raw)
+                    // Held while its host has too many connection attempts under way
+                    // (`ConnectGate`); requests held for a host start in arrival order.
+                    if attempts.held[spec.host] == nil, attempts.admit(transfer) {
+                        curl_multi_add_handle(multi, easy.raw)
+                    } else {
+                        attempts.held[spec.host, default: []].append(id)
+                    }
                 case .cancel(let id):
                     if let transfer = active.removeValue(forKey: id) {
                         end(transfer, with: .failure(CancellationError()))
@@ -240,6 +248,11 @@ final class CurlLoop: Sendable {
             }
 
             var timeout: Int32 = 1000
+            // Attempts ended and replies came in `perform`: start what the gate now admits, at
+            // once (the poll would otherwise wait for the next socket event).
+            if !attempts.held.isEmpty && attempts.release(active, start: { curl_multi_add_handle(multi, $0.easy.raw) }) {
+                timeout = 0
+            }
             if let rate, !rate.paused.isEmpty {
                 // Paused by the rate budget: resume them once the debt is repaid.
                 let wait = rate.budget.wait(now: clock.now)
@@ -249,7 +262,7 @@ final class CurlLoop: Sendable {
                     for id in ids { active[id]?.resumeFromRateLimit() }
                     timeout = 0
                 } else {
-                    timeout = Int32(min(1000, max(1, (wait.secondsDouble * 1000).rounded(.up))))
+                    timeout = min(timeout, Int32(min(1000, max(1, (wait.secondsDouble * 1000).rounded(.up)))))
                 }
             }
             curl_multi_poll(multi, nil, 0, timeout, nil)
@@ -267,6 +280,78 @@ private enum TransferCompletion {
         case .task(let continuation): continuation.resume(with: result)
         case .callback(let completion): completion(result)
         }
+    }
+}
+
+/// The loop thread's `ConnectGate` and what it needs: the requests handed to libcurl per host
+/// (to tell idle connections from busy ones) and the requests held back, in arrival order.
+/// Touched only on the loop thread.
+private final class ConnectAttempts {
+    var gate = ConnectGate()
+    /// Requests handed to the multi handle and not yet ended, per host.
+    private var inFlight: [String: Int] = [:]
+    /// Requests held back, per host, in arrival order (each host's at most its budget).
+    var held: [String: [UInt64]] = [:]
+    let sockets: HostSockets
+
+    init(sockets: HostSockets) { self.sockets = sockets }
+
+    /// Whether `transfer` may start now; when it may, it counts as started (in flight, and an
+    /// attempt unless an idle connection is there for it).
+    func admit(_ transfer: Transfer) -> Bool {
+        let host = transfer.spec.host
+        let busy = inFlight[host] ?? 0
+        let idle = transfer.spec.freshConnection ? 0 : sockets.count(host) - busy
+        guard gate.admits(host, idleConnections: idle) else { return false }
+        inFlight[host] = busy + 1
+        transfer.added = true
+        if idle <= 0 {
+            gate.attemptStarted(host)
+            transfer.attempting = true
+        }
+        return true
+    }
+
+    /// A reply's head came: the server has taken the connection, and says whether it keeps it.
+    func answered(_ transfer: Transfer, keepsConnection: Bool) {
+        gate.replied(transfer.spec.host, keepsConnection: keepsConnection)
+        endAttempt(transfer)
+    }
+
+    private func endAttempt(_ transfer: Transfer) {
+        guard transfer.attempting else { return }
+        transfer.attempting = false
+        gate.attemptEnded(transfer.spec.host)
+    }
+
+    /// The request ended (or was cancelled, held or not).
+    func ended(_ transfer: Transfer) {
+        endAttempt(transfer)
+        guard transfer.added else { return }
+        transfer.added = false
+        let host = transfer.spec.host
+        let left = (inFlight[host] ?? 1) - 1
+        inFlight[host] = left > 0 ? left : nil
+    }
+
+    /// Starts the held requests the gate admits now (those cancelled meanwhile are dropped);
+    /// returns whether any started.
+    func release(_ active: [UInt64: Transfer], start: (Transfer) -> Void) -> Bool {
+        var started = false
+        for (host, queue) in held {
+            var taken = 0
+            for id in queue {
+                if let transfer = active[id] {
+                    guard admit(transfer) else { break }
+                    transfer.releasedFromHold()
+                    start(transfer)
+                    started = true
+                }
+                taken += 1
+            }
+            held[host] = taken == queue.count ? nil : Array(queue.dropFirst(taken))
+        }
+        return started
     }
 }
 
@@ -295,6 +380,12 @@ private final class Transfer {
     let sockets: HostSockets
     /// What the open-socket hook gets (kept alive for the transfer).
     let opening: HostSockets.Opening
+    /// The loop's connection attempts (`ConnectGate`).
+    let attempts: ConnectAttempts
+    /// Handed to the multi handle (not held back, not yet ended).
+    var added = false
+    /// Counted as a connection attempt, until its reply's head comes or it ends.
+    var attempting = false
     /// The session's rate budget, if any.
     let rate: RateGate?
     /// The session's record of unreachable hosts, told of this reply (`HostOutages`).
@@ -308,8 +399,9 @@ private final class Transfer {
     var rateLimitedInWindow = false
 
     init(id: UInt64, easy: EasyHandle, spec: TransferSpec, sink: any ResponseSink,
-         completion: TransferCompletion, clock: any EngineClock, sockets: HostSockets,
+         completion: TransferCompletion, clock: any EngineClock, sockets: HostSockets, attempts: ConnectAttempts,
          rate: RateGate?, outages: HostOutages?) {
+        self.attempts = attempts
         self.rate = rate
         self.outages = outages
         self.started = clock.now
@@ -414,6 +506,7 @@ private final class Transfer {
         case .headComplete:
             let head = headBuilder.head!
             self.head = head
+            attempts.answered(self, keepsConnection: headBuilder.keepsConnection)
             // A host that replies is up, for every download of the session (`HostOutages`),
             // now rather than when this transfer ends: a long range is a reply all along.
             if let origin = spec.origin { outages?.answered(origin) }
@@ -489,6 +582,12 @@ private final class Transfer {
         }
         args.append(("end", .text(ending)))
         trace.span("GET \(range ?? "whole")", category: "request", start: started, end: clock.now, lane: port, args: args)
+    }
+
+    /// Held back by the connect gate until now: the stall watchdog's window starts now (the
+    /// wait was not the server's).
+    func releasedFromHold() {
+        if let limit = watchdog?.limit { watchdog = StallWatchdog(limit: limit, now: clock.now) }
     }
 
     /// The rate budget's debt is repaid: read again.

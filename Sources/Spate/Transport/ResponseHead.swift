@@ -47,6 +47,8 @@ struct ResponseHeadBuilder {
     static let typicalFields = 16
 
     private(set) var status: Int?
+    /// The status line said HTTP/1.0 (see `keepsConnection`).
+    private(set) var isHTTP10 = false
     private(set) var fields: [(name: String, value: String)] = []
     private(set) var totalBytes = 0
     private(set) var complete = false
@@ -79,6 +81,7 @@ struct ResponseHeadBuilder {
             let code = field.reduce(0) { $0 * 10 + Int($1 - 0x30) }
             guard (100...999).contains(code) else { return .malformed }
             status = code
+            isHTTP10 = bytes.starts(with: "HTTP/1.0".utf8)
             fields.removeAll(keepingCapacity: true)
             fields.reserveCapacity(Self.typicalFields)
             complete = false
@@ -116,6 +119,19 @@ struct ResponseHeadBuilder {
         let value = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
         fields.append((name, value))
         return .more
+    }
+
+    /// Whether the server keeps the connection open after this reply (RFC 9112 §9.3): not
+    /// with `Connection: close`, nor for HTTP/1.0 without `Connection: keep-alive`.
+    var keepsConnection: Bool {
+        var close = false, keepAlive = false
+        for field in fields where field.name == "connection" {
+            for token in field.value.split(separator: ",") {
+                let option = String(token).trimmingSpaces().lowercased()
+                if option == "close" { close = true } else if option == "keep-alive" { keepAlive = true }
+            }
+        }
+        return !close && (!isHTTP10 || keepAlive)
     }
 
     var head: ResponseHead? {

@@ -1,5 +1,5 @@
 import Foundation
-import Spate
+@testable import Spate
 import SpateTestContent
 import SpateTestServer
 import Testing
@@ -27,6 +27,46 @@ struct BatchCLITests {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8))
             guard let dict = object as? [String: Any] else { throw POSIXError(.EINVAL) }
             return dict
+        }
+    }
+
+    /// A host that closes its connection after every reply makes every file a new connection:
+    /// at most `ConnectGate.closingHostAttempts` wait for their reply at once (a burst of
+    /// connections overflows a small listen queue, and a dropped SYN costs a second), and the
+    /// first file goes alone. A host that keeps its connections gets the whole budget at once.
+    @Test(arguments: [false, true])
+    func newConnectionsToAHostThatClosesThemAreFew(keepsConnections: Bool) async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let contents = serve(server, count: 40, size: { Int64($0) * 100 })
+            server.setHook { request in
+                guard let file = server.file(at: request.path, query: request.query) else { return nil }
+                var plan = TestServer.standardPlan(for: request, file: file)
+                // Replies come late, so requests admitted together wait for them together.
+                plan.firstByteDelay = .milliseconds(20)
+                if !keepsConnections {
+                    plan.setHeader("Connection", "close")
+                    plan.closeAfterResponse = true
+                }
+                return plan
+            }
+            let lines = (0..<40).map { "\(server.url("/m/\($0).bin")) \($0).bin" }
+            try write(lines.joined(separator: "\n") + "\n", to: dir.file("list.txt"))
+            let out = try CLIRunner.run(["-i", "list.txt", "-d", "out", "-c", "16", "--max-per-host", "16", "-q"], in: dir.path)
+            #expect(out.status == 0, "stderr: \(out.stderr)")
+            for (i, content) in contents.enumerated() {
+                #expect(compareFile(dir.file("out/\(i).bin"), with: content) == nil)
+            }
+            let requests = server.requests.sorted { $0.index < $1.index }
+            try #require(requests.count == 40)
+            #expect(requests[1].concurrentRequestsOnHost == 1, "until the first reply, one request at a time")
+            let busiest = requests.map(\.concurrentRequestsOnHost).max() ?? 0
+            if keepsConnections {
+                #expect(busiest > ConnectGate.closingHostAttempts, "a host that keeps its connections gets the budget (\(busiest))")
+            } else {
+                #expect((2...ConnectGate.closingHostAttempts).contains(busiest), "\(busiest) requests waited for their reply at once")
+                #expect(requests.allSatisfy { $0.connectionRequestIndex == 1 }, "every file on a new connection")
+            }
         }
     }
 

@@ -59,6 +59,27 @@ struct HTTPParsingTests {
         #expect(builder.status == status, "\(line)")
     }
 
+    /// Whether the server keeps the connection open after a reply (RFC 9112 §9.3), which
+    /// `ConnectGate` learns from every reply.
+    @Test(arguments: [
+        (["HTTP/1.1 200 OK"], true),
+        (["HTTP/1.1 200 OK", "Connection: close"], false),
+        (["HTTP/1.1 200 OK", "connection: Keep-Alive, Upgrade"], true),
+        (["HTTP/1.1 200 OK", "Connection: Upgrade, CLOSE"], false),
+        (["HTTP/1.0 200 OK"], false),
+        (["HTTP/1.0 200 OK", "Connection: keep-alive"], true),
+        (["HTTP/1.0 200 OK", "Connection: keep-alive", "Connection: close"], false),
+        (["HTTP/2 200"], true),
+    ] as [([String], Bool)])
+    func headBuilderTellsWhetherTheConnectionStaysOpen(lines: [String], keeps: Bool) {
+        var builder = ResponseHeadBuilder()
+        for line in lines + [""] {
+            _ = (line + "\r\n").utf8CString.withUnsafeBytes { builder.feed(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
+        }
+        #expect(builder.head != nil)
+        #expect(builder.keepsConnection == keeps, "\(lines)")
+    }
+
     @Test func headBuilderRejectsGarbageAndBombs() {
         var builder = ResponseHeadBuilder()
         let r = "no status line\r\n".utf8CString.withUnsafeBytes { builder.feed(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
