@@ -198,6 +198,12 @@ struct SpateCommand: ParsableCommand {
     @Flag(name: [.customShort("k"), .long], help: "Do not verify TLS certificates (dangerous).")
     var insecure = false
 
+    @Flag(name: [.customShort("4"), .customLong("ipv4")], help: "Connect to IPv4 addresses only (as curl -4).")
+    var ipv4 = false
+
+    @Flag(name: [.customShort("6"), .customLong("ipv6")], help: "Connect to IPv6 addresses only (as curl -6).")
+    var ipv6 = false
+
     @Option(help: ArgumentHelp("Size of the generated file for the demo (no URL).", valueName: "SIZE"))
     var demoSize: String = "1G"
 
@@ -340,6 +346,8 @@ struct SpateCommand: ParsableCommand {
             options.caCertificatePath = cacert
         }
         options.insecure = insecure
+        if ipv4 && ipv6 { throw SpateError(.usage, "-4 and -6 exclude each other") }
+        options.addressFamily = ipv4 ? .ipv4 : ipv6 ? .ipv6 : .any
         options.verbose = verbose
         options.headers += try SecretInputs.headers(bearerTokenEnv: bearerTokenEnv, bearerTokenFile: bearerTokenFile,
                                                     headerFile: headerFile)

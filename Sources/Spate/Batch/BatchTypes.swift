@@ -82,15 +82,30 @@ public struct BatchSummary: Sendable {
     /// Bytes written by this run (skipped files not included).
     public var bytes: Int64 = 0
     public var elapsed: Duration = .zero
-    /// The first `maxFailuresKept` failures, in the order they happened.
-    public var failures: [(file: BatchFile, error: SpateError)] = []
+    /// The failures of the files that come first in the list (at most `maxFailuresKept`), in
+    /// list order: what a person reads against the list, whatever order the files failed in.
+    public private(set) var failures: [(file: BatchFile, error: SpateError)] = []
     public static let maxFailuresKept = 1000
     /// Set when the batch stopped early (`failFast`, or cancelled).
     public var stoppedEarly = false
     /// The failure of the earliest file in the manifest (its exit code is the batch's).
-    public var firstFailure: (file: BatchFile, error: SpateError)?
+    public var firstFailure: (file: BatchFile, error: SpateError)? { failures.first }
 
     public init() {}
+
+    /// Counts a failed file and keeps its error if it is among the first `maxFailuresKept` of
+    /// the list's failures (a later file's is dropped for it when the list is full).
+    public mutating func recordFailure(_ file: BatchFile, _ error: SpateError) {
+        failed += 1
+        var low = 0, high = failures.count
+        while low < high {
+            let mid = (low + high) / 2
+            if failures[mid].file.index < file.index { low = mid + 1 } else { high = mid }
+        }
+        guard low < Self.maxFailuresKept else { return }
+        failures.insert((file, error), at: low)
+        if failures.count > Self.maxFailuresKept { failures.removeLast() }
+    }
 
     public var bytesPerSecond: Double {
         let seconds = elapsed.secondsDouble

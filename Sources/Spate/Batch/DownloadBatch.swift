@@ -218,9 +218,7 @@ public final class DownloadBatch: Sendable {
             summary.cancelled += 1
             return
         }
-        summary.failed += 1
-        if summary.failures.count < BatchSummary.maxFailuresKept { summary.failures.append((file, error)) }
-        if summary.firstFailure.map({ file.index < $0.file.index }) ?? true { summary.firstFailure = (file, error) }
+        summary.recordFailure(file, error)
     }
 
     /// The file's path (directories created), the skip check, and its `Download`.

@@ -110,6 +110,9 @@ public struct DownloadOptions: Sendable {
     public var caCertificatePath: String?
     /// Skip TLS certificate verification. Dangerous; only when asked.
     public var insecure = false
+    /// Which addresses a host name resolves to (`-4`, `-6`): for a broken IPv6 route, or a
+    /// host that must be reached over one family. Default: both (libcurl's Happy Eyeballs).
+    public var addressFamily: AddressFamily = .any
     /// How often `.progress` events are emitted.
     public var progressInterval: Duration = .milliseconds(250)
     /// libcurl's receive buffer per connection; nil lets the session choose (a 2 MiB budget
@@ -234,4 +237,9 @@ public enum DownloadOutput: Sendable, Hashable {
 
     /// Whether the output is a file on disk.
     public var isFile: Bool { self == .file }
+}
+
+/// The IP addresses a download connects to (`DownloadOptions.addressFamily`).
+public enum AddressFamily: Sendable, Equatable {
+    case any, ipv4, ipv6
 }

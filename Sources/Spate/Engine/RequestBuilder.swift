@@ -42,7 +42,8 @@ struct RequestBuilder: Sendable {
         TransferTuning(
             bufferBytes: bufferBytes, connectTimeout: options.connectTimeout,
             stallLimit: StallWatchdog.Limit(bytesPerSecond: options.lowSpeedBytesPerSecond, window: options.lowSpeedWindow),
-            caCertificatePath: options.caCertificatePath, insecure: options.insecure, verbose: options.verbose,
+            caCertificatePath: options.caCertificatePath, insecure: options.insecure, addressFamily: options.addressFamily,
+            verbose: options.verbose,
             http2: options.http2)
     }
 

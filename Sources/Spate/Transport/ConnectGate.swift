@@ -9,62 +9,63 @@
 /// overflowed SYNs at 16 connections, against curl's 0.60 s.
 ///
 /// The rule, per host (scheme, host and port, as `HostSockets` counts them):
-/// - a request that finds an idle connection to reuse always goes;
-/// - until the host's first reply, one attempt at a time: the reply says whether the host
-///   keeps connections open (one round trip, as the single download's probe already waits);
-/// - a host that closes its connection after each reply (HTTP/1.0 without keep-alive, or
-///   `Connection: close`) makes every request an attempt: `closingHostAttempts` at a time,
-///   within the smallest common backlog;
-/// - a host that keeps connections open: no limit beyond the budgets (it pays for its
-///   connections once, at the start).
+/// - a host that keeps its connections open (known from its replies) has no limit beyond the
+///   budgets: it pays for its connections once, at the start;
+/// - until the host's first reply, and for a host that closes its connection after each
+///   reply (HTTP/1.0 without keep-alive, or `Connection: close`: every request is then a new
+///   connection), at most `limitedAttempts` requests at a time wait for their reply.
 ///
-/// An attempt lasts until the head of its first reply comes or its request ends: not only
-/// until the connection is made (libcurl's pre-request callback), because a connection made
-/// but not accepted still sits in the server's queue. Measured: ending attempts at the
-/// connection made, the same 1,000 files overflowed the queue 500 times and took 134 s (four
-/// attempts stuck in a one-second SYN retry held everything back).
+/// An attempt lasts until the head of its reply comes or its request ends — not only until
+/// the connection is made, because a connection made but not accepted still sits in the
+/// server's queue (measured: ending attempts at libcurl's pre-request callback, the same 1,000
+/// files overflowed the queue 500 times and took 134 s) — and at most `maxAttemptDuration`:
+/// a host slow to answer (or a SYN being sent again) then holds the others back no longer.
 struct ConnectGate: Sendable {
-    static let closingHostAttempts = 4
+    /// Within the smallest listen backlog in common use (Python's 5).
+    static let limitedAttempts = 4
+    /// After this long without a reply an attempt no longer counts, so a host that is slow to
+    /// answer gets `limitedAttempts` more requests per this time (16 in 4 s; before the gate,
+    /// all at once). A dropped SYN is sent again after about this long anyway.
+    static let maxAttemptDuration: Duration = .seconds(1)
     /// Hosts remembered at most: beyond it, hosts with no attempt under way are forgotten
     /// (such a host starts again as one no reply has come from), so a list of many hosts
     /// does not grow the table.
     static let maxHosts = 4096
 
     struct Host: Sendable, Equatable {
-        /// Connection attempts under way.
-        var attempts = 0
+        /// The requests whose attempt is under way.
+        var attempts: Set<UInt64> = []
         /// What the host's last reply said (nil: no reply yet).
         var keepsConnections: Bool?
     }
 
     private(set) var hosts: [String: Host] = [:]
+    /// Attempts in the order they started, to end them after `maxAttemptDuration` (entries of
+    /// attempts that ended earlier are skipped then).
+    private var started: [(deadline: ContinuousClock.Instant, host: String, id: UInt64)] = []
+    private var startedHead = 0
 
-    /// The most attempts `host` may have under way now.
-    func attemptLimit(_ host: String) -> Int {
-        switch hosts[host]?.keepsConnections {
-        case nil: 1
-        case false?: Self.closingHostAttempts
-        case true?: Int.max
-        }
+    /// Whether requests to `host` are counted as attempts (no limit: not counted).
+    func limits(_ host: String) -> Bool {
+        hosts[host]?.keepsConnections != true
     }
 
-    /// Whether a request to `host` may start now. `idleConnections`: the open connections to
-    /// it that no request uses (0 when the request must have a fresh one).
-    func admits(_ host: String, idleConnections: Int) -> Bool {
-        idleConnections > 0 || (hosts[host]?.attempts ?? 0) < attemptLimit(host)
+    /// Whether a request to `host` may start now.
+    func admits(_ host: String) -> Bool {
+        !limits(host) || (hosts[host]?.attempts.count ?? 0) < Self.limitedAttempts
     }
 
-    /// A request started that will open a connection (no idle one was there for it).
-    mutating func attemptStarted(_ host: String) {
-        hosts[host, default: Host()].attempts += 1
+    /// Request `id` to `host` started (admitted); it counts as an attempt if the host limits.
+    mutating func started(_ id: UInt64, to host: String, now: ContinuousClock.Instant) {
+        guard limits(host) else { return }
+        hosts[host, default: Host()].attempts.insert(id)
+        started.append((now + Self.maxAttemptDuration, host, id))
         trim()
     }
 
-    /// An attempt ended: its first reply came, or its request ended.
-    mutating func attemptEnded(_ host: String) {
-        guard var entry = hosts[host], entry.attempts > 0 else { return }
-        entry.attempts -= 1
-        hosts[host] = entry
+    /// Request `id`'s attempt ended: its reply came, or it ended (nothing if it did not count).
+    mutating func ended(_ id: UInt64, to host: String) {
+        guard hosts[host]?.attempts.remove(id) != nil else { return }
     }
 
     /// A reply from `host` came, saying whether its connection stays open.
@@ -74,8 +75,34 @@ struct ConnectGate: Sendable {
         trim()
     }
 
+    /// Ends the attempts that started `maxAttemptDuration` ago or more; returns whether any did.
+    /// Afterwards `nextExpiry` is the deadline of the oldest attempt still counted.
+    mutating func expire(now: ContinuousClock.Instant) -> Bool {
+        var any = false
+        while startedHead < started.count {
+            let (deadline, host, id) = started[startedHead]
+            let counted = hosts[host]?.attempts.contains(id) == true
+            if counted && deadline > now { break }
+            if counted {
+                hosts[host]?.attempts.remove(id)
+                any = true
+            }
+            startedHead += 1
+        }
+        if startedHead > 64 && startedHead * 2 > started.count {
+            started.removeFirst(startedHead)
+            startedHead = 0
+        }
+        return any
+    }
+
+    /// When the oldest attempt under way stops counting, as of the last `expire` (nil: none).
+    var nextExpiry: ContinuousClock.Instant? {
+        startedHead < started.count ? started[startedHead].deadline : nil
+    }
+
     private mutating func trim() {
         guard hosts.count > Self.maxHosts else { return }
-        hosts = hosts.filter { $0.value.attempts > 0 }
+        hosts = hosts.filter { !$0.value.attempts.isEmpty }
     }
 }

@@ -169,7 +169,7 @@ final class CurlLoop: Sendable {
         var active: [UInt64: Transfer] = [:]
         var idleHandles: [EasyHandle] = []
         var running: Int32 = 0
-        let attempts = ConnectAttempts(sockets: sockets)
+        let attempts = ConnectAttempts(clock: clock)
 
         func recycle(_ easy: EasyHandle) {
             easy.reset()
@@ -180,6 +180,7 @@ final class CurlLoop: Sendable {
         func end(_ transfer: Transfer, with result: Result<TransferOutcome, any Error>) {
             if let trace { transfer.record(to: trace, result: result) }
             if transfer.added { curl_multi_remove_handle(multi, transfer.easy.raw) }
+            transfer.added = false
             attempts.ended(transfer)
             transfer.headerList.free()
             transfer.completion.resume(with: result)
@@ -211,6 +212,7 @@ final class CurlLoop: Sendable {
                     // Held while its host has too many connection attempts under way
                     // (`ConnectGate`); requests held for a host start in arrival order.
                     if attempts.held[spec.host] == nil, attempts.admit(transfer) {
+                        transfer.added = true
                         curl_multi_add_handle(multi, easy.raw)
                     } else {
                         attempts.held[spec.host, default: []].append(id)
@@ -250,8 +252,16 @@ final class CurlLoop: Sendable {
             var timeout: Int32 = 1000
             // Attempts ended and replies came in `perform`: start what the gate now admits, at
             // once (the poll would otherwise wait for the next socket event).
-            if !attempts.held.isEmpty && attempts.release(active, start: { curl_multi_add_handle(multi, $0.easy.raw) }) {
-                timeout = 0
+            if !attempts.held.isEmpty {
+                let (started, wait) = attempts.release(active) { transfer in
+                    transfer.added = true
+                    curl_multi_add_handle(multi, transfer.easy.raw)
+                }
+                if started {
+                    timeout = 0
+                } else if let wait {
+                    timeout = Int32(min(1000, max(1, (wait.secondsDouble * 1000).rounded(.up))))
+                }
             }
             if let rate, !rate.paused.isEmpty {
                 // Paused by the rate budget: resume them once the debt is repaid.
@@ -283,60 +293,41 @@ private enum TransferCompletion {
     }
 }
 
-/// The loop thread's `ConnectGate` and what it needs: the requests handed to libcurl per host
-/// (to tell idle connections from busy ones) and the requests held back, in arrival order.
+/// The loop thread's `ConnectGate` and the requests it holds back, per host in arrival order.
 /// Touched only on the loop thread.
 private final class ConnectAttempts {
     var gate = ConnectGate()
-    /// Requests handed to the multi handle and not yet ended, per host.
-    private var inFlight: [String: Int] = [:]
     /// Requests held back, per host, in arrival order (each host's at most its budget).
     var held: [String: [UInt64]] = [:]
-    let sockets: HostSockets
+    let clock: any EngineClock
 
-    init(sockets: HostSockets) { self.sockets = sockets }
+    init(clock: any EngineClock) { self.clock = clock }
 
-    /// Whether `transfer` may start now; when it may, it counts as started (in flight, and an
-    /// attempt unless an idle connection is there for it).
+    /// Whether `transfer` may start now; when it may, it counts as started.
     func admit(_ transfer: Transfer) -> Bool {
         let host = transfer.spec.host
-        let busy = inFlight[host] ?? 0
-        let idle = transfer.spec.freshConnection ? 0 : sockets.count(host) - busy
-        guard gate.admits(host, idleConnections: idle) else { return false }
-        inFlight[host] = busy + 1
-        transfer.added = true
-        if idle <= 0 {
-            gate.attemptStarted(host)
-            transfer.attempting = true
-        }
+        guard gate.admits(host) else { return false }
+        gate.started(transfer.id, to: host, now: clock.now)
         return true
     }
 
     /// A reply's head came: the server has taken the connection, and says whether it keeps it.
     func answered(_ transfer: Transfer, keepsConnection: Bool) {
+        gate.ended(transfer.id, to: transfer.spec.host)
         gate.replied(transfer.spec.host, keepsConnection: keepsConnection)
-        endAttempt(transfer)
-    }
-
-    private func endAttempt(_ transfer: Transfer) {
-        guard transfer.attempting else { return }
-        transfer.attempting = false
-        gate.attemptEnded(transfer.spec.host)
     }
 
     /// The request ended (or was cancelled, held or not).
     func ended(_ transfer: Transfer) {
-        endAttempt(transfer)
-        guard transfer.added else { return }
-        transfer.added = false
-        let host = transfer.spec.host
-        let left = (inFlight[host] ?? 1) - 1
-        inFlight[host] = left > 0 ? left : nil
+        gate.ended(transfer.id, to: transfer.spec.host)
     }
 
-    /// Starts the held requests the gate admits now (those cancelled meanwhile are dropped);
-    /// returns whether any started.
-    func release(_ active: [UInt64: Transfer], start: (Transfer) -> Void) -> Bool {
+    /// Ends attempts that waited too long, then starts the held requests the gate admits now
+    /// (those cancelled meanwhile are dropped). Returns whether any started, and how long the
+    /// loop may sleep before an attempt stops counting (nil: no limit from the gate).
+    func release(_ active: [UInt64: Transfer], start: (Transfer) -> Void) -> (started: Bool, wait: Duration?) {
+        let now = clock.now
+        _ = gate.expire(now: now)
         var started = false
         for (host, queue) in held {
             var taken = 0
@@ -351,7 +342,8 @@ private final class ConnectAttempts {
             }
             held[host] = taken == queue.count ? nil : Array(queue.dropFirst(taken))
         }
-        return started
+        let wait = held.isEmpty ? nil : gate.nextExpiry.map { max(.zero, $0 - now) }
+        return (started, wait)
     }
 }
 
@@ -384,14 +376,12 @@ private final class Transfer {
     let attempts: ConnectAttempts
     /// Handed to the multi handle (not held back, not yet ended).
     var added = false
-    /// Counted as a connection attempt, until its reply's head comes or it ends.
-    var attempting = false
     /// The session's rate budget, if any.
     let rate: RateGate?
     /// The session's record of unreachable hosts, told of this reply (`HostOutages`).
     let outages: HostOutages?
     /// When the request was handed to libcurl.
-    let started: ContinuousClock.Instant
+    var started: ContinuousClock.Instant
     /// Paused by the rate budget now.
     var rateLimited = false
     /// Paused at some point of the watchdog's current window: the window starts again, so a
@@ -440,6 +430,11 @@ private final class Transfer {
             easy.set(CURLOPT_SSL_VERIFYPEER, !tuning.insecure),
             easy.set(CURLOPT_SSL_VERIFYHOST, tuning.insecure ? 0 : 2),
         ]
+        switch tuning.addressFamily {
+        case .any: break
+        case .ipv4: codes.append(easy.set(CURLOPT_IPRESOLVE, Int(CURL_IPRESOLVE_V4)))
+        case .ipv6: codes.append(easy.set(CURLOPT_IPRESOLVE, Int(CURL_IPRESOLVE_V6)))
+        }
         if let limit = tuning.stallLimit {
             // The stall watchdog runs in the progress callback (see `checkStall`).
             codes.append(easy.set(CURLOPT_NOPROGRESS, false))
@@ -454,9 +449,7 @@ private final class Transfer {
         }
         if spec.freshConnection { codes.append(easy.set(CURLOPT_FRESH_CONNECT, true)) }
         codes += sockets.install(on: easy, opening: Unmanaged.passUnretained(opening).toOpaque())
-        if let budget = spec.hostBudget, sockets.count(opening.host) > budget {
-            codes.append(easy.set(CURLOPT_FORBID_REUSE, true))
-        }
+        if hostOverBudget { codes.append(easy.set(CURLOPT_FORBID_REUSE, true)) }
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))
         }
@@ -587,7 +580,16 @@ private final class Transfer {
     /// Held back by the connect gate until now: the stall watchdog's window starts now (the
     /// wait was not the server's).
     func releasedFromHold() {
+        started = clock.now
         if let limit = watchdog?.limit { watchdog = StallWatchdog(limit: limit, now: clock.now) }
+        // The host's connection count may have changed during the hold (set both ways).
+        _ = easy.set(CURLOPT_FORBID_REUSE, hostOverBudget)
+    }
+
+    /// More connections are open to the host than its budget: this request closes its own
+    /// afterwards instead of keeping it (the host throttles and must see them go).
+    private var hostOverBudget: Bool {
+        spec.hostBudget.map { sockets.count(opening.host) > $0 } ?? false
     }
 
     /// The rate budget's debt is repaid: read again.

@@ -27,6 +27,7 @@ struct TransferTuning: Sendable {
     var stallLimit: StallWatchdog.Limit? = StallWatchdog.Limit(bytesPerSecond: 1024, window: .seconds(10))
     var caCertificatePath: String?
     var insecure: Bool = false
+    var addressFamily: AddressFamily = .any
     var userAgent: String = "spate/\(SpateVersion.string)"
     var verbose: Bool = false
     /// HTTP/2 over TLS when the server offers it; else HTTP/1.1.

@@ -202,6 +202,30 @@ struct CLITests {
         #expect(readme.contains("| `-k, --insecure` |"))
     }
 
+    /// `-4`/`-6` (curl's spelling) limit the addresses a name resolves to: the test server
+    /// listens on 127.0.0.1 only, so `localhost` works with `-4` and fails with `-6` (no IPv6
+    /// address, or nothing listening on ::1): exit 3. Both at once is a usage error.
+    @Test func dash4AndDash6PickTheAddressFamily() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 146, size: 100_000)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            let url = server.url("/f.bin").replacingOccurrences(of: "127.0.0.1", with: "localhost")
+            let dir = try TemporaryDirectory()
+            let v4 = try CLIRunner.run([url, "-o", dir.file("a.bin"), "-4"])
+            #expect(v4.status == 0, "\(v4.stderr)")
+            #expect(compareFile(dir.file("a.bin"), with: content) == nil)
+            let v6 = try CLIRunner.run([url, "-o", dir.file("b.bin"), "--ipv6", "--max-retries", "0"])
+            #expect(v6.status == 3, "\(v6.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: dir.file("b.bin")))
+            let both = try CLIRunner.run([url, "-o", dir.file("c.bin"), "-4", "-6"])
+            #expect(both.status == 2 && both.stderr.contains("-4 and -6 exclude each other"), "\(both.stderr)")
+        }
+        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("-4, --ipv4 Connect to IPv4 addresses only") && help.contains("-6, --ipv6 Connect to IPv6 addresses only"), "\(help)")
+        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        #expect(readme.contains("| `-4, --ipv4`, `-6, --ipv6` |"))
+    }
+
     /// `-c`'s help says where the tuner starts, as the library does (and README).
     @Test func helpSaysWhereTheConnectionCountStarts() throws {
         let out = try CLIRunner.run(["--help"])
