@@ -174,6 +174,9 @@ struct SpateCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Stall watchdog: a request slower than --min-speed for this long is retried on a fresh connection.", valueName: "SECONDS"))
     var stallTimeout: Double = DownloadOptions().lowSpeedWindow.secondsDouble
 
+    @Option(parsing: .unconditional, help: ArgumentHelp("Longest wait for a connection (TCP and TLS handshakes); a connection not made by then is a failed attempt, retried (as curl's --connect-timeout).", valueName: "SECONDS"))
+    var connectTimeout: Double = DownloadOptions().connectTimeout.secondsDouble
+
     @Option(help: ArgumentHelp("Stall watchdog threshold in bytes per second, e.g. 1K. A stalled attempt counts as a failure however many bytes it moved. 0: only a request that receives nothing for --stall-timeout is cut.", valueName: "SIZE"))
     var minSpeed: String = "1K"
 
@@ -308,6 +311,10 @@ struct SpateCommand: ParsableCommand {
             throw SpateError(.usage, "--stall-timeout must be between 1 and 3600 seconds")
         }
         options.lowSpeedWindow = .milliseconds(Int64(stallTimeout * 1000))
+        guard connectTimeout >= 0.1, connectTimeout <= 600 else {
+            throw SpateError(.usage, "--connect-timeout must be between 0.1 and 600 seconds")
+        }
+        options.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
         guard let speed = ByteSize.parse(minSpeed), let speedValue = Int(exactly: speed) else {
             throw SpateError(.usage, "invalid --min-speed \"\(minSpeed)\": use a size like 1K")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 @testable import Spate
 import SpateTestContent
 import SpateTestServer
@@ -224,6 +225,44 @@ struct CLITests {
         #expect(help.contains("-4, --ipv4 Connect to IPv4 addresses only") && help.contains("-6, --ipv6 Connect to IPv6 addresses only"), "\(help)")
         let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
         #expect(readme.contains("| `-4, --ipv4`, `-6, --ipv6` |"))
+    }
+
+    /// `--connect-timeout` (curl's name) bounds the wait for a connection: a listening socket
+    /// whose queue is full and that never accepts drops the SYN, so the connection is never
+    /// made; the attempt ends at the timeout given, not at the default 15 s.
+    @Test func connectTimeoutBoundsTheWaitForAConnection() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 0) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        try #require(bound)
+        // Fill the queue (backlog 0 holds one connection; a few more to be sure), never accept.
+        var fillers: [Int32] = []
+        defer { fillers.forEach { close($0) } }
+        for _ in 0..<3 {
+            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            fillers.append(client)
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, length) } }
+        }
+        let port = UInt16(bigEndian: address.sin_port)
+        let dir = try TemporaryDirectory()
+        let out = try CLIRunner.run(["http://127.0.0.1:\(port)/f.bin", "-o", dir.file("f.bin"), "--connect-timeout", "0.5",
+                                     "--max-retries", "0"])
+        #expect(out.status == 3, "\(out.stderr)")
+        let waited = out.stderr.firstMatch(of: /after (\d+) m/).flatMap { Int($0.1) }
+        #expect(waited.map { $0 >= 500 && $0 < 5000 } == true, "the connection attempt ended at the timeout: \(out.stderr)")
+        let bad = try CLIRunner.run(["http://127.0.0.1:\(port)/f.bin", "--connect-timeout", "0"])
+        #expect(bad.status == 2 && bad.stderr.contains("--connect-timeout must be between"), "\(bad.stderr)")
+        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("--connect-timeout <SECONDS> Longest wait for a connection"), "\(help)")
+        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        #expect(readme.contains("| `--connect-timeout SECONDS` |"))
     }
 
     /// `-c`'s help says where the tuner starts, as the library does (and README).
