@@ -118,8 +118,8 @@ struct SpateCommand: ParsableCommand {
         valueName: "SIZE"))
     var window: String?
 
-    @Option(help: ArgumentHelp(
-        "Most bytes per second across all connections (and, in a batch, all files), e.g. 40M: one budget shared by every transfer; a transfer held back by it never counts as stalled.",
+    @Option(name: [.customLong("max-rate"), .customLong("limit-rate")], help: ArgumentHelp(
+        "Most bytes per second across all connections (and, in a batch, all files), e.g. 40M: one budget shared by every transfer; a transfer held back by it never counts as stalled. (--limit-rate: curl's name.)",
         valueName: "SIZE"))
     var maxRate: String?
 

@@ -265,6 +265,14 @@ struct CLITests {
         #expect(readme.contains("| `--connect-timeout SECONDS` |"))
     }
 
+    /// `--limit-rate` is curl's name for `--max-rate`: the same option, the same checks.
+    @Test func limitRateIsMaxRate() throws {
+        let bad = try CLIRunner.run(["http://127.0.0.1:1/f.bin", "--limit-rate", "10"])
+        #expect(bad.status == 2 && bad.stderr.contains("invalid --max-rate \"10\""), "\(bad.stderr)")
+        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("--max-rate, --limit-rate <SIZE> Most bytes per second"), "\(help)")
+    }
+
     /// `-c`'s help says where the tuner starts, as the library does (and README).
     @Test func helpSaysWhereTheConnectionCountStarts() throws {
         let out = try CLIRunner.run(["--help"])
