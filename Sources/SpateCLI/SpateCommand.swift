@@ -27,10 +27,10 @@ struct SpateCommand: ParsableCommand {
             run the same command again to continue. Inspect it with:
               spate journal show PATH [--json]
 
-            Benchmarks: spate bench URL [--connections 1,2,4,...] [--chunk-sizes
-            auto,1M,...] [--repeat N] [--json] [--chart FILE.svg] sweeps settings into
-            nothing and reports throughput, time to first byte and CPU per GiB (spate
-            bench --help).
+            Benchmarks: spate bench sweeps settings into nothing and reports throughput,
+            time to first byte and CPU per GiB (spate bench --help):
+              spate bench URL [--connections 1,2,4,...] [--chunk-sizes auto,1M,...]
+                              [--repeat N] [--json] [--chart FILE.svg]
 
             Many files (-i FILE, or several URLs): manifest lines are "URL [DEST]" (pget's
             format) or aria2's input-file format (a URL line, then indented out=, dir=,

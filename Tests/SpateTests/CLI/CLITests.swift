@@ -299,7 +299,7 @@ struct CLITests {
             "Most bytes per second across all connections",
             "a transfer held back by it never counts as stalled",
             "Write a Chrome trace-event JSON of the run",
-            "Benchmarks: spate bench URL",
+            "Benchmarks: spate bench sweeps settings", "spate bench URL [--connections 1,2,4,...]",
             "Do not verify the whole-file digest the server publishes",
         ] {
             #expect(text.contains(phrase), "--help lacks: \(phrase)")
