@@ -258,6 +258,29 @@ struct FaultTests {
         }
     }
 
+    /// The same with `--range` (output offset 0 is remote offset 1000) and four connections,
+    /// stealing and hedging on: the shortened replies land at their output offsets.
+    @Test func aServerThatCapsEveryReplyWithAPartialRange() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 63, size: 3 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
+                return Fault.cappedRange(at: 100_000).apply(to: request, file: file)
+            }
+            var o = options(connections: 4)
+            o.chunkBytes = 512 * 1024
+            o.byteRange = try PartialByteRange(parsing: "1000-2500999")
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            guard case .success = result else { Issue.record("must succeed: \(result)"); return }
+            let got = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir.file("f.bin"))))
+            #expect(got == content.bytes(1000, 2_501_000))
+            #expect(rangeRequests(server).count >= 25, "2,500,000 bytes at most 100,000 per reply")
+        }
+    }
+
     /// A server that answers a few bytes per reply is not asked forever: such replies count as
     /// failures (their bytes are kept), and the download stops with a precise error.
     @Test func aServerThatAnswersAFewBytesPerReplyRunsOutOfRetries() async throws {
