@@ -18,7 +18,11 @@ public struct ServerDigest: Sendable, Hashable, CustomStringConvertible {
 /// - `x-amz-checksum-sha256|sha1|crc64nvme|crc32c|crc32` (S3), when `x-amz-checksum-type` is
 ///   `FULL_OBJECT` or absent and the value is not a composite `…-N` (a checksum of part
 ///   checksums, which no byte stream can reproduce: said once, ignored).
-/// - `x-goog-hash: crc32c=…,md5=…` (GCS): whole-object values, also on ranged reads.
+/// - `x-goog-hash: crc32c=…,md5=…` (GCS): whole-object values, also on ranged reads — of the
+///   object as stored: an object stored gzip-compressed (`x-goog-stored-content-encoding`) and
+///   served decompressed (GCS's decompressive transcoding, for a client that does not accept
+///   gzip, as spate asks for identity) does not match them, so they are said once and not
+///   checked there (RELIABILITY A.13).
 /// - `X-Linked-Etag` (Hugging Face LFS files): the quoted hex SHA-256 of the file.
 /// - `Content-MD5` (Azure): only on a reply that carries the whole file (on a ranged reply it
 ///   covers the range, or is absent).
@@ -72,7 +76,13 @@ enum ServerDigests {
             }
             add(algorithm, Base64.decode(value.trimmingSpaces()), name)
         }
-        for value in head.values("x-goog-hash") {
+        let stored = head["x-goog-stored-content-encoding"]?.trimmingSpaces().lowercased() ?? "identity"
+        let served = head["content-encoding"]?.trimmingSpaces().lowercased() ?? "identity"
+        let transcoded = stored != "identity" && stored != served
+        if transcoded && head["x-goog-hash"] != nil {
+            found.notices.append("the object is stored \(stored)-encoded and served decoded (GCS transcoding): its x-goog-hash describes the stored bytes and is not checked")
+        }
+        for value in head.values("x-goog-hash") where !transcoded {
             for member in value.split(separator: ",") {
                 let parts = member.split(separator: "=", maxSplits: 1).map { $0.trimmingSpaces() }
                 guard parts.count == 2 else { continue }

@@ -55,6 +55,39 @@ struct ServerDigestTests {
         }
     }
 
+    /// GCS's decompressive transcoding: an object stored gzip-compressed is served decoded to a
+    /// client that does not accept gzip, with the stored object's hashes. They are said and
+    /// not checked (a false mismatch would leave no file); served as stored, they are checked.
+    @Test func transcodedGCSHashesAreSaidAndIgnored() {
+        let md5 = Self.base64(Self.content.digest(.md5))
+        let decoded = ServerDigests.parse(head([("x-goog-hash", "md5=\(md5)"), ("x-goog-stored-content-encoding", "gzip")], status: 200),
+                                          wholeBody: true)
+        #expect(decoded.digests.isEmpty)
+        #expect(decoded.notices.count == 1 && decoded.notices[0].contains("GCS transcoding"), "\(decoded.notices)")
+        let asStored = ServerDigests.parse(head([("x-goog-hash", "md5=\(md5)"), ("x-goog-stored-content-encoding", "gzip"),
+                                                 ("Content-Encoding", "gzip")], status: 200), wholeBody: true)
+        #expect(asStored.digests.first?.source == "x-goog-hash" && asStored.notices.isEmpty)
+        let identity = ServerDigests.parse(head([("x-goog-hash", "md5=\(md5)"), ("x-goog-stored-content-encoding", "identity")]),
+                                           wholeBody: false)
+        #expect(identity.digests.first?.source == "x-goog-hash")
+    }
+
+    /// End to end: a transcoded object whose stored hash differs from the served bytes is
+    /// saved (before, a checksum mismatch, exit 5 and no file), with the notice.
+    @Test func aTranscodedGCSObjectIsSaved() async throws {
+        try await withTestServer { server in
+            var md5 = Self.content.digest(.md5)
+            md5[0] ^= 1  // the stored (compressed) object's MD5, not the served bytes'
+            serve(server, extra: [("x-goog-hash", "md5=\(Self.base64(md5))"), ("x-goog-stored-content-encoding", "gzip")])
+            let dir = try TemporaryDirectory()
+            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: testOptions(connections: 2))
+            guard case .success(let done) = result else { Issue.record("must succeed: \(result)"); return }
+            #expect(done.checksumSource == nil)
+            #expect(compareFile(dir.file("f.bin"), with: Self.content) == nil)
+            #expect(notices.contains { $0.contains("GCS transcoding") }, "\(notices)")
+        }
+    }
+
     @Test func compositeValuesAreSaidAndIgnored() {
         let composite = ServerDigests.parse(head([("x-amz-checksum-sha256", "q83vEjRWeJA=-7"), ("x-amz-checksum-type", "COMPOSITE")]),
                                             wholeBody: false)
