@@ -60,8 +60,18 @@ struct ConnectGate: Sendable {
         guard limits(host) else { return }
         hosts[host, default: Host()].attempts.insert(id)
         started.append((now + Self.maxAttemptDuration, host, id))
+        // `expire` runs only while requests are held: without holds (many hosts, a few
+        // requests each), ended attempts are dropped here, so the list stays bounded by the
+        // attempts under way (at most the session's connections).
+        if trackedAttempts > 2 * Self.maxHosts {
+            started = started[startedHead...].filter { hosts[$0.host]?.attempts.contains($0.id) == true }
+            startedHead = 0
+        }
         trim()
     }
+
+    /// Attempts in the expiry list (some may have ended already).
+    var trackedAttempts: Int { started.count - startedHead }
 
     /// Request `id`'s attempt ended: its reply came, or it ended (nothing if it did not count).
     mutating func ended(_ id: UInt64, to host: String) {

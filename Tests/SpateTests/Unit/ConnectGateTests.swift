@@ -69,6 +69,19 @@ struct ConnectGateTests {
         #expect(gate.nextExpiry == nil)
     }
 
+    /// Without holds `expire` never runs (a list of many hosts, a request or two each): the
+    /// expiry list still stays bounded by the attempts under way.
+    @Test func theExpiryListIsBoundedWithoutExpiring() {
+        var gate = ConnectGate()
+        for i in 0..<UInt64(50_000) {
+            let host = "http://h\(i % 10_000):80"
+            gate.started(i, to: host, now: t0)
+            gate.ended(i, to: host)
+        }
+        #expect(gate.trackedAttempts <= 2 * ConnectGate.maxHosts + 1)
+        #expect(gate.hosts.count <= ConnectGate.maxHosts)
+    }
+
     /// The table is bounded: past `maxHosts`, hosts with nothing under way are forgotten.
     @Test func manyHostsDoNotGrowTheTable() {
         var gate = ConnectGate()
