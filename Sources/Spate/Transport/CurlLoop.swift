@@ -177,6 +177,11 @@ final class CurlLoop: Sendable {
             if idleHandles.count < 16 { idleHandles.append(easy) }
         }
 
+        func add(_ transfer: Transfer) {
+            transfer.added = true
+            curl_multi_add_handle(multi, transfer.easy.raw)
+        }
+
         func end(_ transfer: Transfer, with result: Result<TransferOutcome, any Error>) {
             if let trace { transfer.record(to: trace, result: result) }
             if transfer.added { curl_multi_remove_handle(multi, transfer.easy.raw) }
@@ -212,8 +217,7 @@ final class CurlLoop: Sendable {
                     // Held while its host has too many connection attempts under way
                     // (`ConnectGate`); requests held for a host start in arrival order.
                     if attempts.held[spec.host] == nil, attempts.admit(transfer) {
-                        transfer.added = true
-                        curl_multi_add_handle(multi, easy.raw)
+                        add(transfer)
                     } else {
                         attempts.held[spec.host, default: []].append(id)
                     }
@@ -253,10 +257,7 @@ final class CurlLoop: Sendable {
             // Attempts ended and replies came in `perform`: start what the gate now admits, at
             // once (the poll would otherwise wait for the next socket event).
             if !attempts.held.isEmpty {
-                let (started, wait) = attempts.release(active) { transfer in
-                    transfer.added = true
-                    curl_multi_add_handle(multi, transfer.easy.raw)
-                }
+                let (started, wait) = attempts.release(active, start: add)
                 if started {
                     timeout = 0
                 } else if let wait {

@@ -125,6 +125,15 @@ struct CLITests {
         }
     }
 
+    /// `spate --help` with every run of whitespace made one space (wrapping does not matter).
+    static func helpText() throws -> String {
+        try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    }
+
+    static func readme() throws -> String {
+        try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+    }
+
     @Test func helpDocumentsTheExitCodes() throws {
         let out = try CLIRunner.run(["--help"])
         #expect(out.status == 0)
@@ -155,11 +164,11 @@ struct CLITests {
             let batch = try CLIRunner.run([server.url("/f.bin"), server.url("/f.bin"), "--mirror", server.url("/f.bin", host: "127.0.0.2")])
             #expect(batch.status == 2 && batch.stderr.contains("TAB-separated"), "\(batch.stderr)")
         }
-        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let help = try Self.helpText()
         #expect(help.contains("--mirror <URL>") && help.contains("-H headers go only to the URL's own scheme, host and port"), "\(help)")
         #expect(help.contains("--http2 Use HTTP/2 over TLS when the server offers it: ranges multiplexed, \(CurlLoop.streamsPerConnection) per connection"),
                 "\(help)")
-        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        let readme = try Self.readme()
         #expect(readme.contains("`--mirror URL`") && readme.contains("`--http2`"))
     }
 
@@ -177,9 +186,9 @@ struct CLITests {
             #expect(lines.contains { $0.hasPrefix("ISA-L") && $0.contains(crc64) }, "\(out.stdout)")
             #expect(out.stderr.isEmpty, "\(out.stderr)")
         }
-        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let help = try Self.helpText()
         #expect(help.contains("-V, --version Print spate's version and the versions of the libraries it runs with"), "\(help)")
-        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        let readme = try Self.readme()
         #expect(readme.contains("| `-V, --version` |"))
     }
 
@@ -197,9 +206,9 @@ struct CLITests {
 
     /// `-k` is curl's and wget2's short name for `--insecure`.
     @Test func dashKIsInsecure() throws {
-        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let help = try Self.helpText()
         #expect(help.contains("-k, --insecure Do not verify TLS certificates"), "\(help)")
-        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        let readme = try Self.readme()
         #expect(readme.contains("| `-k, --insecure` |"))
     }
 
@@ -221,9 +230,9 @@ struct CLITests {
             let both = try CLIRunner.run([url, "-o", dir.file("c.bin"), "-4", "-6"])
             #expect(both.status == 2 && both.stderr.contains("-4 and -6 exclude each other"), "\(both.stderr)")
         }
-        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let help = try Self.helpText()
         #expect(help.contains("-4, --ipv4 Connect to IPv4 addresses only") && help.contains("-6, --ipv6 Connect to IPv6 addresses only"), "\(help)")
-        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        let readme = try Self.readme()
         #expect(readme.contains("| `-4, --ipv4`, `-6, --ipv6` |"))
     }
 
@@ -259,9 +268,9 @@ struct CLITests {
         #expect(waited.map { $0 >= 500 && $0 < 5000 } == true, "the connection attempt ended at the timeout: \(out.stderr)")
         let bad = try CLIRunner.run(["http://127.0.0.1:\(port)/f.bin", "--connect-timeout", "0"])
         #expect(bad.status == 2 && bad.stderr.contains("--connect-timeout must be between"), "\(bad.stderr)")
-        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let help = try Self.helpText()
         #expect(help.contains("--connect-timeout <SECONDS> Longest wait for a connection"), "\(help)")
-        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        let readme = try Self.readme()
         #expect(readme.contains("| `--connect-timeout SECONDS` |"))
     }
 
@@ -269,7 +278,7 @@ struct CLITests {
     @Test func limitRateIsMaxRate() throws {
         let bad = try CLIRunner.run(["http://127.0.0.1:1/f.bin", "--limit-rate", "10"])
         #expect(bad.status == 2 && bad.stderr.contains("invalid --max-rate \"10\""), "\(bad.stderr)")
-        let help = try CLIRunner.run(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        let help = try Self.helpText()
         #expect(help.contains("--max-rate, --limit-rate <SIZE> Most bytes per second"), "\(help)")
     }
 
@@ -304,7 +313,7 @@ struct CLITests {
         ] {
             #expect(text.contains(phrase), "--help lacks: \(phrase)")
         }
-        let readme = try String(contentsOfFile: FuzzCorpusTests.root.appendingPathComponent("README.md").path, encoding: .utf8)
+        let readme = try Self.readme()
             .split(whereSeparator: \.isWhitespace).joined(separator: " ")
         for phrase in ["another spate process is writing the same output", "go unnoticed unless `--checksum` is given",
                        "from 4 KiB to 1 EiB", "SIGHUP", "| 141 |", "`-o -`", "`--window SIZE`", "`--discard`",

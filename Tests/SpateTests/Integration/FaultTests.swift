@@ -23,6 +23,14 @@ struct FaultTests {
         }
     }
 
+    /// A server with one file whose every range request (the probe excluded) gets `fault`.
+    func faultEveryRange(_ fault: Fault, server: TestServer, file: TestServer.File) {
+        server.setHook { request in
+            guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
+            return fault.apply(to: request, file: file)
+        }
+    }
+
     func rangeRequests(_ server: TestServer) -> [RequestInfo] {
         server.requests.filter { $0.header("range") != nil && $0.header("range") != "bytes=0-0" }
     }
@@ -239,10 +247,7 @@ struct FaultTests {
             let file = TestServer.File(content: content)
             server.addFile("/f.bin", file)
             let cap: Int64 = 256 * 1024
-            server.setHook { request in
-                guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
-                return Fault.cappedRange(at: cap).apply(to: request, file: file)
-            }
+            faultEveryRange(.cappedRange(at: cap), server: server, file: file)
             var o = options(connections: 1)
             o.tailHedging = false
             o.workStealing = false
@@ -266,10 +271,7 @@ struct FaultTests {
             let content = GeneratedContent(seed: 63, size: 3 * Self.chunk)
             let file = TestServer.File(content: content)
             server.addFile("/f.bin", file)
-            server.setHook { request in
-                guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
-                return Fault.cappedRange(at: 100_000).apply(to: request, file: file)
-            }
+            faultEveryRange(.cappedRange(at: 100_000), server: server, file: file)
             var o = options(connections: 4)
             o.chunkBytes = 512 * 1024
             o.byteRange = try PartialByteRange(parsing: "1000-2500999")
@@ -288,10 +290,7 @@ struct FaultTests {
         try await withTestServer { server in
             let file = TestServer.File(content: GeneratedContent(seed: 62, size: 2 * Self.chunk))
             server.addFile("/f.bin", file)
-            server.setHook { request in
-                guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
-                return Fault.cappedRange(at: 100).apply(to: request, file: file)
-            }
+            faultEveryRange(.cappedRange(at: 100), server: server, file: file)
             let o = options(connections: 1)
             let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
             guard case .failure(let error) = result else { Issue.record("must fail"); return }
