@@ -67,6 +67,11 @@ final class DownloadEngine: Sendable {
                     requests: counters.requests.load(ordering: .relaxed), retries: counters.retries.load(ordering: .relaxed),
                     timeToFirstByte: firstByte >= 0 ? .nanoseconds(firstByte) : nil,
                     bytesResumed: min(bytes, counters.bytesAlreadyDone.load(ordering: .relaxed)))
+            } catch is RangeWorkers.RangesIgnored {
+                // The ranges' partial file is gone (`attempt`); one stream writes from byte 0.
+                emit(.notice("the server answers range requests with the whole file (200 instead of 206): starting over with one connection"))
+                counters.bytesWritten.store(0, ordering: .relaxed)
+                remote.acceptsRanges = false
             } catch let error as SpateError where error.kind == .remoteChanged && options.restartOnChange
                 && options.output.isFile && restarts < DownloadOptions.maximumRestarts {
                 // (A stream cannot start over: its bytes are already with the reader.)
@@ -203,7 +208,8 @@ final class DownloadEngine: Sendable {
                 let workers = RangeWorkers(schedule: schedule, parts: RangeWorkers.Parts(
                     transport: transport, sources: sources, output: resources.output,
                     journal: resources.journal, hasher: resources.hasher, stream: resources.file.stream,
-                    remoteOffset: plan.remoteOffset, identity: identity))
+                    remoteOffset: plan.remoteOffset, identity: identity,
+                    canStartOverAsStream: options.output.isFile && options.byteRange == nil && options.mirrors.isEmpty))
                 resources.file.stream?.onProgress { [workers] streamed, failure in
                     workers.streamProgressed(streamed, failure: failure)
                 }
@@ -239,6 +245,9 @@ final class DownloadEngine: Sendable {
                 // Any source may have served the bad bytes, and a rerun would mix them again.
                 throw SpateError(.checksumMismatch, error.message + "; mirrors served part of the bytes: run without them to check the URL alone")
             }
+            throw error
+        } catch let error as RangeWorkers.RangesIgnored {
+            resources.close(keepForResume: false)  // the stream that follows writes every byte
             throw error
         } catch {
             resources.close(keepForResume: true)  // cancellation

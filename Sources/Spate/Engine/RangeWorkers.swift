@@ -25,7 +25,21 @@ final class RangeWorkers: Sendable {
         let remoteOffset: Int64
         /// The download, for the session's accounting of connections.
         let identity: ObjectIdentifier
+        /// Whether the download can start over as one stream when the server keeps ignoring
+        /// ranges (`RangesIgnored`): a file from its start, fetched from the URL alone.
+        var canStartOverAsStream = false
     }
+
+    /// Thrown by `run()` when the server answered `ignoredRangeLimit` range requests with the
+    /// whole file (200) and `Parts.canStartOverAsStream`: the engine starts the download over
+    /// as one stream from byte 0 (RELIABILITY A.1; a 200 body is never written at another
+    /// offset). A single such reply (a cache's miss, after which it serves ranges) is retried
+    /// as a range like any bad reply.
+    struct RangesIgnored: Error {}
+
+    /// Range requests the server answered with the whole file so far.
+    private let ignoredRangeReplies = Atomic<Int>(0)
+    static let ignoredRangeLimit = 2
 
     struct Running {
         let sink: RangeSink
@@ -313,6 +327,10 @@ final class RangeWorkers: Sendable {
         let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end,
                            throttle: throttle, replyWait: outcome.replyWait, shortenedByServer: shortened)
         if ended.complete { session.budgets.succeeded(slot.origin) }
+        if case .invalidReply(let reply) = end, reply.kind == .ignoredRange, parts.canStartOverAsStream,
+           ignoredRangeReplies.add(1, ordering: .relaxed).newValue >= Self.ignoredRangeLimit {
+            throw RangesIgnored()
+        }
         return (ended.next, end)
     }
 
