@@ -8,6 +8,7 @@
 /// | transport failure, TLS trust or bad URL         | stop                                            | 3  |
 /// | other transport failure (reset, refused, DNS)   | retry, counted                                  | 3  |
 /// | 429, 503                                        | the host's budget judges it (below)             | 4  |
+/// | 403 to a range wider than any served (schedule) | ask for half the width, uncounted (`spanCap`)   | 4  |
 /// | 401, 403, 404, 410                              | resolve the URL again (an expired signed URL)   | 4  |
 /// | 408, 425, 500, 502, 504, 202                    | retry after `Retry-After` or the backoff, counted | 4 |
 /// | any other status ≥ 300                          | stop                                            | 4  |

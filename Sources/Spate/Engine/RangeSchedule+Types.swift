@@ -53,6 +53,9 @@ extension RangeSchedule {
         var next: Next
         /// A throttled thief gave its bytes back: the victim's sink stops at this end again.
         var extend: Shorten? = nil
+        /// The server refused a range for its width: requests now ask for at most this many
+        /// bytes (`RangeSchedule.spanCap`); the end is no failure of the source.
+        var spanCapped: Int64? = nil
     }
 
     enum Next: Sendable, Equatable {

@@ -38,9 +38,15 @@ struct RangeSchedule: Sendable {
     /// Fewer bytes count as a failure (without resetting the count), so a server that
     /// answers a byte at a time runs out of retries instead of being asked forever.
     static let minimumShortenedReply: Int64 = 64 * 1024
+    /// Requests are never capped below this (`spanCap`): a server that refuses even such a
+    /// range refuses for another reason.
+    static let minimumSpanCap: Int64 = 64 * 1024
 
     private struct Running: Sendable {
         let start: Int64
+        /// How many bytes its Range header asked for (a steal shortens the assignment later,
+        /// not the request the server saw).
+        let asked: Int64
         let isHedge: Bool
         /// The retry history of the bytes it was given.
         let budget: RetryBudget
@@ -82,6 +88,17 @@ struct RangeSchedule: Sendable {
     private var stalledSinceSample = false
     /// An ordered stream's window end: nothing at or beyond it is handed out (nil: a file).
     private(set) var windowEnd: Int64?
+    /// The most bytes one request asks for, once the server refused a wider range with 403
+    /// while it serves narrower ones (RELIABILITY A.29: hosts that cap a range's span, such
+    /// as 5 MiB); nil until then.
+    private(set) var spanCap: Int64?
+    /// A range no wider than `spanCap` was served since it was set: the guess was right. An
+    /// unconfirmed cap is lifted at a 403 that width cannot explain (an expired URL refuses
+    /// every width: the halving was wrong, and the refreshed URL must not inherit it).
+    private var spanCapConfirmed = false
+    /// The widest range the server answered with bytes: a 403 to a range no wider is not
+    /// about the span (an expired URL, a revoked grant) and follows `FailurePolicy`.
+    private var widestServed: Int64 = 0
     /// How many workers may run now (the tuner's target, or the fixed count).
     private(set) var allowedWorkers: Int
     /// The most workers allowed at once so far.
@@ -133,6 +150,7 @@ struct RangeSchedule: Sendable {
             // Every connection can hold a request inside the window, with room for a second.
             bytes = min(bytes, max(RequestSizer.alignment, window / Int64(2 * max(1, settings.maximumWorkers))))
         }
+        if let spanCap { bytes = min(bytes, spanCap) }
         let waiting = retries.values.filter { ($0.notBefore ?? now) > now }
         if let assignment = ledger.assign(maxBytes: bytes, avoiding: waiting.map(\.range), below: windowEnd ?? .max) {
             return .fetch(begin(assignment, hedge: false, shorten: nil))
@@ -208,6 +226,10 @@ struct RangeSchedule: Sendable {
         let finish = ledger.finish(id, doneThrough: doneThrough)
         var ended = Ended(abandon: finish.abandon, watermark: ledger.watermark, complete: finish.complete, next: .proceed)
         let moved = doneThrough - request.start
+        if moved > 0 {
+            widestServed = max(widestServed, request.asked)
+            if let spanCap, request.asked <= spanCap { spanCapConfirmed = true }
+        }
         if finish.complete || end == .abandoned {
             if finish.complete, moved > 0, let started = request.started, now > started {
                 let speed = Double(moved) / (now - started).secondsDouble
@@ -230,6 +252,22 @@ struct RangeSchedule: Sendable {
             // It stopped at the end a steal gave it just before the thief gave the bytes back:
             // the rest is pending again, nothing failed.
             return ended
+        }
+        if case .status(let reply) = end, reply.status == 403, moved <= 0 {
+            if request.asked > max(widestServed, Self.minimumSpanCap) {
+                // Refused, and wider than any range the server served: ask for half as much
+                // (the bytes are pending again; uncounted, as the halving ends at
+                // `minimumSpanCap` or at the widest range served, where a 403 follows the
+                // failure policy).
+                let half = max(Self.minimumSpanCap, request.asked / 2 / RequestSizer.alignment * RequestSizer.alignment)
+                if half < spanCap ?? .max {
+                    spanCap = half
+                    spanCapConfirmed = false
+                    ended.spanCapped = half
+                }
+                return ended
+            }
+            if !spanCapConfirmed { spanCap = nil }
         }
         var end = end
         var progressed = moved > 0
@@ -329,8 +367,8 @@ struct RangeSchedule: Sendable {
                 retries.removeValue(forKey: offset)
             }
         }
-        running[assignment.id] = Running(start: assignment.range.start, isHedge: hedge, budget: budget,
-                                         stoleFrom: shorten?.victim)
+        running[assignment.id] = Running(start: assignment.range.start, asked: assignment.range.count, isHedge: hedge,
+                                         budget: budget, stoleFrom: shorten?.victim)
         // A hedge opens a new connection: an idle one may be as slow as the request it races
         // (a server that caps one connection, or a bad path); measured with nginx's straggler
         // scenario, hedges on reused connections made the default 7 % slower.

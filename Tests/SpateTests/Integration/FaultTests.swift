@@ -188,16 +188,49 @@ struct FaultTests {
         }
     }
 
+    /// A 403 to every range: asked again only at half the width each time (a host may cap
+    /// the span, RELIABILITY A.29) down to `minimumSpanCap`, then it fails with its status,
+    /// with no counted retry (a 403 from the original URL is not retried as such).
     @Test func aClientErrorFailsFastWithItsStatus() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let file = TestServer.File(content: GeneratedContent(seed: 38, size: 2 * Self.chunk))
             server.addFile("/f.bin", file)
-            faultOnce(.status(403, retryAfter: nil), nth: 1, server: server, file: file)
+            faultEveryRange(.status(403, retryAfter: nil), server: server, file: file)
             let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 1))
             guard case .failure(let error) = result else { Issue.record("must fail"); return }
             #expect(error.kind == .http && error.httpStatus == 403 && error.message.contains("403 Forbidden"))
-            #expect(rangeRequests(server).count == 1, "a 403 from the original URL is not retried")
+            #expect(!error.message.contains("gave up"), "no counted retry: \(error.message)")
+            let widths = rangeRequests(server).compactMap { request -> Int64? in
+                guard case .satisfiable(let start, let end) = RangeRequest.parse(request.header("range")!, size: 2 * Self.chunk) else { return nil }
+                return end - start
+            }
+            #expect(widths == [Self.chunk, Self.chunk / 2, Self.chunk / 4, Self.chunk / 8, Self.chunk / 16], "\(widths)")
+        }
+    }
+
+    /// A host that refuses ranges wider than 300 KiB with 403 and serves narrower ones
+    /// (RELIABILITY A.29; such hosts cap a range's span): the requests halve until served, with
+    /// one notice per new cap, and the file is exact.
+    @Test func aHostThatRefusesWideRangesGetsNarrowerOnes() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 65, size: 3 * Self.chunk + 1234)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            let limit: Int64 = 300 * 1024
+            server.setHook { request in
+                guard let value = request.header("range"),
+                      case .satisfiable(let start, let end) = RangeRequest.parse(value, size: content.size),
+                      end - start > limit else { return nil }
+                return Fault.status(403, retryAfter: nil).apply(to: request, file: file)
+            }
+            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 2))
+            guard case .success(let done) = result else { Issue.record("must succeed: \(result)"); return }
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(done.retries == 0, "a refusal for width is not a failure")
+            let capped = notices.filter { $0.contains("with 403 and serves narrower ones") }
+            #expect(capped.count == 2 && capped.last!.contains("256 KiB"), "1 MiB → 512 KiB → 256 KiB: \(notices)")
         }
     }
 

@@ -277,9 +277,12 @@ struct RangeScheduleTests {
     }
 
     @Test func expiredURLsAndChangedFilesAreForTheDriver() throws {
-        var s = schedule(size: 2 * Self.mib, chunk: Self.mib, workers: 2)
+        var s = schedule(size: 3 * Self.mib, chunk: Self.mib, workers: 3)
         let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
         let b = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        let c = try job(s.nextWork(worker: 2, positions: [:], now: t0))
+        // A range as wide as a served one: the 403 is not about its width.
+        _ = s.requestEnded(c.assignment.id, worker: 2, doneThrough: c.assignment.range.end, end: .completed, now: t0)
         let expired = StatusReply(status: 403, retryAfter: nil, message: "HTTP 403 Forbidden from https://cdn/…")
         let got9 = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(expired), now: t0).next
         #expect(got9 == .reResolve(expired))
@@ -288,6 +291,47 @@ struct RangeScheduleTests {
             Issue.record("a changed file stops"); return
         }
         #expect(error.kind == .remoteChanged)
+    }
+
+    /// A host that refuses wide ranges with 403 (RELIABILITY A.29): each refusal wider than
+    /// any range served halves the requests, uncounted; a 403 to a width already served
+    /// follows the failure policy, and the confirmed cap stays.
+    @Test func aRangeRefusedForItsWidthIsAskedForInHalves() throws {
+        var s = schedule(size: 8 * Self.mib, chunk: 2 * Self.mib, workers: 1)
+        let refused = StatusReply(status: 403, retryAfter: nil, message: "HTTP 403 Forbidden")
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        #expect(a.assignment.range == ByteRange(0, 2 * Self.mib))
+        let first = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(refused), now: t0)
+        #expect(first.next == .proceed && first.spanCapped == Self.mib && s.spanCap == Self.mib)
+        let b = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        #expect(b.assignment.range == ByteRange(0, Self.mib), "the same bytes, half as wide")
+        _ = s.requestEnded(b.assignment.id, worker: 0, doneThrough: Self.mib, end: .completed, now: t0)
+        let c = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        #expect(c.assignment.range == ByteRange(Self.mib, 2 * Self.mib), "the fixed chunk is capped too")
+        let later = s.requestEnded(c.assignment.id, worker: 0, doneThrough: Self.mib, end: .status(refused), now: t0)
+        #expect(later.next == .reResolve(refused) && later.spanCapped == nil)
+        #expect(s.spanCap == Self.mib, "a cap that was served stays")
+    }
+
+    /// A host that refuses every width (an expired URL): the halving stops at
+    /// `minimumSpanCap`, that 403 follows the failure policy, and the cap that never helped is
+    /// lifted (the refreshed URL gets wide requests again).
+    @Test func aCapThatNeverHelpsIsLifted() throws {
+        var s = schedule(size: 4 * Self.mib, chunk: Self.mib, workers: 1)
+        let refused = StatusReply(status: 403, retryAfter: nil, message: "HTTP 403 Forbidden")
+        var widths: [Int64] = []
+        var next = RangeSchedule.Next.proceed
+        for _ in 0..<10 {
+            let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+            widths.append(a.assignment.range.count)
+            next = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(refused), now: t0).next
+            if next != .proceed { break }
+        }
+        #expect(widths == [Self.mib, Self.mib / 2, Self.mib / 4, Self.mib / 8, Self.mib / 16])
+        #expect(RangeSchedule.minimumSpanCap == Self.mib / 16)
+        #expect(next == .reResolve(refused))
+        #expect(s.spanCap == nil)
+        #expect(try job(s.nextWork(worker: 0, positions: [:], now: t0)).assignment.range.count == Self.mib)
     }
 
     @Test func theTunerRaisesTheWorkerCountFromSamples() {
