@@ -307,19 +307,24 @@ private final class ConnectAttempts {
     /// Whether `transfer` may start now; when it may, it counts as started.
     func admit(_ transfer: Transfer) -> Bool {
         let host = transfer.spec.host
+        guard gate.limits(host) else { return true }
         guard gate.admits(host) else { return false }
         gate.started(transfer.id, to: host, now: clock.now)
+        transfer.attemptCounted = true
         return true
     }
 
     /// A reply's head came: the server has taken the connection, and says whether it keeps it.
     func answered(_ transfer: Transfer, keepsConnection: Bool) {
-        gate.ended(transfer.id, to: transfer.spec.host)
+        guard transfer.attemptCounted || !keepsConnection else { return }
+        ended(transfer)
         gate.replied(transfer.spec.host, keepsConnection: keepsConnection)
     }
 
     /// The request ended (or was cancelled, held or not).
     func ended(_ transfer: Transfer) {
+        guard transfer.attemptCounted else { return }
+        transfer.attemptCounted = false
         gate.ended(transfer.id, to: transfer.spec.host)
     }
 
@@ -377,6 +382,10 @@ private final class Transfer {
     let attempts: ConnectAttempts
     /// Handed to the multi handle (not held back, not yet ended).
     var added = false
+    /// Its attempt counts in the gate (`ConnectAttempts.admit`): its host limits attempts.
+    /// When it does not, the host kept its connections, and a reply that keeps its own
+    /// changes nothing in the gate (most replies, looked at without a table lookup).
+    var attemptCounted = false
     /// The session's rate budget, if any.
     let rate: RateGate?
     /// The session's record of unreachable hosts, told of this reply (`HostOutages`).

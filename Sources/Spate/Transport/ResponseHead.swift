@@ -126,12 +126,46 @@ struct ResponseHeadBuilder {
     var keepsConnection: Bool {
         var close = false, keepAlive = false
         for field in fields where field.name == "connection" {
-            for token in field.value.split(separator: ",") {
-                let option = String(token).trimmingSpaces().lowercased()
-                if option == "close" { close = true } else if option == "keep-alive" { keepAlive = true }
+            Self.forEachToken(field.value) { token in
+                if Self.equalsIgnoringCase(token, "close") {
+                    close = true
+                } else if Self.equalsIgnoringCase(token, "keep-alive") {
+                    keepAlive = true
+                }
             }
         }
         return !close && (!isHTTP10 || keepAlive)
+    }
+
+    /// Calls `body` with each comma-separated element of a list value, blanks around it
+    /// trimmed (RFC 9110 §5.6.1), on the value's bytes: read for every reply, so no String is
+    /// made per token.
+    private static func forEachToken(_ value: String, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+        var value = value
+        value.withUTF8 { bytes in
+            func isBlank(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+            var start = 0
+            while start <= bytes.count {
+                let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.count
+                var first = start, end = comma
+                while first < end && isBlank(bytes[first]) { first += 1 }
+                while end > first && isBlank(bytes[end - 1]) { end -= 1 }
+                body(UnsafeBufferPointer(rebasing: bytes[first..<end]))
+                start = comma + 1
+            }
+        }
+    }
+
+    /// ASCII case-insensitive equality of a token with a lowercase ASCII word.
+    private static func equalsIgnoringCase(_ token: UnsafeBufferPointer<UInt8>, _ word: StaticString) -> Bool {
+        guard token.count == word.utf8CodeUnitCount else { return false }
+        let expected = UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)
+        for i in 0..<token.count {
+            var byte = token[i]
+            if byte >= 0x41 && byte <= 0x5A { byte |= 0x20 }
+            if byte != expected[i] { return false }
+        }
+        return true
     }
 
     var head: ResponseHead? {

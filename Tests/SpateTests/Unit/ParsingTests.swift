@@ -70,6 +70,11 @@ struct HTTPParsingTests {
         (["HTTP/1.0 200 OK", "Connection: keep-alive"], true),
         (["HTTP/1.0 200 OK", "Connection: keep-alive", "Connection: close"], false),
         (["HTTP/2 200"], true),
+        (["HTTP/1.1 200 OK", "Connection: \t close\t"], false),
+        (["HTTP/1.1 200 OK", "Connection: ,, closed, xclose"], true),
+        (["HTTP/1.0 200 OK", "Connection: keep-alive2"], false),
+        (["HTTP/1.0 200 OK", "Connection: ,KEEP-ALIVE,"], true),
+        (["HTTP/1.1 200 OK", "Connection:"], true),
     ] as [([String], Bool)])
     func headBuilderTellsWhetherTheConnectionStaysOpen(lines: [String], keeps: Bool) {
         var builder = ResponseHeadBuilder()
