@@ -11,6 +11,19 @@ final class BatchDirectory: @unchecked Sendable {
     let base: String
     /// The last directory prepared (files of one directory usually come together).
     private var lastPrepared: String?
+    /// This run created `lastPrepared` (its `mkdir` succeeded): it was empty then, so a
+    /// destination in it needs no look for an earlier run's file, partial file or journal.
+    /// Only the last directory is remembered (memory stays flat however many there are); one
+    /// seen again later is not new any more, and is looked into as usual.
+    private var lastPreparedIsNew = false
+
+    /// Where a destination goes.
+    struct Prepared: Equatable {
+        let path: String
+        /// Its directory was created by this run, just now: nothing of an earlier run can be
+        /// there (`BatchSkipCheck.Verdict.fetchNew` without a look).
+        let inNewDirectory: Bool
+    }
 
     /// Uses `base`, creating it (and its parents) if missing.
     init(base: String) throws(SpateError) {
@@ -23,11 +36,15 @@ final class BatchDirectory: @unchecked Sendable {
 
     /// The path of `destination` (normalised, relative) under the base, after creating its
     /// directories. Throws when a component is a symbolic link or not a directory.
-    func prepare(_ destination: String) throws(SpateError) -> String {
+    func prepare(_ destination: String) throws(SpateError) -> Prepared {
         let path = base + "/" + destination
-        guard let slash = destination.lastIndex(ofASCII: UInt8(ascii: "/")) else { return path }  // bytes: see FilePaths.directory
+        guard let slash = destination.lastIndex(ofASCII: UInt8(ascii: "/")) else {  // bytes: see FilePaths.directory
+            return Prepared(path: path, inNewDirectory: false)
+        }
         let directory = String(destination[..<slash])
-        if directory == lastPrepared { return path }
+        if directory == lastPrepared { return Prepared(path: path, inNewDirectory: lastPreparedIsNew) }
+        lastPrepared = nil
+        var created = false
         var fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw Syscall.fail("open", path: base) }
         defer { _ = close(fd) }
@@ -38,7 +55,8 @@ final class BatchDirectory: @unchecked Sendable {
         for component in directory.utf8.split(separator: UInt8(ascii: "/")) {
             let name = String(decoding: component, as: UTF8.self)
             walked += "/" + name
-            if mkdirat(fd, name, 0o777) != 0 && errno != EEXIST { throw Syscall.fail("create directory", path: walked) }
+            created = mkdirat(fd, name, 0o777) == 0
+            if !created && errno != EEXIST { throw Syscall.fail("create directory", path: walked) }
             let next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if next < 0 {
                 let code = errno
@@ -55,7 +73,8 @@ final class BatchDirectory: @unchecked Sendable {
             fd = next
         }
         lastPrepared = directory
-        return path
+        lastPreparedIsNew = created
+        return Prepared(path: path, inNewDirectory: created)
     }
 
     /// `mkdir -p`.
