@@ -45,6 +45,9 @@ struct DemoJob: Sendable {
 
         var options = self.options
         options.checksum = checksum
+        // The bundled server is on loopback: a proxy from the environment (libcurl does not
+        // skip loopback addresses for one) would carry the demo's requests elsewhere.
+        if options.proxy == nil { options.proxy = "" }
         let directory: String?
         let path: String
         if let output {

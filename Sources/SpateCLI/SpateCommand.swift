@@ -207,6 +207,15 @@ struct SpateCommand: ParsableCommand {
     @Flag(name: [.customShort("6"), .customLong("ipv6")], help: "Connect to IPv6 addresses only (as curl -6).")
     var ipv6 = false
 
+    @Option(name: [.customShort("x"), .long], help: ArgumentHelp(
+        "Send every request through this proxy (http://, https://, socks5h://...; \"\" for none). Default: the http_proxy, HTTPS_PROXY, ALL_PROXY and NO_PROXY variables. Credentials only in those variables.",
+        valueName: "URL"))
+    var proxy: String?
+
+    @Option(name: .customLong("noproxy"), help: ArgumentHelp(
+        "Hosts reached without the proxy: names, domains, addresses, comma-separated; * for all (as curl).", valueName: "LIST"))
+    var noProxy: String?
+
     @Option(help: ArgumentHelp("Size of the generated file for the demo (no URL).", valueName: "SIZE"))
     var demoSize: String = "1G"
 
@@ -355,6 +364,8 @@ struct SpateCommand: ParsableCommand {
         options.insecure = insecure
         if ipv4 && ipv6 { throw SpateError(.usage, "-4 and -6 exclude each other") }
         options.addressFamily = ipv4 ? .ipv4 : ipv6 ? .ipv6 : .any
+        if let proxy { options.proxy = try ProxyArguments.proxy(proxy) }
+        if let noProxy { options.noProxy = try ProxyArguments.noProxy(noProxy) }
         options.verbose = verbose
         options.headers += try SecretInputs.headers(bearerTokenEnv: bearerTokenEnv, bearerTokenFile: bearerTokenFile,
                                                     headerFile: headerFile)

@@ -9,8 +9,13 @@ public struct RequestInfo: Sendable {
     /// The local address the request arrived on (127.0.0.1, 127.0.0.2, ...).
     public let host: String
     public let method: String
-    /// The request target as sent (path and query).
+    /// The request target (path and query); for a request sent to a proxy (absolute form,
+    /// RFC 9112 §3.2.2) the path and query of its URL.
     public let uri: String
+    /// The scheme and authority of an absolute-form target (`http://127.0.0.2:8080`): the
+    /// client took this server for a proxy, and this is the origin it asked for. Nil for the
+    /// usual origin-form target.
+    public let proxiedOrigin: String?
     public let headers: [(name: String, value: String)]
     /// Replies in progress on the whole server when this request arrived (including this one).
     public let concurrentRequests: Int
@@ -31,7 +36,17 @@ public struct RequestInfo: Sendable {
         self.connectionID = connectionID
         self.host = host
         self.method = method
-        self.uri = uri
+        // Absolute form: the server answers as the proxy (and the origin) it was taken for.
+        if let schemeEnd = uri.firstRange(of: "://"), uri.hasPrefix("http") {
+            let afterScheme = uri[schemeEnd.upperBound...]
+            let pathStart = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? afterScheme.endIndex
+            self.proxiedOrigin = String(uri[..<pathStart])
+            let target = String(uri[pathStart...])
+            self.uri = target.hasPrefix("/") ? target : "/" + target
+        } else {
+            self.proxiedOrigin = nil
+            self.uri = uri
+        }
         self.headers = headers
         self.concurrentRequests = concurrentRequests
         self.concurrentRequestsOnHost = concurrentRequestsOnHost

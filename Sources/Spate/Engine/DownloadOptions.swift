@@ -113,6 +113,13 @@ public struct DownloadOptions: Sendable {
     /// Which addresses a host name resolves to (`-4`, `-6`): for a broken IPv6 route, or a
     /// host that must be reached over one family. Default: both (libcurl's Happy Eyeballs).
     public var addressFamily: AddressFamily = .any
+    /// The proxy every request goes through (`-x`, as curl's: `http://`, `https://`,
+    /// `socks5h://`, …), "" for none; nil: libcurl's environment variables (`http_proxy`,
+    /// `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+    public var proxy: String?
+    /// Hosts reached without the proxy (`--noproxy`, libcurl's `NO_PROXY` syntax: a comma
+    /// list of names, domains and addresses, `*` for all); nil: the environment's.
+    public var noProxy: String?
     /// How often `.progress` events are emitted.
     public var progressInterval: Duration = .milliseconds(250)
     /// libcurl's receive buffer per connection; nil lets the session choose (a 2 MiB budget

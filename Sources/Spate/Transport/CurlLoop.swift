@@ -460,6 +460,8 @@ private final class Transfer {
         if spec.freshConnection { codes.append(easy.set(CURLOPT_FRESH_CONNECT, true)) }
         codes += sockets.install(on: easy, opening: Unmanaged.passUnretained(opening).toOpaque())
         if hostOverBudget { codes.append(easy.set(CURLOPT_FORBID_REUSE, true)) }
+        if let proxy = tuning.proxy { codes.append(easy.set(CURLOPT_PROXY, string: proxy)) }
+        if let noProxy = tuning.noProxy { codes.append(easy.set(CURLOPT_NOPROXY, string: noProxy)) }
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))
         }

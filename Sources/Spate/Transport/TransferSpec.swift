@@ -28,6 +28,9 @@ struct TransferTuning: Sendable {
     var caCertificatePath: String?
     var insecure: Bool = false
     var addressFamily: AddressFamily = .any
+    /// `DownloadOptions.proxy` and `noProxy` (nil: libcurl reads the environment).
+    var proxy: String?
+    var noProxy: String?
     var userAgent: String = "spate/\(SpateVersion.string)"
     var verbose: Bool = false
     /// HTTP/2 over TLS when the server offers it; else HTTP/1.1.
