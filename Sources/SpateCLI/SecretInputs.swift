@@ -46,6 +46,26 @@ enum SecretInputs {
         return try HTTPHeader(name: "Authorization", value: "Bearer \(token)")
     }
 
+    /// The `.netrc` to log in with: `--netrc-file PATH`, or with `--netrc` `$HOME/.netrc`; nil
+    /// for neither. The file must be readable now (a wrong path fails before anything is sent);
+    /// libcurl reads it for each request's own host.
+    static func netrcFile(netrc: Bool, path: String?) throws(SpateError) -> String? {
+        guard netrc || path != nil else { return nil }
+        let file: String
+        if let path {
+            file = path
+        } else {
+            guard let home = getenv("HOME").map({ String(cString: $0) }), !home.isEmpty else {
+                throw SpateError(.usage, "--netrc: HOME is not set; use --netrc-file PATH")
+            }
+            file = home + "/.netrc"
+        }
+        guard access(file, R_OK) == 0 else {
+            throw SpateError(.usage, "\(path != nil ? "--netrc-file" : "--netrc") \(file): \(String(cString: strerror(errno)))")
+        }
+        return file
+    }
+
     static func readFile(_ path: String, what: String, maxBytes: Int = maxFileBytes) throws(SpateError) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SpateError(.usage, "\(what) \(path): \(String(cString: strerror(errno)))") }

@@ -231,6 +231,12 @@ struct SpateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Read extra headers, one 'Name: value' per line, from this file (keeps secrets out of argv).", valueName: "PATH"))
     var headerFile: String?
 
+    @Flag(name: [.customShort("n"), .long], help: "Log in with the user name and password ~/.netrc gives for the host (as curl -n).")
+    var netrc = false
+
+    @Option(help: ArgumentHelp("As --netrc, from this file.", valueName: "PATH"))
+    var netrcFile: String?
+
     @Option(help: ArgumentHelp("Download only these bytes: START-END (inclusive) or START-, e.g. 0-1048575.", valueName: "START-END"))
     var range: String?
 
@@ -369,6 +375,7 @@ struct SpateCommand: ParsableCommand {
         options.verbose = verbose
         options.headers += try SecretInputs.headers(bearerTokenEnv: bearerTokenEnv, bearerTokenFile: bearerTokenFile,
                                                     headerFile: headerFile)
+        options.netrcFile = try SecretInputs.netrcFile(netrc: netrc, path: netrcFile)
         if options.headers.filter({ $0.name.lowercased() == "authorization" }).count > 1 {
             throw SpateError(.usage, "more than one Authorization header (from -H, --header-file or --bearer-token-*)")
         }

@@ -120,6 +120,10 @@ public struct DownloadOptions: Sendable {
     /// Hosts reached without the proxy (`--noproxy`, libcurl's `NO_PROXY` syntax: a comma
     /// list of names, domains and addresses, `*` for all); nil: the environment's.
     public var noProxy: String?
+    /// A `.netrc` file: each request logs in with the login and password it gives for the
+    /// request's own host (libcurl's `CURLOPT_NETRC`, optional: credentials in the URL win, and
+    /// so does an `Authorization` header given with `-H`). Nil: no netrc.
+    public var netrcFile: String?
     /// How often `.progress` events are emitted.
     public var progressInterval: Duration = .milliseconds(250)
     /// libcurl's receive buffer per connection; nil lets the session choose (a 2 MiB budget

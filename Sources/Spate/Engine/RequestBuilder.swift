@@ -43,7 +43,7 @@ struct RequestBuilder: Sendable {
             bufferBytes: bufferBytes, connectTimeout: options.connectTimeout,
             stallLimit: StallWatchdog.Limit(bytesPerSecond: options.lowSpeedBytesPerSecond, window: options.lowSpeedWindow),
             caCertificatePath: options.caCertificatePath, insecure: options.insecure, addressFamily: options.addressFamily,
-            proxy: options.proxy, noProxy: options.noProxy,
+            proxy: options.proxy, noProxy: options.noProxy, netrcFile: options.netrcFile,
             verbose: options.verbose,
             http2: options.http2)
     }

@@ -462,6 +462,12 @@ private final class Transfer {
         if hostOverBudget { codes.append(easy.set(CURLOPT_FORBID_REUSE, true)) }
         if let proxy = tuning.proxy { codes.append(easy.set(CURLOPT_PROXY, string: proxy)) }
         if let noProxy = tuning.noProxy { codes.append(easy.set(CURLOPT_NOPROXY, string: noProxy)) }
+        if let netrc = tuning.netrcFile {
+            // Looked up for this request's host: a redirect target or a mirror gets its own entry
+            // (or none), never the first host's.
+            codes.append(easy.set(CURLOPT_NETRC, Int(CURL_NETRC_OPTIONAL.rawValue)))
+            codes.append(easy.set(CURLOPT_NETRC_FILE, string: netrc))
+        }
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))
         }

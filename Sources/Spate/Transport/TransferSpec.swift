@@ -31,6 +31,8 @@ struct TransferTuning: Sendable {
     /// `DownloadOptions.proxy` and `noProxy` (nil: libcurl reads the environment).
     var proxy: String?
     var noProxy: String?
+    /// `DownloadOptions.netrcFile`.
+    var netrcFile: String?
     var userAgent: String = "spate/\(SpateVersion.string)"
     var verbose: Bool = false
     /// HTTP/2 over TLS when the server offers it; else HTTP/1.1.
