@@ -160,6 +160,9 @@ final class DownloadEngine: Sendable {
     /// One pass over the file as `remote` describes it, into `path`. Returns the size, the
     /// most connections used, and how long the digest took after the last byte.
     private func attempt(_ remote: RemoteFile, path: String, expected checksum: Checksum?) async throws -> (Int64, Int, Duration?) {
+        // Taken now: a stream from a server without ranges goes on with it; any other path
+        // lets it go, which ends the paused transfer.
+        let handover = resolver.takeHandover()
         let plan = try Self.plan(remote, options: options)
         counters.knownSize.store(plan.size ?? -1, ordering: .relaxed)
         emit(.started(plan.announced(remote)))
@@ -230,7 +233,7 @@ final class DownloadEngine: Sendable {
                 if let size = plan.size, options.output.isFile { try resources.file.preallocate(size) }
                 session.setConnections(1, for: identity)
                 total = try await StreamFetcher(requests: requests, transport: transport, remote: remote, output: resources.output,
-                                                seed: SplitMix64.mix(seed &+ 3)).run()
+                                                seed: SplitMix64.mix(seed &+ 3), handover: handover).run()
                 resources.hasher?.advance(to: total)
             }
             if checksum != nil { emit(.verifying) }

@@ -37,6 +37,14 @@ struct DownloadTransport: Sendable {
         return outcome
     }
 
+    /// Goes on with a transfer a probe handed over (`CurlLoop.adopt`), as `perform` (the caller
+    /// holds a slot; the request was counted when the probe made it).
+    func adopt(_ handover: TransferHandover, sink: any ResponseSink) async throws -> TransferOutcome {
+        counters.activeTransfers.add(1, ordering: .relaxed)
+        defer { counters.activeTransfers.subtract(1, ordering: .relaxed) }
+        return try await session.loop.adopt(handover, sink: sink)
+    }
+
     /// Counts a wait of `delay` before asking again, and tells the user why.
     func noteRetry(_ delay: Duration, after error: SpateError, attempt: Int) {
         counters.retries.add(1, ordering: .relaxed)

@@ -15,6 +15,9 @@ final class RemoteResolver: Sendable {
         var inProgress: Task<RemoteFile, any Error>?
         /// The whole file, when the first probe's reply held all of it (taken once).
         var wholeBody: [UInt8]?
+        /// The probe's reply, paused after its head, when it is the whole file from a server
+        /// without ranges: the download's stream (taken once; dropped, it ends).
+        var handover: TransferHandover?
         /// How long the last probe waited for its reply once sent (`TransferOutcome.replyWait`).
         var replyWait: Duration?
         /// The first probe's first attempt, when someone else made it (taken once).
@@ -80,11 +83,13 @@ final class RemoteResolver: Sendable {
             state.withLock { $0.current = known }
             return known
         }
-        let (remote, body) = try await probe(wholeFileBytes: requests.options.byteRange == nil ? requests.options.wholeFileBytes : 0,
-                                             after: prefetched)
+        let (remote, body, handover) = try await probe(
+            wholeFileBytes: requests.options.byteRange == nil ? requests.options.wholeFileBytes : 0, after: prefetched,
+            handsOver: requests.options.byteRange == nil)
         state.withLock {
             $0.current = remote
             $0.wholeBody = body
+            $0.handover = handover
         }
         return remote
     }
@@ -95,6 +100,16 @@ final class RemoteResolver: Sendable {
         state.withLock { s in
             defer { s.wholeBody = nil }
             return s.wholeBody
+        }
+    }
+
+    /// The probe's reply, paused after its head, when the server sent the whole file without
+    /// ranges (`ProbeSink` hands it over): the stream to go on with (`StreamFetcher`), so the
+    /// file is not asked for twice. Returns it once; nil otherwise.
+    func takeHandover() -> TransferHandover? {
+        state.withLock { s in
+            defer { s.handover = nil }
+            return s.handover
         }
     }
 
@@ -113,7 +128,7 @@ final class RemoteResolver: Sendable {
             // The check against the old file happens inside the task, before anyone can use the
             // new URL: a changed file must never become `current` (its ranges would mix).
             let task = Task { [self] () async throws -> RemoteFile in
-                let fresh = try await self.probe(wholeFileBytes: 0).0
+                let fresh = try await self.probe(wholeFileBytes: 0, handsOver: false).0
                 if let change = Self.difference(current, fresh) { throw SpateError.remoteChanged(change) }
                 return fresh
             }
@@ -168,7 +183,10 @@ final class RemoteResolver: Sendable {
     /// request's.
     /// - Parameter first: a failed first attempt someone else made (`Prefetched`): judged and
     ///   counted first, then the probe goes on from its URL.
-    private func probe(wholeFileBytes: Int, after first: Prefetched? = nil) async throws -> (RemoteFile, [UInt8]?) {
+    /// - Parameter handsOver: a 200 too long to keep is paused and returned for the stream
+    ///   (`ProbeSink`), not cut.
+    private func probe(wholeFileBytes: Int, after first: Prefetched? = nil,
+                       handsOver: Bool) async throws -> (RemoteFile, [UInt8]?, TransferHandover?) {
         var target = url
         var redirects = 0
         var budget = RetryBudget(policy: requests.options.retry)
@@ -183,7 +201,7 @@ final class RemoteResolver: Sendable {
             try Task.checkCancellation()
             let hop = target
             let (outcome, sink, slot) = try await transport.withSlot(for: hop.origin) { slot in
-                let sink = ProbeSink(wholeFileBytes: wholeFileBytes)
+                let sink = ProbeSink(wholeFileBytes: wholeFileBytes, handsOver: handsOver)
                 // A probe reads at most a small file: a 64 KiB buffer (libcurl allocates it per
                 // request; a bigger one is an mmap and page faults per small file of a batch).
                 let buffer = min(64 * 1024, transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes))
@@ -204,7 +222,7 @@ final class RemoteResolver: Sendable {
             case .redirect(let next):
                 target = next
             case .file(let remote, let body):
-                return (remote, body)
+                return (remote, body, outcome.handover)
             case .failed(let end):
                 try await failed(end, budget: &budget, origin: hop.origin, streak: &streak)
             }

@@ -37,9 +37,14 @@ final class ProbeSink: ResponseSink, @unchecked Sendable {
     private(set) var wholeBody: [UInt8]?
     /// The length the reply announced for `wholeBody` (nil: until the end of the body).
     private(set) var wholeLength: Int64?
+    /// A 200 too long to keep is handed over at its first byte (`TransferStop.handOver`)
+    /// instead of cut: the download goes on with it as its one stream (`StreamFetcher`).
+    private let handsOver: Bool
+    private var handOverAtFirstByte = false
 
-    init(wholeFileBytes: Int = 0) {
+    init(wholeFileBytes: Int = 0, handsOver: Bool = false) {
         self.wholeFileBytes = wholeFileBytes
+        self.handsOver = handsOver
     }
 
     func accept(_ head: ResponseHead) -> TransferStop? {
@@ -49,7 +54,13 @@ final class ProbeSink: ResponseSink, @unchecked Sendable {
             wholeBody!.reserveCapacity(length < 0 ? 16 * 1024 : Int(length))
             return nil
         }
-        if head.status == 200 { return .enough }
+        if head.status == 200 {
+            // A server without ranges sent the whole file: keep the transfer for the stream,
+            // unless it is encoded (a stream must be the file's own bytes; refused later).
+            guard handsOver, head["content-encoding"].map({ $0.lowercased() == "identity" }) ?? true else { return .enough }
+            handOverAtFirstByte = true
+            return nil
+        }
         if wholeFileBytes > 0 && head.status == 206 { return .enough }
         if head.status >= 400 && head.status != 416 { errorStatus = head.status }
         return nil
@@ -76,6 +87,10 @@ final class ProbeSink: ResponseSink, @unchecked Sendable {
     }
 
     func body(_ bytes: UnsafeRawBufferPointer) -> TransferStop? {
+        if handOverAtFirstByte {
+            handOverAtFirstByte = false
+            return .handOver
+        }
         if wholeBody != nil {
             if wholeBody!.count + bytes.count > min(Int(wholeLength ?? Int64(wholeFileBytes)), wholeFileBytes) {
                 wholeBody = nil

@@ -6,9 +6,13 @@ struct StreamFetcher {
     let remote: RemoteFile
     let output: StagedOutputFactory
     let seed: UInt64
+    /// The probe's reply, when it is this stream already (`RemoteResolver.takeHandover`): the
+    /// first attempt goes on with it instead of asking again.
+    var handover: TransferHandover? = nil
 
     /// Returns the number of bytes written.
     func run() async throws -> Int64 {
+        var handover = self.handover
         var budget = RetryBudget(policy: requests.options.retry)
         var random = SplitMix64(seed: seed)
         let counters = transport.counters
@@ -16,10 +20,13 @@ struct StreamFetcher {
             try Task.checkCancellation()
             let before = counters.bytesWritten.load(ordering: .relaxed)
             let sink = StreamSink(output: output.make(), remote: remote, counters: counters)
+            let adopting = handover
+            handover = nil
             let outcome: TransferOutcome = try await transport.withSlot(for: remote.url.origin) { slot in
                 let spec = requests.stream(remote, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes),
                                            slot: slot)
                 do {
+                    if let adopting { return try await transport.adopt(adopting, sink: sink) }
                     return try await transport.perform(spec, sink: sink)
                 } catch {
                     _ = await sink.flush()

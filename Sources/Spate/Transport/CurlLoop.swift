@@ -23,6 +23,8 @@ final class CurlLoop: Sendable {
 
     private enum Command {
         case start(UInt64, TransferSpec, any ResponseSink, TransferCompletion)
+        /// A transfer handed over (`TransferStop.handOver`) goes on into this sink.
+        case adopt(UInt64, any ResponseSink, TransferCompletion)
         case cancel(UInt64)
         case abandon(UInt64)
         case shutdown
@@ -133,6 +135,40 @@ final class CurlLoop: Sendable {
         _ = send(.cancel(id))
     }
 
+    /// Goes on with a transfer its first sink handed over (`TransferStop.handOver`): the rest
+    /// of the reply, from the byte it stopped at, goes to `sink` (whose `accept` sees the head
+    /// first). Ends like `perform`: task cancellation ends the transfer and throws
+    /// `CancellationError`, as it does when the transfer is gone.
+    func adopt(_ handover: TransferHandover, sink: any ResponseSink) async throws -> TransferOutcome {
+        guard handover.take() else { throw CancellationError() }
+        let id = handover.id
+        let phase = Mutex<StartPhase>(.notStarted)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<TransferOutcome, any Error>) in
+                let queued = phase.withLock { p -> Bool in
+                    if p == .cancelled { return false }
+                    p = .started
+                    return self.send(.adopt(id, sink, .task(continuation)))
+                }
+                if !queued {
+                    _ = send(.abandon(id))
+                    continuation.resume(throwing: CancellationError())
+                }
+            }
+        } onCancel: {
+            let wasStarted = phase.withLock { p -> Bool in
+                defer { p = .cancelled }
+                return p == .started
+            }
+            if wasStarted { _ = send(.cancel(id)) }
+        }
+    }
+
+    /// Ends a handed-over transfer nobody adopted (`TransferHandover`'s deinit).
+    fileprivate func drop(handedOver id: UInt64) {
+        _ = send(.abandon(id))
+    }
+
     /// Ends the transfer behind `handle` (now, or as soon as it starts) with `stop == .abandoned`.
     /// Safe from any thread.
     func abandon(_ handle: TransferHandle) {
@@ -167,6 +203,9 @@ final class CurlLoop: Sendable {
 
     private func runLoop() {
         var active: [UInt64: Transfer] = [:]
+        /// Handed-over transfers that ended before anyone adopted them: their end, for `adopt`
+        /// (at most the few handed over at once; removed by `adopt` or `abandon`).
+        var endedUnadopted: [UInt64: Result<TransferOutcome, any Error>] = [:]
         var idleHandles: [EasyHandle] = []
         var running: Int32 = 0
         let attempts = ConnectAttempts(clock: clock)
@@ -188,7 +227,11 @@ final class CurlLoop: Sendable {
             transfer.added = false
             attempts.ended(transfer)
             transfer.headerList.free()
-            transfer.completion.resume(with: result)
+            if let completion = transfer.completion {
+                completion.resume(with: result)
+            } else if transfer.handedOver, case .success(let outcome) = result, outcome.stop != .abandoned {
+                endedUnadopted[transfer.id] = result
+            }
             // libcurl 7.88 mixed one HTTP/2 stream's header bytes into the next stream of a
             // reused easy handle (a header line without a colon: CURLE_BAD_FUNCTION_ARGUMENT,
             // seen with nginx's limit_rate): an HTTP/2 transfer's handle is not reused.
@@ -214,6 +257,7 @@ final class CurlLoop: Sendable {
                         continue
                     }
                     active[id] = transfer
+                    transfer.loop = self
                     // Held while its host has too many connection attempts under way
                     // (`ConnectGate`); requests held for a host start in arrival order.
                     if attempts.held[spec.host] == nil, attempts.admit(transfer) {
@@ -221,11 +265,28 @@ final class CurlLoop: Sendable {
                     } else {
                         attempts.held[spec.host, default: []].append(id)
                     }
+                case .adopt(let id, let sink, let completion):
+                    if let ended = endedUnadopted.removeValue(forKey: id) {
+                        completion.resume(with: ended)
+                    } else if let transfer = active[id], transfer.handedOver {
+                        if let stop = transfer.adopt(sink, completion: completion) {
+                            active.removeValue(forKey: id)
+                            transfer.stop = stop
+                            end(transfer, with: .success(transfer.outcome(code: CURLE_OK)))
+                        } else {
+                            // The byte it stopped at, and what follows, go to the new sink
+                            // (libcurl may deliver the kept bytes within this call).
+                            _ = curl_easy_pause(transfer.easy.raw, CURLPAUSE_CONT)
+                        }
+                    } else {
+                        completion.resume(with: .failure(CancellationError()))
+                    }
                 case .cancel(let id):
                     if let transfer = active.removeValue(forKey: id) {
                         end(transfer, with: .failure(CancellationError()))
                     }
                 case .abandon(let id):
+                    endedUnadopted.removeValue(forKey: id)
                     if let transfer = active.removeValue(forKey: id) {
                         transfer.stop = .abandoned
                         end(transfer, with: .success(transfer.outcome(code: CURLE_OK)))
@@ -366,8 +427,14 @@ private final class Transfer {
     let id: UInt64
     let easy: EasyHandle
     let spec: TransferSpec
-    let sink: any ResponseSink
-    let completion: TransferCompletion
+    /// The reply's reader; another one after a hand-over (`adopt`).
+    var sink: any ResponseSink
+    /// Who hears of the end; nil while handed over and not yet adopted.
+    var completion: TransferCompletion?
+    /// Paused after its sink handed it over (`TransferStop.handOver`), until `adopt`.
+    var handedOver = false
+    /// The loop, for the hand-over's `TransferHandover` (set when the loop takes it).
+    var loop: CurlLoop?
     var headerList = HeaderList([])
     var headBuilder = ResponseHeadBuilder()
     var head: ResponseHead?
@@ -538,6 +605,7 @@ private final class Transfer {
     /// The stall watchdog (`StallWatchdog`): libcurl calls the progress callback at least once a
     /// second, even when nothing arrives. Returns false to abort a stalled transfer.
     func checkStall() -> Bool {
+        if handedOver { return true }  // paused until adopted (`adopt` starts a new window)
         if rateLimitedInWindow, let limit = watchdog?.limit {
             watchdog = StallWatchdog(limit: limit, now: clock.now, bodyBytes: bodyBytes)
             rateLimitedInWindow = rateLimited
@@ -548,16 +616,21 @@ private final class Transfer {
         return false
     }
 
+    /// What the write callback returns: every byte taken, none (abort), or pause.
     @inline(__always)
-    func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Int {
         guard head != nil else {
             stop = .invalid(InvalidReply(.malformedHead, "response body before a complete header"))
-            return false
+            return 0
         }
         bodyBytes += Int64(bytes.count)
         if let stop = sink.body(bytes) {
+            if stop == .handOver {
+                bodyBytes -= Int64(bytes.count)  // not taken: libcurl delivers them again
+                return handOver()
+            }
             self.stop = stop
-            return false
+            return 0
         }
         if let rate, rate.budget.spend(bytes.count, now: clock.now), !rateLimited {
             // In debt: stop reading this socket until the loop resumes it (allowed from
@@ -567,7 +640,35 @@ private final class Transfer {
             rateLimitedInWindow = true
             rate.paused.append(id)
         }
-        return true
+        return bytes.count
+    }
+
+    /// The sink handed the rest of the reply over: the transfer pauses (libcurl keeps the
+    /// bytes of this call for later), and its caller gets the outcome now, with the handle to
+    /// adopt it by.
+    private func handOver() -> Int {
+        guard let loop, let completion else {
+            stop = .invalid(InvalidReply(.malformedHead, "a reply handed over twice (internal error)"))
+            return 0
+        }
+        handedOver = true
+        self.completion = nil
+        var outcome = outcome(code: CURLE_OK)
+        outcome.stop = .handOver
+        outcome.handover = TransferHandover(id: id, loop: loop)
+        completion.resume(with: .success(outcome))
+        return Int(CURL_WRITEFUNC_PAUSE)
+    }
+
+    /// Takes the reply over for `sink`: returns the stop its `accept` gives the head (the
+    /// transfer then ends), or nil to go on; the stall window starts again (the wait for the
+    /// adoption was not the server's).
+    func adopt(_ sink: any ResponseSink, completion: TransferCompletion) -> TransferStop? {
+        self.sink = sink
+        self.completion = completion
+        handedOver = false
+        if let limit = watchdog?.limit { watchdog = StallWatchdog(limit: limit, now: clock.now, bodyBytes: bodyBytes) }
+        return head.flatMap { sink.accept($0) }
     }
 
     /// A span for this request on its connection's lane (its local port), if it reached the
@@ -622,7 +723,7 @@ private final class Transfer {
 private let transferWriteCallback: curl_write_callback = { data, size, count, context in
     let transfer = Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue()
     let n = size * count
-    return transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: n)) ? n : 0
+    return transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: n))
 }
 
 /// `--verbose`: libcurl's trace, with secrets redacted, on stderr.
@@ -713,5 +814,28 @@ final class TransferHandle: Sendable {
             s.abandoned = true
             return s.id
         }
+    }
+}
+
+/// A transfer paused after its sink handed the rest of its reply over (`TransferStop.handOver`),
+/// for `CurlLoop.adopt`. Dropped without being adopted, it ends the transfer (its connection
+/// closes): whoever holds it may simply let it go.
+final class TransferHandover: Sendable {
+    let id: UInt64
+    private let loop: CurlLoop
+    private let taken = Atomic<Bool>(false)
+
+    fileprivate init(id: UInt64, loop: CurlLoop) {
+        self.id = id
+        self.loop = loop
+    }
+
+    /// Claims it for `adopt`; false when it was claimed before.
+    fileprivate func take() -> Bool {
+        !taken.exchange(true, ordering: .acquiringAndReleasing)
+    }
+
+    deinit {
+        if !taken.load(ordering: .acquiring) { loop.drop(handedOver: id) }
     }
 }

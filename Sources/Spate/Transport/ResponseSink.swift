@@ -25,6 +25,12 @@ enum TransferStop: Sendable, Equatable {
     case remoteChanged(String)
     /// Writing the bytes failed locally.
     case localFailure(SpateError)
+    /// (From `body`.) The rest of the reply is for another sink: the transfer pauses with its
+    /// connection, this byte still unread, and its caller gets it in the outcome
+    /// (`TransferOutcome.handover`) to go on with `CurlLoop.adopt`. Why: a probe that finds a
+    /// server without ranges has the download's stream already under way; cutting it and
+    /// asking again costs a request and a connection (and the server's work of starting over).
+    case handOver
 }
 
 /// What a finished transfer reports back to the task that started it.
@@ -47,5 +53,8 @@ struct TransferOutcome: Sendable {
     var replyWait: Duration? = nil
     /// The system's error of a failed connect (`CURLINFO_OS_ERRNO`), for `TransportFailure`.
     var osErrno: Int32 = 0
+    /// The paused transfer, when the sink handed the rest of the reply over (`stop ==
+    /// .handOver`); dropped without `CurlLoop.adopt`, it ends the transfer.
+    var handover: TransferHandover? = nil
 
 }

@@ -205,7 +205,7 @@ extension TransferOutcome {
         }
         if let stop {
             switch stop {
-            case .enough: return .enough
+            case .enough, .handOver: return .enough
             case .abandoned: return .abandoned
             case .stalled(let limit): return .stalled(limit)
             case .invalid(let reply): return .invalidReply(reply)

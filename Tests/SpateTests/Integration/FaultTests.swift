@@ -300,6 +300,53 @@ struct FaultTests {
         }
     }
 
+    /// A server without ranges answers the probe with 200 and the whole file: that reply is
+    /// the download (handed over to the stream, `TransferStop.handOver`), not cut and asked
+    /// for again; the server sees one request. When it breaks off, the stream starts over
+    /// (such a server cannot resume) and the file is still exact.
+    @Test(arguments: [false, true])
+    func aServerWithoutRangesIsReadFromTheProbesReply(breaksOff: Bool) async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 66, size: 3 * Self.chunk + 11)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                var plan = TestServer.standardPlan(for: RequestInfo(copying: request, withoutHeader: "range"), file: file)
+                plan.setHeader("Accept-Ranges", "none")
+                if breaksOff && request.index == 1 { plan.closeAfterBodyBytes = 1_000_000 }
+                return plan
+            }
+            let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 4))
+            guard case .success(let done) = result else { Issue.record("must succeed: \(result)"); return }
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(done.bytes == content.size && done.connections == 1)
+            #expect(server.requests.count == (breaksOff ? 2 : 1), "\(server.requests.map { $0.header("range") ?? "whole" })")
+            #expect(server.requests.first?.header("range") == "bytes=0-0", "the probe's request")
+            #expect(notices.contains { $0.contains("does not support byte ranges") })
+        }
+    }
+
+    /// With `--range`, a server without ranges cannot serve the part: its probe's reply is cut
+    /// (nothing waits on a paused transfer) and the error is precise.
+    @Test func aPartOfAFileFromAServerWithoutRangesFailsAtOnce() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 67, size: 2 * Self.chunk)
+            let file = TestServer.File(content: content)
+            server.addFile("/f.bin", file)
+            server.setHook { request in
+                TestServer.standardPlan(for: RequestInfo(copying: request, withoutHeader: "range"), file: file)
+            }
+            var o = options(connections: 2)
+            o.byteRange = try PartialByteRange(parsing: "0-99")
+            let result = await download(server.url("/f.bin"), to: dir.file("f.bin"), options: o)
+            guard case .failure(let error) = result else { Issue.record("must fail"); return }
+            #expect(error.kind == .invalidResponse && error.message.contains("--range needs a server that supports byte ranges"), "\(error)")
+            #expect(server.requests.count == 1)
+        }
+    }
+
     /// One 200 for a range (a cache's miss) is retried as a range: the download keeps its
     /// connections, and nothing starts over.
     @Test func oneStray200IsRetriedAsARange() async throws {
