@@ -36,7 +36,8 @@ final class DownloadEngine: Sendable {
         self.seed = options.randomSeed ?? UInt64.random(in: .min ... .max)
         requests = RequestBuilder(url: url, options: options)
         transport = DownloadTransport(session: session, counters: counters, emit: emit, priority: priority)
-        resolver = RemoteResolver(requests: requests, transport: transport, seed: SplitMix64.mix(seed &+ 1), prefetched: prefetched)
+        resolver = RemoteResolver(requests: requests, transport: transport, seed: SplitMix64.mix(seed &+ 1), prefetched: prefetched,
+                                  handsOver: true)
         if let prefetched {
             counters.requests.store(prefetched.requests, ordering: .relaxed)
             if let first = prefetched.timeToFirstByte { counters.timeToFirstByteNanos.store(first.wholeNanoseconds, ordering: .relaxed) }
@@ -53,12 +54,17 @@ final class DownloadEngine: Sendable {
             try checkDestination(destination)
         }
         var remote = try await resolver.resolve()
+        // Taken at once, so that every path that does not stream from it lets it go (which
+        // ends the paused transfer and gives its slot back).
+        var handover = resolver.takeHandover()
         let path = try outputPath(for: remote)
         var restarts = 0
         while true {
             do {
                 let expected = try Self.expectedDigest(remote, options: options, emit: emit)
-                let (bytes, connections, tail) = try await attempt(remote, path: path, expected: expected?.checksum)
+                let taken = handover
+                handover = nil
+                let (bytes, connections, tail) = try await attempt(remote, path: path, expected: expected?.checksum, handover: taken)
                 let firstByte = counters.timeToFirstByteNanos.load(ordering: .relaxed)
                 return DownloadResult(
                     path: path, bytes: bytes, elapsed: session.clock.now - started,
@@ -79,6 +85,7 @@ final class DownloadEngine: Sendable {
                 emit(.notice("\(error.message); starting over (\(restarts) of \(DownloadOptions.maximumRestarts))"))
                 counters.bytesWritten.store(0, ordering: .relaxed)
                 remote = try await resolver.resolve()
+                handover = resolver.takeHandover()
             }
         }
     }
@@ -159,10 +166,11 @@ final class DownloadEngine: Sendable {
 
     /// One pass over the file as `remote` describes it, into `path`. Returns the size, the
     /// most connections used, and how long the digest took after the last byte.
-    private func attempt(_ remote: RemoteFile, path: String, expected checksum: Checksum?) async throws -> (Int64, Int, Duration?) {
-        // Taken now: a stream from a server without ranges goes on with it; any other path
-        // lets it go, which ends the paused transfer.
-        let handover = resolver.takeHandover()
+    /// - Parameter handover: the probe's reply, paused, when it is the whole file from a server
+    ///   without ranges (`RemoteResolver.takeHandover`): the stream goes on with it; any other
+    ///   path lets it go.
+    private func attempt(_ remote: RemoteFile, path: String, expected checksum: Checksum?,
+                         handover: TransferHandover?) async throws -> (Int64, Int, Duration?) {
         let plan = try Self.plan(remote, options: options)
         counters.knownSize.store(plan.size ?? -1, ordering: .relaxed)
         emit(.started(plan.announced(remote)))

@@ -39,9 +39,15 @@ struct DownloadTransport: Sendable {
 
     /// Goes on with a transfer a probe handed over (`CurlLoop.adopt`), as `perform` (the caller
     /// holds a slot; the request was counted when the probe made it).
+    /// The slot is the one the probe kept with the paused transfer (`TransferHandover.keep`),
+    /// given back when the transfer ends.
     func adopt(_ handover: TransferHandover, sink: any ResponseSink) async throws -> TransferOutcome {
+        let release = handover.takeRelease()
         counters.activeTransfers.add(1, ordering: .relaxed)
-        defer { counters.activeTransfers.subtract(1, ordering: .relaxed) }
+        defer {
+            counters.activeTransfers.subtract(1, ordering: .relaxed)
+            release?()
+        }
         return try await session.loop.adopt(handover, sink: sink)
     }
 

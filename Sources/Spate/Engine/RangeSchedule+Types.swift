@@ -53,8 +53,11 @@ extension RangeSchedule {
         var next: Next
         /// A throttled thief gave its bytes back: the victim's sink stops at this end again.
         var extend: Shorten? = nil
-        /// The server refused a range for its width: requests now ask for at most this many
-        /// bytes (`RangeSchedule.spanCap`); the end is no failure of the source.
+        /// The server refused the range for its width (`RangeSchedule.spanCap`): no failure of
+        /// the source, its bytes are pending again.
+        var refusedForWidth = false
+        /// With `refusedForWidth`, when this refusal lowered the cap: requests now ask for at
+        /// most this many bytes (one notice per new cap).
         var spanCapped: Int64? = nil
     }
 

@@ -260,6 +260,7 @@ struct RangeSchedule: Sendable {
                 // `minimumSpanCap` or at the widest range served, where a 403 follows the
                 // failure policy).
                 let half = max(Self.minimumSpanCap, request.asked / 2 / RequestSizer.alignment * RequestSizer.alignment)
+                ended.refusedForWidth = true
                 if half < spanCap ?? .max {
                     spanCap = half
                     spanCapConfirmed = false

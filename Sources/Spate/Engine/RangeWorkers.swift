@@ -327,8 +327,10 @@ final class RangeWorkers: Sendable {
         let ended = record(id, worker: worker, doneThrough: writeError == nil ? sink.position : range.start, end: end,
                            throttle: throttle, replyWait: outcome.replyWait, shortenedByServer: shortened)
         if ended.complete { session.budgets.succeeded(slot.origin) }
-        if let cap = ended.spanCapped {
-            parts.transport.emit(.notice("the server refused a range of \(ByteSize.format(range.count)) with 403 and serves narrower ones: asking for at most \(ByteSize.format(cap)) per request"))
+        if ended.refusedForWidth {
+            if let cap = ended.spanCapped {
+                parts.transport.emit(.notice("the server refused a range of \(ByteSize.format(range.count)) with 403 and serves narrower ones: asking for at most \(ByteSize.format(cap)) per request"))
+            }
             return (ended.next, .enough)  // the bytes are pending again; nothing failed
         }
         if case .invalidReply(let reply) = end, reply.kind == .ignoredRange, parts.canStartOverAsStream,

@@ -46,13 +46,18 @@ final class RemoteResolver: Sendable {
 
     let requests: RequestBuilder
     let transport: DownloadTransport
+    private let handsOver: Bool
     private let state = Mutex(State())
     /// Jitter for the probe's retry waits (seeded: `DownloadOptions.randomSeed`).
     private let random: Mutex<SplitMix64>
     static let maxRedirects = 20  // as browsers (curl allows 50)
     static let maxRefreshes = 16
 
-    init(requests: RequestBuilder, transport: DownloadTransport, seed: UInt64, prefetched: Prefetched? = nil) {
+    /// - Parameter handsOver: the first probe's reply from a server without ranges is kept for
+    ///   the download's stream (`takeHandover`): the download's own resolver, not a mirror's.
+    init(requests: RequestBuilder, transport: DownloadTransport, seed: UInt64, prefetched: Prefetched? = nil,
+         handsOver: Bool = false) {
+        self.handsOver = handsOver
         self.requests = requests
         self.transport = transport
         self.random = Mutex(SplitMix64(seed: seed))
@@ -85,7 +90,7 @@ final class RemoteResolver: Sendable {
         }
         let (remote, body, handover) = try await probe(
             wholeFileBytes: requests.options.byteRange == nil ? requests.options.wholeFileBytes : 0, after: prefetched,
-            handsOver: requests.options.byteRange == nil)
+            handsOver: handsOver && requests.options.byteRange == nil && !requests.options.http2)
         state.withLock {
             $0.current = remote
             $0.wholeBody = body
@@ -200,13 +205,27 @@ final class RemoteResolver: Sendable {
         while true {
             try Task.checkCancellation()
             let hop = target
-            let (outcome, sink, slot) = try await transport.withSlot(for: hop.origin) { slot in
-                let sink = ProbeSink(wholeFileBytes: wholeFileBytes, handsOver: handsOver)
-                // A probe reads at most a small file: a 64 KiB buffer (libcurl allocates it per
-                // request; a bigger one is an mmap and page faults per small file of a batch).
-                let buffer = min(64 * 1024, transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes))
-                let spec = requests.probe(hop, bufferBytes: buffer, slot: slot, wholeFileBytes: wholeFileBytes)
-                return (try await transport.perform(spec, sink: sink), sink, slot)
+            // Not `withSlot`: a reply handed over keeps its slot (`TransferHandover.keep`).
+            let slot = try await transport.session.budgets.acquire(hop.origin, priority: transport.priority)
+            let sink = ProbeSink(wholeFileBytes: wholeFileBytes, handsOver: handsOver)
+            // A probe reads at most a small file: a 64 KiB buffer (libcurl allocates it per
+            // request; a bigger one is an mmap and page faults per small file of a batch) —
+            // unless its reply may become the download's stream, which keeps the buffer.
+            let bufferBytes = transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes)
+            let spec = requests.probe(hop, bufferBytes: handsOver ? bufferBytes : min(64 * 1024, bufferBytes), slot: slot,
+                                      wholeFileBytes: wholeFileBytes)
+            let outcome: TransferOutcome
+            do {
+                outcome = try await transport.perform(spec, sink: sink)
+            } catch {
+                transport.session.budgets.release(slot)
+                throw error
+            }
+            if let handover = outcome.handover {
+                let budgets = transport.session.budgets
+                handover.keep { budgets.release(slot) }
+            } else {
+                transport.session.budgets.release(slot)
             }
             // (The loop told the session's `HostOutages` of the reply as its head arrived.)
             if outcome.head != nil { streak.end(gaveUp: false) }

@@ -275,8 +275,14 @@ final class CurlLoop: Sendable {
                             end(transfer, with: .success(transfer.outcome(code: CURLE_OK)))
                         } else {
                             // The byte it stopped at, and what follows, go to the new sink
-                            // (libcurl may deliver the kept bytes within this call).
-                            _ = curl_easy_pause(transfer.easy.raw, CURLPAUSE_CONT)
+                            // (libcurl delivers the kept bytes within this call; if the sink
+                            // refuses them libcurl reports it here, but leaves the transfer
+                            // running: it ends now).
+                            let code = curl_easy_pause(transfer.easy.raw, CURLPAUSE_CONT)
+                            if code != CURLE_OK {
+                                active.removeValue(forKey: id)
+                                end(transfer, with: .success(transfer.outcome(code: code)))
+                            }
                         }
                     } else {
                         completion.resume(with: .failure(CancellationError()))
@@ -760,7 +766,23 @@ enum VerboseTrace {
         if line.lowercased().hasPrefix("location:") {
             return "Location: " + Redactor.originOnly(String(line.dropFirst(9)).trimmingSpaces())
         }
+        if line.lowercased().contains("proxy") {
+            // libcurl names a proxy variable's value ("Uses proxy env variable https_proxy ==
+            // 'user:password@proxy:3128'"), which may have no scheme for `Redactor.urls`.
+            return Redactor.header(line).split(separator: " ", omittingEmptySubsequences: false).map { word in
+                Self.withoutUserInfo(String(word))
+            }.joined(separator: " ")
+        }
         return Redactor.urls(in: Redactor.header(line))
+    }
+
+    /// `user:password@host` (with or without a scheme, quotes kept) as `***@host`.
+    static func withoutUserInfo(_ word: String) -> String {
+        guard let at = word.lastIndex(of: "@") else { return Redactor.urls(in: word) }
+        var start = word.startIndex
+        if let scheme = word.firstRange(of: "://"), scheme.upperBound <= at { start = scheme.upperBound }
+        else if let quote = word.firstIndex(where: { $0 == "'" || $0 == "\"" }), quote < at { start = word.index(after: quote) }
+        return String(word[..<start]) + "***" + String(word[at...])
     }
 
     static func write(_ text: String) {
@@ -819,23 +841,51 @@ final class TransferHandle: Sendable {
 
 /// A transfer paused after its sink handed the rest of its reply over (`TransferStop.handOver`),
 /// for `CurlLoop.adopt`. Dropped without being adopted, it ends the transfer (its connection
-/// closes): whoever holds it may simply let it go.
+/// closes) and gives back what it keeps (`keep`): whoever holds it may simply let it go.
 final class TransferHandover: Sendable {
+    private struct State {
+        var taken = false
+        /// Gives back the connection slot the paused transfer still holds.
+        var release: (@Sendable () -> Void)?
+    }
+
     let id: UInt64
     private let loop: CurlLoop
-    private let taken = Atomic<Bool>(false)
+    private let state = Mutex(State())
 
     fileprivate init(id: UInt64, loop: CurlLoop) {
         self.id = id
         self.loop = loop
     }
 
+    /// Keeps the paused transfer's connection slot with it: `release` runs when it is dropped,
+    /// or is the adopter's (`takeRelease`). Why: the connection stays open while paused, so its
+    /// place in the session's budgets must stay taken (given back, another request could take
+    /// it and wait inside libcurl for a connection the paused one holds).
+    func keep(release: @escaping @Sendable () -> Void) {
+        state.withLock { $0.release = release }
+    }
+
+    /// The slot's release, for the adopter to call once the transfer has ended (nil when none
+    /// was kept). Taken once.
+    func takeRelease() -> (@Sendable () -> Void)? {
+        state.withLock { s in
+            defer { s.release = nil }
+            return s.release
+        }
+    }
+
     /// Claims it for `adopt`; false when it was claimed before.
     fileprivate func take() -> Bool {
-        !taken.exchange(true, ordering: .acquiringAndReleasing)
+        state.withLock { s in
+            defer { s.taken = true }
+            return !s.taken
+        }
     }
 
     deinit {
-        if !taken.load(ordering: .acquiring) { loop.drop(handedOver: id) }
+        let (taken, release) = state.withLock { ($0.taken, $0.release) }
+        if !taken { loop.drop(handedOver: id) }
+        release?()
     }
 }

@@ -53,7 +53,7 @@ struct BatchCLITests {
             }
             let lines = (0..<40).map { "\(server.url("/m/\($0).bin")) \($0).bin" }
             try write(lines.joined(separator: "\n") + "\n", to: dir.file("list.txt"))
-            let out = try CLIRunner.run(["-i", "list.txt", "-d", "out", "-c", "16", "--max-per-host", "16", "-q"], in: dir.path)
+            let out = try await CLIRunner.run(["-i", "list.txt", "-d", "out", "-c", "16", "--max-per-host", "16", "-q"], in: dir.path)
             #expect(out.status == 0, "stderr: \(out.stderr)")
             for (i, content) in contents.enumerated() {
                 #expect(compareFile(dir.file("out/\(i).bin"), with: content) == nil)
@@ -82,7 +82,7 @@ struct BatchCLITests {
             lines.append(server.url("/missing.bin"))
             lines.append("  header=Authorization: Bearer header-secret-value")
             try write(lines.joined(separator: "\r\n") + "\r\n", to: dir.file("list.txt"))
-            let out = try CLIRunner.run(["-i", "list.txt", "-d", "out", "--events", "events.ndjson", "-c", "8",
+            let out = try await CLIRunner.run(["-i", "list.txt", "-d", "out", "--events", "events.ndjson", "-c", "8",
                                          "--max-per-host", "4"], in: dir.path)
             #expect(out.status == 4, "stderr: \(out.stderr)")
             #expect(out.stderr.contains("31 files: 30 saved, 1 failed, 0 skipped"), "stderr: \(out.stderr)")
@@ -114,7 +114,7 @@ struct BatchCLITests {
 
             // The same command again: everything saved is skipped, without a request for it.
             server.clearRequests()
-            let again = try CLIRunner.run(["-i", "list.txt", "-d", "out", "--events", "again.ndjson"], in: dir.path)
+            let again = try await CLIRunner.run(["-i", "list.txt", "-d", "out", "--events", "again.ndjson"], in: dir.path)
             #expect(again.status == 4)
             #expect(again.stderr.contains("31 files: 0 saved, 1 failed, 30 skipped"), "stderr: \(again.stderr)")
             #expect(server.requests.map(\.uri) == ["/missing.bin"])
@@ -128,7 +128,7 @@ struct BatchCLITests {
         try await withTestServer { server in
             _ = serve(server, count: 2, size: { _ in 100 })
             try write("\(server.url("/m/0.bin"))\n\(server.url("/m/1.bin")) ../escape.bin\n", to: dir.file("list.txt"))
-            let out = try CLIRunner.run(["-i", "list.txt", "-d", "out"], in: dir.path)
+            let out = try await CLIRunner.run(["-i", "list.txt", "-d", "out"], in: dir.path)
             #expect(out.status == 2)
             #expect(out.stderr.contains("spate: error: list.txt: line 2: the destination \"../escape.bin\" leaves --dir"), "stderr: \(out.stderr)")
             #expect(server.requests.isEmpty)
@@ -142,7 +142,7 @@ struct BatchCLITests {
             let contents = serve(server, count: 3, size: { Int64($0 + 1) * 1000 })
             let list = (0..<3).map { server.url("/m/\($0).bin") }.joined(separator: "\n")
             try write(list, to: dir.file("list.txt"))
-            let out = try CLIRunner.run(["-i", "-", "-d", "out"], in: dir.path, stdinPath: dir.file("list.txt"))
+            let out = try await CLIRunner.run(["-i", "-", "-d", "out"], in: dir.path, stdinPath: dir.file("list.txt"))
             #expect(out.status == 0, "stderr: \(out.stderr)")
             for (i, content) in contents.enumerated() { #expect(compareFile(dir.file("out/\(i).bin"), with: content) == nil) }
         }
@@ -160,7 +160,7 @@ struct BatchCLITests {
             for i in 0..<5 { lines.append("http://127.0.0.1:1/dead/\(i).bin dead/\(i).bin") }
             for i in 0..<2 { lines.append("\(server.url("/m/\(i).bin")) live/\(i).bin") }
             try write(lines.joined(separator: "\n") + "\n", to: dir.file("list.txt"))
-            let out = try CLIRunner.run(["-i", dir.file("list.txt"), "-d", dir.file("out"), "-j", "1", "--max-retries", "2",
+            let out = try await CLIRunner.run(["-i", dir.file("list.txt"), "-d", dir.file("out"), "-j", "1", "--max-retries", "2",
                                          "--retry-max-wait", "0", "--events", dir.file("ev.ndjson"), "-q"])
             #expect(out.status == 3, "\(out.stderr)")
             let events = try parseEvents(at: dir.file("ev.ndjson"))
@@ -188,7 +188,7 @@ struct BatchCLITests {
             }
             let lines = (0..<3).map { "\(server.url("/empty/\($0).bin")) empty/\($0).bin" }
             try write(lines.joined(separator: "\n") + "\n", to: dir.file("list.txt"))
-            let out = try CLIRunner.run(["-i", dir.file("list.txt"), "-d", dir.file("out"), "-j", "1", "--max-retries", "2",
+            let out = try await CLIRunner.run(["-i", dir.file("list.txt"), "-d", dir.file("out"), "-j", "1", "--max-retries", "2",
                                          "--retry-max-wait", "0", "--events", dir.file("ev.ndjson"), "-q"])
             #expect(out.status == 3, "\(out.stderr)")
             let events = try parseEvents(at: dir.file("ev.ndjson"))
@@ -201,7 +201,7 @@ struct BatchCLITests {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let contents = serve(server, count: 2, size: { Int64($0 + 1) * 70_000 })
-            let out = try CLIRunner.run([server.url("/m/0.bin"), server.url("/m/1.bin"), "-d", "got"], in: dir.path)
+            let out = try await CLIRunner.run([server.url("/m/0.bin"), server.url("/m/1.bin"), "-d", "got"], in: dir.path)
             #expect(out.status == 0, "stderr: \(out.stderr)")
             #expect(compareFile(dir.file("got/0.bin"), with: contents[0]) == nil)
             #expect(compareFile(dir.file("got/1.bin"), with: contents[1]) == nil)
@@ -222,7 +222,7 @@ struct BatchCLITests {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             try write(server.url("/m/0.bin"), to: dir.file("list.txt"))
-            let out = try CLIRunner.run(arguments.map { $0 == "URL" ? server.url("/m/0.bin") : $0 }, in: dir.path)
+            let out = try await CLIRunner.run(arguments.map { $0 == "URL" ? server.url("/m/0.bin") : $0 }, in: dir.path)
             #expect(out.status == 2, "stderr: \(out.stderr)")
             #expect(out.stderr.contains(message), "stderr: \(out.stderr)")
             #expect(server.requests.isEmpty)
@@ -233,7 +233,7 @@ struct BatchCLITests {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let contents = serve(server, count: 1, size: { _ in 2 << 20 })
-            let out = try CLIRunner.run([server.url("/m/0.bin"), "-o", "one.bin", "--events", "ev.ndjson"], in: dir.path)
+            let out = try await CLIRunner.run([server.url("/m/0.bin"), "-o", "one.bin", "--events", "ev.ndjson"], in: dir.path)
             #expect(out.status == 0, "stderr: \(out.stderr)")
             #expect(compareFile(dir.file("one.bin"), with: contents[0]) == nil)
             let names = try parseEvents(at: dir.file("ev.ndjson")).map { $0["event"] as! String }
@@ -257,7 +257,7 @@ struct BatchCLITests {
             ]
             for (arguments, status, name) in cases {
                 try? FileManager.default.removeItem(atPath: dir.file("ev.ndjson"))
-                let out = try CLIRunner.run(arguments + ["--events", "ev.ndjson", "-q"], in: dir.path)
+                let out = try await CLIRunner.run(arguments + ["--events", "ev.ndjson", "-q"], in: dir.path)
                 #expect(out.status == status, "stderr: \(out.stderr)")
                 let events = try parseEvents(at: dir.file("ev.ndjson"))
                 #expect(events.first?["event"] as? String == "queued", "\(events)")
@@ -277,7 +277,7 @@ struct BatchCLITests {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             FileManager.default.createFile(atPath: dir.file("blocker"), contents: Data("x".utf8))
-            let out = try CLIRunner.run([server.url("/gen/10/a"), server.url("/gen/10/b"), "-d", "blocker/out",
+            let out = try await CLIRunner.run([server.url("/gen/10/a"), server.url("/gen/10/b"), "-d", "blocker/out",
                                          "--events", "ev.ndjson", "-q"], in: dir.path)
             #expect(out.status == 6, "stderr: \(out.stderr)")
             let events = try parseEvents(at: dir.file("ev.ndjson"))

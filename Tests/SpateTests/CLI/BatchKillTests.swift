@@ -63,7 +63,7 @@ struct BatchKillTests {
             }
             let complete = completeFiles(in: dir)
             let before = server.servedBytesByPath()
-            let last = try CLIRunner.run(arguments.filter { $0 != fifo && $0 != "--events" }, in: dir.path)
+            let last = try await CLIRunner.run(arguments.filter { $0 != fifo && $0 != "--events" }, in: dir.path)
             #expect(last.status == 0, "stderr: \(last.stderr)")
             let after = server.servedBytesByPath()
             for i in complete { #expect(after["/k/\(i).bin"] == before["/k/\(i).bin"], "final run: file \(i) fetched again") }

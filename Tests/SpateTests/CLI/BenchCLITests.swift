@@ -11,10 +11,10 @@ struct BenchCLITests {
     /// an unwritable chart path sends nothing; an empty file has no rate to report.
     @Test func refusesWhatItCannotMeasureOrWrite() async throws {
         try await withTestServer { server in
-            let chart = try CLIRunner.run(["bench", server.url("/gen/1M"), "--chart", "/nonexistent-dir/x.svg"])
+            let chart = try await CLIRunner.run(["bench", server.url("/gen/1M"), "--chart", "/nonexistent-dir/x.svg"])
             #expect(chart.status == 6 && chart.stderr.contains("cannot write the chart"), "\(chart.stderr)")
             #expect(server.requests.isEmpty)
-            let empty = try CLIRunner.run(["bench", server.url("/gen/0"), "--connections", "1", "--repeat", "1", "--json"])
+            let empty = try await CLIRunner.run(["bench", server.url("/gen/0"), "--connections", "1", "--repeat", "1", "--json"])
             #expect(empty.status == 2 && empty.stderr.contains("is empty"), "\(empty.stderr)")
             #expect(empty.stdout.isEmpty)
         }
@@ -25,7 +25,7 @@ struct BenchCLITests {
         try await withTestServer { server in
             let content = GeneratedContent(seed: 9501, size: 4 << 20)
             server.addFile("/f.bin", TestServer.File(content: content))
-            let out = try CLIRunner.run(["bench", server.url("/f.bin"), "--connections", "1,2,4", "--chunk-sizes", "auto,256K",
+            let out = try await CLIRunner.run(["bench", server.url("/f.bin"), "--connections", "1,2,4", "--chunk-sizes", "auto,256K",
                                          "--repeat", "2", "--json", "--chart", "chart.svg", "-H", "X-Bench: yes"], in: dir.path)
             #expect(out.status == 0, "\(out.stderr)")
             let rows = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]]
@@ -64,7 +64,7 @@ struct BenchCLITests {
     func benchOptionsAreChecked(arguments: [String], message: String) async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let out = try CLIRunner.run(arguments.map { $0 == "URL" ? server.url("/gen/1M") : $0 }, in: dir.path)
+            let out = try await CLIRunner.run(arguments.map { $0 == "URL" ? server.url("/gen/1M") : $0 }, in: dir.path)
             #expect(out.status == 2, "\(out.stderr)")
             #expect((out.stderr + out.stdout).contains(message), "\(out.stderr)")
             #expect(server.requests.isEmpty)

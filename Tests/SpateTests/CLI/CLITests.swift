@@ -48,7 +48,7 @@ struct CLITests {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let args = arguments.map { $0 == "URL" ? server.url("/gen/1M") : $0 }
-            let out = try CLIRunner.run(args, in: dir.path)
+            let out = try await CLIRunner.run(args, in: dir.path)
             #expect(out.status == status, "stderr: \(out.stderr)")
             #expect(out.stderr.contains(message), "stderr: \(out.stderr)")
             #expect(out.stderr.hasPrefix("spate: error:"), "stderr: \(out.stderr)")
@@ -76,11 +76,11 @@ struct CLITests {
         defer { chmod(locked, 0o700) }
         // root ignores directory permissions; the check is only meaningful for other users.
         guard getuid() != 0 else {
-            let out = try CLIRunner.run(["http://127.0.0.1:9/x", "-o", "/proc/version/x"])
+            let out = try await CLIRunner.run(["http://127.0.0.1:9/x", "-o", "/proc/version/x"])
             #expect(out.status == 6 && out.stderr.contains("cannot write to directory"))
             return
         }
-        let out = try CLIRunner.run(["http://127.0.0.1:9/x", "-o", locked + "/x"])
+        let out = try await CLIRunner.run(["http://127.0.0.1:9/x", "-o", locked + "/x"])
         #expect(out.status == 6)
         #expect(out.stderr.contains("cannot write to directory"))
     }
@@ -91,7 +91,7 @@ struct CLITests {
             let content = GeneratedContent(seed: 77, size: 3_000_017)
             server.addFile("/data/My%20File.bin", TestServer.File(content: content))
             let checksum = sha256Checksum(of: content)
-            let out = try CLIRunner.run([server.url("/data/My%20File.bin"), "-c", "3", "--chunk-size", "256K",
+            let out = try await CLIRunner.run([server.url("/data/My%20File.bin"), "-c", "3", "--chunk-size", "256K",
                                          "--checksum", "sha256:\(checksum.hex)"], in: dir.path)
             #expect(out.status == 0, "stderr: \(out.stderr)")
             #expect(dir.contents == ["My File.bin"], "named from the URL, percent-decoded")
@@ -101,10 +101,10 @@ struct CLITests {
             #expect(lines.count == 1 && lines[0].contains("saved") && lines[0].contains("sha256 verified"), "\(out.stderr)")
 
             // Again: the file exists, so without --force it is refused (exit 6) and kept.
-            let again = try CLIRunner.run([server.url("/data/My%20File.bin"), "-o", dir.file("My File.bin")])
+            let again = try await CLIRunner.run([server.url("/data/My%20File.bin"), "-o", dir.file("My File.bin")])
             #expect(again.status == 6 && again.stderr.contains("already exists"))
             #expect(compareFile(dir.file("My File.bin"), with: content) == nil)
-            let forced = try CLIRunner.run([server.url("/data/My%20File.bin"), "-o", dir.file("My File.bin"), "--force", "-q"])
+            let forced = try await CLIRunner.run([server.url("/data/My%20File.bin"), "-o", dir.file("My File.bin"), "--force", "-q"])
             #expect(forced.status == 0, "stderr: \(forced.stderr)")
         }
     }
@@ -114,12 +114,12 @@ struct CLITests {
         try await withTestServer { server in
             let content = GeneratedContent(seed: 1, size: 100_000)
             server.addFile("/f.bin", TestServer.File(content: content))
-            let notFound = try CLIRunner.run([server.url("/nope.bin"), "-o", dir.file("a")])
+            let notFound = try await CLIRunner.run([server.url("/nope.bin"), "-o", dir.file("a")])
             #expect(notFound.status == 4 && notFound.stderr.contains("HTTP 404"), "\(notFound.stderr)")
-            let mismatch = try CLIRunner.run([server.url("/f.bin"), "-o", dir.file("b"),
+            let mismatch = try await CLIRunner.run([server.url("/f.bin"), "-o", dir.file("b"),
                                               "--checksum", "md5:" + String(repeating: "0", count: 32)])
             #expect(mismatch.status == 5 && mismatch.stderr.contains("checksum mismatch"), "\(mismatch.stderr)")
-            let refused = try CLIRunner.run(["http://127.0.0.1:1/x", "-o", dir.file("c"), "--max-retries", "0"])
+            let refused = try await CLIRunner.run(["http://127.0.0.1:1/x", "-o", dir.file("c"), "--max-retries", "0"])
             #expect(refused.status == 3, "\(refused.stderr)")
             #expect(dir.contents.isEmpty)
         }
@@ -154,14 +154,14 @@ struct CLITests {
                 return plan
             }
             let dir = try TemporaryDirectory()
-            let out = try CLIRunner.run([server.url("/f.bin"), "--mirror", server.url("/f.bin", host: "127.0.0.2"),
+            let out = try await CLIRunner.run([server.url("/f.bin"), "--mirror", server.url("/f.bin", host: "127.0.0.2"),
                                          "-o", dir.file("f.bin"), "-c", "4", "--chunk-size", "256K", "--no-tuning"])
             #expect(out.status == 0, "\(out.stderr)")
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
             #expect(out.stderr.contains("also fetching from the mirror 127.0.0.2:") && out.stderr.contains("(2 sources)"), "\(out.stderr)")
             let hosts = Set(server.requests.filter { $0.header("range") != "bytes=0-0" }.map(\.host))
             #expect(hosts == ["127.0.0.1", "127.0.0.2"])
-            let batch = try CLIRunner.run([server.url("/f.bin"), server.url("/f.bin"), "--mirror", server.url("/f.bin", host: "127.0.0.2")])
+            let batch = try await CLIRunner.run([server.url("/f.bin"), server.url("/f.bin"), "--mirror", server.url("/f.bin", host: "127.0.0.2")])
             #expect(batch.status == 2 && batch.stderr.contains("TAB-separated"), "\(batch.stderr)")
         }
         let help = try Self.helpText()
@@ -221,13 +221,13 @@ struct CLITests {
             server.addFile("/f.bin", TestServer.File(content: content))
             let url = server.url("/f.bin").replacingOccurrences(of: "127.0.0.1", with: "localhost")
             let dir = try TemporaryDirectory()
-            let v4 = try CLIRunner.run([url, "-o", dir.file("a.bin"), "-4"])
+            let v4 = try await CLIRunner.run([url, "-o", dir.file("a.bin"), "-4"])
             #expect(v4.status == 0, "\(v4.stderr)")
             #expect(compareFile(dir.file("a.bin"), with: content) == nil)
-            let v6 = try CLIRunner.run([url, "-o", dir.file("b.bin"), "--ipv6", "--max-retries", "0"])
+            let v6 = try await CLIRunner.run([url, "-o", dir.file("b.bin"), "--ipv6", "--max-retries", "0"])
             #expect(v6.status == 3, "\(v6.stderr)")
             #expect(!FileManager.default.fileExists(atPath: dir.file("b.bin")))
-            let both = try CLIRunner.run([url, "-o", dir.file("c.bin"), "-4", "-6"])
+            let both = try await CLIRunner.run([url, "-o", dir.file("c.bin"), "-4", "-6"])
             #expect(both.status == 2 && both.stderr.contains("-4 and -6 exclude each other"), "\(both.stderr)")
         }
         let help = try Self.helpText()

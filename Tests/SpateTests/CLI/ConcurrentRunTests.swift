@@ -59,7 +59,7 @@ struct ConcurrentRunTests {
                 // Not synchronisation: a seeded spread of B's start within A's run, so the trials
                 // meet A at different stages. Every assertion below holds for any timing.
                 usleep(delay)
-                let runB = try CLIRunner.run([server.url(sameURL ? "/a.bin" : "/b.bin")] + common + (force ? ["--force"] : []),
+                let runB = try await CLIRunner.run([server.url(sameURL ? "/a.bin" : "/b.bin")] + common + (force ? ["--force"] : []),
                                              in: dir.path)
                 while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress!, $0.count) }) > 0 {}
                 close(fd)

@@ -47,7 +47,7 @@ struct NetrcTests {
         try await withServer { server, content in
             let dir = try TemporaryDirectory()
             let netrc = try netrc(dir)
-            let out = try CLIRunner.run([server.url("/f.bin"), "-o", dir.file("f.bin"), "-c", "4", "--chunk-size", "512K",
+            let out = try await CLIRunner.run([server.url("/f.bin"), "-o", dir.file("f.bin"), "-c", "4", "--chunk-size", "512K",
                                          "--netrc-file", netrc, "-v", "--events", dir.file("events.ndjson")])
             #expect(out.status == 0, "\(out.stderr)")
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
@@ -59,7 +59,7 @@ struct NetrcTests {
             #expect(out.stderr.contains("> Authorization: Basic ***"), "the trace shows it redacted")
 
             // Without it: 401, exit 4.
-            let denied = try CLIRunner.run([server.url("/f.bin"), "-o", dir.file("g.bin"), "--max-retries", "0"])
+            let denied = try await CLIRunner.run([server.url("/f.bin"), "-o", dir.file("g.bin"), "--max-retries", "0"])
             #expect(denied.status == 4, "\(denied.stderr)")
         }
     }
@@ -75,7 +75,7 @@ struct NetrcTests {
                 try ("machine 127.0.0.1 login alice password \(Self.password)\nmachine 127.0.0.2 login bob\n")
                     .write(toFile: file, atomically: true, encoding: .utf8)
             }
-            let out = try CLIRunner.run([server.url("/moved"), "-o", dir.file("f.bin"), "--netrc-file", file])
+            let out = try await CLIRunner.run([server.url("/moved"), "-o", dir.file("f.bin"), "--netrc-file", file])
             #expect(out.status == 0, "\(out.stderr)")
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
             let second = server.requests.filter { $0.host == "127.0.0.2" }

@@ -65,6 +65,25 @@ struct ProxyTests {
         }
     }
 
+    /// A proxy variable's credentials (libcurl reads them, and `-v` shows the variable) are
+    /// redacted in the trace, with or without a scheme in the value.
+    @Test(arguments: [true, false])
+    func aProxyVariablesPasswordIsNotTraced(withScheme: Bool) async throws {
+        try await withServer { server, content in
+            let proxy = base(server, "127.0.0.1")
+            let value = withScheme ? proxy.replacingOccurrences(of: "http://", with: "http://alice:pw-secret@")
+                                   : "alice:pw-secret@" + proxy.dropFirst("http://".count)
+            let dir = try TemporaryDirectory()
+            let out = try await CLIRunner.run([server.url("/f.bin", host: "127.0.0.2"), "-o", dir.file("f.bin"), "-v", "-c", "1"],
+                                              environment: ["http_proxy": value])
+            #expect(out.status == 0, "\(out.stderr)")
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+            #expect(server.requests.allSatisfy { $0.host == "127.0.0.1" && $0.proxiedOrigin != nil }, "through the proxy")
+            #expect(!out.stderr.contains("pw-secret"), "\(out.stderr)")
+            #expect(out.stderr.contains("Proxy-Authorization: Basic ***") || !out.stderr.contains("Proxy-Authorization"), "\(out.stderr)")
+        }
+    }
+
     /// Credentials never go in argv (others can read it): refused with one line that does
     /// not repeat them, before anything is sent; so are schemes libcurl cannot speak to a proxy.
     @Test(arguments: [

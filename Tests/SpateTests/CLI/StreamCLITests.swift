@@ -110,7 +110,7 @@ struct StreamCLITests {
                 readerDone.signal()
             }
             reader.start()
-            let out = try CLIRunner.run([server.url("/f.bin"), "-o", "pipe", "-c", "4", "-q"] + (force ? ["--force"] : []), in: dir.path)
+            let out = try await CLIRunner.run([server.url("/f.bin"), "-o", "pipe", "-c", "4", "-q"] + (force ? ["--force"] : []), in: dir.path)
             readerDone.wait()
             #expect(out.status == 0, "\(out.stderr)")
             expectSame(received, content)
@@ -138,7 +138,7 @@ struct StreamCLITests {
                 #expect(stat("/dev/\(name)", &real) == 0)
                 let device = real.st_rdev
                 #expect(mknod(dir.file(name), S_IFCHR | 0o666, device) == 0)
-                let out = try CLIRunner.run([server.url("/f.bin"), "-o", name, "-c", "4"] + (force ? ["--force"] : []), in: dir.path)
+                let out = try await CLIRunner.run([server.url("/f.bin"), "-o", name, "-c", "4"] + (force ? ["--force"] : []), in: dir.path)
                 #expect(out.status == 0, "\(name): \(out.stderr)")
                 #expect(out.stderr.contains(name == "null" ? "discarded" : "wrote to \(name)"), "\(out.stderr)")
                 var info = stat()
@@ -146,7 +146,7 @@ struct StreamCLITests {
                         "\(name) is no longer the device")
             }
             // A wrong checksum to /dev/null: the bytes are hashed in order, exit 5.
-            let wrong = try CLIRunner.run([server.url("/f.bin"), "-o", "/dev/null", "--checksum", "sha256:" + String(repeating: "0", count: 64)],
+            let wrong = try await CLIRunner.run([server.url("/f.bin"), "-o", "/dev/null", "--checksum", "sha256:" + String(repeating: "0", count: 64)],
                                           in: dir.path)
             #expect(wrong.status == 5, "\(wrong.stderr)")
             #expect(dir.contents.sorted() == ["null", "zero"], "\(dir.contents)")
@@ -164,7 +164,7 @@ struct StreamCLITests {
     func streamOptionsAreChecked(arguments: [String], message: String) async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let out = try CLIRunner.run(arguments.map { $0 == "URL" ? server.url("/gen/1M") : $0 }, in: dir.path)
+            let out = try await CLIRunner.run(arguments.map { $0 == "URL" ? server.url("/gen/1M") : $0 }, in: dir.path)
             #expect(out.status == 2, "\(out.stderr)")
             #expect(out.stderr.contains(message), "\(out.stderr)")
             #expect(server.requests.isEmpty)

@@ -34,7 +34,7 @@ struct TraceCLITests {
                 guard let range = request.header("range"), range != "bytes=0-0" else { return nil }
                 return count.add(1, ordering: .relaxed).newValue == 3 ? Fault.closeAfter(bytes: 10_000).apply(to: request, file: file) : nil
             }
-            let out = try CLIRunner.run([server.url("/f.bin") + "?sig=SECRET", "-o", "f.bin", "-c", "4", "--chunk-size", "512K",
+            let out = try await CLIRunner.run([server.url("/f.bin") + "?sig=SECRET", "-o", "f.bin", "-c", "4", "--chunk-size", "512K",
                                          "--trace", "trace.json", "-q", "-H", "Authorization: Bearer TOKEN"], in: dir.path)
             #expect(out.status == 0, "\(out.stderr)")
             #expect(compareFile(dir.file("f.bin"), with: content) == nil)
@@ -59,7 +59,7 @@ struct TraceCLITests {
     @Test func aFailedDownloadStillWritesItsTrace() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let out = try CLIRunner.run([server.url("/missing.bin"), "-o", "f.bin", "--trace", "trace.json", "-q"], in: dir.path)
+            let out = try await CLIRunner.run([server.url("/missing.bin"), "-o", "f.bin", "--trace", "trace.json", "-q"], in: dir.path)
             #expect(out.status == 4)
             let events = try load(dir.file("trace.json"))
             expectSchema(events)

@@ -36,7 +36,7 @@ struct CloudAPITests {
     @Test func boxWithABearerTokenFromTheEnvironment() async throws {
         try await withCloud { server, box, _ in
             let dir = try TemporaryDirectory()
-            let out = try CLIRunner.run([box.url(), "-o", "file.pdf", "--bearer-token-env", "BOX_TOKEN", "-c", "4"],
+            let out = try await CLIRunner.run([box.url(), "-o", "file.pdf", "--bearer-token-env", "BOX_TOKEN", "-c", "4"],
                                         in: dir.path, environment: ["BOX_TOKEN": box.token])
             #expect(out.status == 0, "\(out.stderr)")
             #expect(compareFile(dir.file("file.pdf"), with: box.currentVersion.content) == nil)
@@ -50,13 +50,13 @@ struct CloudAPITests {
         try await withCloud { server, box, _ in
             let dir = try TemporaryDirectory()
             try "\(box.token)\n".write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
-            let old = try CLIRunner.run([box.url(version: box.versions[0].id), "-o", "v1.pdf", "--bearer-token-file", "token"], in: dir.path)
+            let old = try await CLIRunner.run([box.url(version: box.versions[0].id), "-o", "v1.pdf", "--bearer-token-file", "token"], in: dir.path)
             #expect(old.status == 0, "\(old.stderr)")
             #expect(compareFile(dir.file("v1.pdf"), with: box.versions[0].content) == nil, "?version= selects the old content")
-            let current = try CLIRunner.run([box.url(), "-o", "v2.pdf", "--bearer-token-file", "token"], in: dir.path)
+            let current = try await CLIRunner.run([box.url(), "-o", "v2.pdf", "--bearer-token-file", "token"], in: dir.path)
             #expect(current.status == 0)
             #expect(compareFile(dir.file("v2.pdf"), with: box.currentVersion.content) == nil)
-            let missing = try CLIRunner.run([box.url(version: "999"), "-o", "v9.pdf", "--bearer-token-file", "token"], in: dir.path)
+            let missing = try await CLIRunner.run([box.url(version: "999"), "-o", "v9.pdf", "--bearer-token-file", "token"], in: dir.path)
             #expect(missing.status == 4 && missing.stderr.contains("HTTP 404"), "\(missing.stderr)")
         }
     }
@@ -65,19 +65,19 @@ struct CloudAPITests {
         try await withCloud { server, box, _ in
             let dir = try TemporaryDirectory()
             try "BoxApi: shared_link=\(box.sharedLink)\n".write(toFile: dir.file("open.txt"), atomically: true, encoding: .utf8)
-            let open = try CLIRunner.run([box.url(), "-o", "a.pdf", "--header-file", "open.txt"], in: dir.path)
+            let open = try await CLIRunner.run([box.url(), "-o", "a.pdf", "--header-file", "open.txt"], in: dir.path)
             #expect(open.status == 0, "\(open.stderr)")
             #expect(compareFile(dir.file("a.pdf"), with: box.currentVersion.content) == nil)
 
             let protected = "BoxApi: shared_link=\(box.protectedLink)&shared_link_password=\(box.sharedLinkPassword)\n"
             try protected.write(toFile: dir.file("pw.txt"), atomically: true, encoding: .utf8)
-            let withPassword = try CLIRunner.run([box.url(), "-o", "b.pdf", "--header-file", "pw.txt"], in: dir.path)
+            let withPassword = try await CLIRunner.run([box.url(), "-o", "b.pdf", "--header-file", "pw.txt"], in: dir.path)
             #expect(withPassword.status == 0, "\(withPassword.stderr)")
             #expect(compareFile(dir.file("b.pdf"), with: box.currentVersion.content) == nil)
 
             try "BoxApi: shared_link=\(box.protectedLink)&shared_link_password=wrong\n".write(
                 toFile: dir.file("bad.txt"), atomically: true, encoding: .utf8)
-            let wrong = try CLIRunner.run([box.url(), "-o", "c.pdf", "--header-file", "bad.txt"], in: dir.path)
+            let wrong = try await CLIRunner.run([box.url(), "-o", "c.pdf", "--header-file", "bad.txt"], in: dir.path)
             #expect(wrong.status == 4 && wrong.stderr.contains("incorrect_shared_item_password"), "\(wrong.stderr)")
             #expect(!wrong.stderr.contains("wrong"), "the password is not echoed")
             #expect(!FileManager.default.fileExists(atPath: dir.file("c.pdf")))
@@ -88,7 +88,7 @@ struct CloudAPITests {
     @Test func boxWithoutCredentialsIsAClearError() async throws {
         try await withCloud { _, box, _ in
             let dir = try TemporaryDirectory()
-            let out = try CLIRunner.run([box.url(), "-o", "x.pdf"], in: dir.path)
+            let out = try await CLIRunner.run([box.url(), "-o", "x.pdf"], in: dir.path)
             #expect(out.status == 4 && out.stderr.contains("HTTP 401 Unauthorized"), "\(out.stderr)")
             #expect(dir.contents.isEmpty)
         }
@@ -125,7 +125,7 @@ struct CloudAPITests {
     @Test func boxPartialRangeIsByteExact() async throws {
         try await withCloud { server, box, _ in
             let dir = try TemporaryDirectory()
-            let out = try CLIRunner.run([box.url(), "-o", "part.bin", "--range", "1000-2000999", "-c", "4", "--chunk-size", "128K",
+            let out = try await CLIRunner.run([box.url(), "-o", "part.bin", "--range", "1000-2000999", "-c", "4", "--chunk-size", "128K",
                                          "--bearer-token-env", "T"], in: dir.path, environment: ["T": box.token])
             #expect(out.status == 0, "\(out.stderr)")
             let expected = box.currentVersion.content.bytes(1000, 2_001_000)
@@ -139,10 +139,10 @@ struct CloudAPITests {
     @Test func boxNamesFromContentDispositionAndNeverOverwrites() async throws {
         try await withCloud { _, box, _ in
             let dir = try TemporaryDirectory()
-            let first = try CLIRunner.run([box.url(), "-J", "--bearer-token-env", "T"], in: dir.path, environment: ["T": box.token])
+            let first = try await CLIRunner.run([box.url(), "-J", "--bearer-token-env", "T"], in: dir.path, environment: ["T": box.token])
             #expect(first.status == 0, "\(first.stderr)")
             #expect(dir.contents == ["Quarterly report €.pdf"], "filename* (UTF-8) wins")
-            let again = try CLIRunner.run([box.url(), "-J", "--force", "--bearer-token-env", "T"], in: dir.path, environment: ["T": box.token])
+            let again = try await CLIRunner.run([box.url(), "-J", "--force", "--bearer-token-env", "T"], in: dir.path, environment: ["T": box.token])
             #expect(again.status == 6 && again.stderr.contains("never replaces a file named by the server"), "\(again.stderr)")
         }
     }
@@ -178,7 +178,7 @@ struct CloudAPITests {
             }
             let issuedBefore = box.issuedDownloadURLs
             server.setHook { request in box.handle(request) }
-            let resumed = try CLIRunner.run(args, in: dir.path, environment: ["T": box.token])
+            let resumed = try await CLIRunner.run(args, in: dir.path, environment: ["T": box.token])
             #expect(resumed.status == 0, "\(resumed.stderr)")
             #expect(compareFile(dir.file("f.pdf"), with: box.currentVersion.content) == nil)
             #expect(box.issuedDownloadURLs > issuedBefore, "the resume asked the API for a new download URL")
@@ -191,7 +191,7 @@ struct CloudAPITests {
             let dir = try TemporaryDirectory()
             try "BoxApi: shared_link=\(box.protectedLink)&shared_link_password=\(box.sharedLinkPassword)\n".write(
                 toFile: dir.file("h.txt"), atomically: true, encoding: .utf8)
-            let out = try CLIRunner.run([box.url(), "-o", "f", "-v", "-c", "2", "--bearer-token-env", "T", "--header-file", "h.txt"],
+            let out = try await CLIRunner.run([box.url(), "-o", "f", "-v", "-c", "2", "--bearer-token-env", "T", "--header-file", "h.txt"],
                                         in: dir.path, environment: ["T": box.token])
             #expect(out.status == 0, "\(out.stderr)")
             #expect(out.stderr.contains("> Authorization: Bearer ***"))
@@ -209,17 +209,17 @@ struct CloudAPITests {
         try await withCloud { server, _, backendless in
             let dir = try TemporaryDirectory()
             let report = backendless.files[0]
-            let native = try CLIRunner.run([backendless.nativeURL(report)], in: dir.path)
+            let native = try await CLIRunner.run([backendless.nativeURL(report)], in: dir.path)
             #expect(native.status == 0, "\(native.stderr)")
             #expect(dir.contents == ["My report €.pdf"], "spaces and non-ASCII survive, decoded and sanitized")
             #expect(compareFile(dir.file("My report €.pdf"), with: report.content) == nil)
 
-            let custom = try CLIRunner.run([backendless.customDomainURL(report), "-o", "custom.pdf"], in: dir.path)
+            let custom = try await CLIRunner.run([backendless.customDomainURL(report), "-o", "custom.pdf"], in: dir.path)
             #expect(custom.status == 0, "\(custom.stderr)")
             #expect(compareFile(dir.file("custom.pdf"), with: report.content) == nil)
 
             let banner = backendless.files[2]
-            let web = try CLIRunner.run([backendless.customDomainURL(banner, simplified: true)], in: dir.path)
+            let web = try await CLIRunner.run([backendless.customDomainURL(banner, simplified: true)], in: dir.path)
             #expect(web.status == 0, "\(web.stderr)")
             #expect(compareFile(dir.file("Ünïcödé banner.png"), with: banner.content) == nil)
             _ = server
@@ -230,14 +230,14 @@ struct CloudAPITests {
         try await withCloud { server, _, backendless in
             let dir = try TemporaryDirectory()
             let secret = backendless.files[1]
-            let denied = try CLIRunner.run([backendless.nativeURL(secret)], in: dir.path)
+            let denied = try await CLIRunner.run([backendless.nativeURL(secret)], in: dir.path)
             #expect(denied.status == 4, "\(denied.stderr)")
             #expect(!denied.stderr.contains(backendless.restAPIKey), "the REST API key in the URL is redacted")
             #expect(denied.stderr.contains("\"code\":4000") && denied.stderr.contains("User has no permissions to specified resource"))
             #expect(dir.contents.isEmpty, "a denied request leaves no output file")
 
             try "user-token: \(backendless.userToken)\n".write(toFile: dir.file("h.txt"), atomically: true, encoding: .utf8)
-            let allowed = try CLIRunner.run([backendless.nativeURL(secret), "-o", "s.xlsx", "--header-file", "h.txt"], in: dir.path)
+            let allowed = try await CLIRunner.run([backendless.nativeURL(secret), "-o", "s.xlsx", "--header-file", "h.txt"], in: dir.path)
             #expect(allowed.status == 0, "\(allowed.stderr)")
             #expect(compareFile(dir.file("s.xlsx"), with: secret.content) == nil)
             #expect(!allowed.stderr.contains(backendless.userToken))
@@ -280,17 +280,17 @@ struct CloudAPITests {
         }
         try #require(ready, "openssl s_server listens")
         let url = "https://127.0.0.1:\(port)/file.bin"
-        let refused = try CLIRunner.run([url, "-o", "a.bin", "--max-retries", "0"], in: dir.path)
+        let refused = try await CLIRunner.run([url, "-o", "a.bin", "--max-retries", "0"], in: dir.path)
         #expect(refused.status == 3 && refused.stderr.contains("certificate"), "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir.file("a.bin")))
         // A CA file that holds no certificate (the key) is the argument's fault: exit 2.
-        let unusable = try CLIRunner.run([url, "-o", "d.bin", "--cacert", "key.pem", "--max-retries", "0"], in: dir.path)
+        let unusable = try await CLIRunner.run([url, "-o", "d.bin", "--cacert", "key.pem", "--max-retries", "0"], in: dir.path)
         #expect(unusable.status == 2 && unusable.stderr.contains("--cacert"), "\(unusable.stderr)")
-        let trusted = try CLIRunner.run([url, "-o", "b.bin", "--cacert", "cert.pem"], in: dir.path)
+        let trusted = try await CLIRunner.run([url, "-o", "b.bin", "--cacert", "cert.pem"], in: dir.path)
         #expect(trusted.status == 0, "\(trusted.stderr)")
         #expect(compareFile(dir.file("b.bin"), with: content) == nil)
         for (flag, name) in [("--insecure", "c.bin"), ("-k", "e.bin")] {  // -k: curl's and wget2's spelling
-            let insecure = try CLIRunner.run([url, "-o", name, flag], in: dir.path)
+            let insecure = try await CLIRunner.run([url, "-o", name, flag], in: dir.path)
             #expect(insecure.status == 0 && insecure.stderr.contains("warning: TLS certificate verification is off"), "\(flag)")
             #expect(compareFile(dir.file(name), with: content) == nil)
         }

@@ -65,12 +65,12 @@ struct HTTP2Tests {
             return log.split(separator: "\n").map { $0.prefix { $0 != " " } }
         }
         // No retries: a stream that fails is a failure here, not a wait.
-        let h2 = try CLIRunner.run([url, "-o", "a.bin", "--http2", "--max-retries", "0"] + common, in: dir.path)
+        let h2 = try await CLIRunner.run([url, "-o", "a.bin", "--http2", "--max-retries", "0"] + common, in: dir.path)
         #expect(h2.status == 0, "\(h2.stderr)")
         #expect(compareFile(dir.file("a.bin"), with: content) == nil)
         let asH2 = try protocols()
         #expect(asH2.count > 8 && asH2.allSatisfy { $0 == "HTTP/2.0" }, "\(asH2)")
-        let h1 = try CLIRunner.run([url, "-o", "b.bin"] + common, in: dir.path)
+        let h1 = try await CLIRunner.run([url, "-o", "b.bin"] + common, in: dir.path)
         #expect(h1.status == 0, "\(h1.stderr)")
         #expect(compareFile(dir.file("b.bin"), with: content) == nil)
         let asH1 = try protocols()

@@ -16,10 +16,30 @@ struct CLIRunner {
         return dir.appendingPathComponent("spate").path
     }
 
+    /// `run` for async tests: the wait happens on a thread of its own, not on one of the
+    /// cooperative pool's (two on this machine). Why: a test blocked in `waitUntilExit` holds
+    /// a pool thread for as long as the child runs, and two of them at once stall every other
+    /// test's tasks (a batch test that waits for its cancel saw its replies come first).
+    static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:],
+                    stdinPath: String? = nil) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    try runBlocking(arguments, in: directory, environment: environment, stdinPath: stdinPath)
+                })
+            }
+        }
+    }
+
     /// Runs `spate` with `arguments` in `directory`, waiting for it to exit; its standard
     /// input is `stdinPath` (default: empty).
     static func run(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:],
                     stdinPath: String? = nil) throws -> Output {
+        try runBlocking(arguments, in: directory, environment: environment, stdinPath: stdinPath)
+    }
+
+    private static func runBlocking(_ arguments: [String], in directory: String?, environment: [String: String],
+                                    stdinPath: String?) throws -> Output {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

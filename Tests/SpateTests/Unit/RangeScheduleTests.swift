@@ -302,15 +302,29 @@ struct RangeScheduleTests {
         let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
         #expect(a.assignment.range == ByteRange(0, 2 * Self.mib))
         let first = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(refused), now: t0)
-        #expect(first.next == .proceed && first.spanCapped == Self.mib && s.spanCap == Self.mib)
+        #expect(first.next == .proceed && first.refusedForWidth && first.spanCapped == Self.mib && s.spanCap == Self.mib)
         let b = try job(s.nextWork(worker: 0, positions: [:], now: t0))
         #expect(b.assignment.range == ByteRange(0, Self.mib), "the same bytes, half as wide")
         _ = s.requestEnded(b.assignment.id, worker: 0, doneThrough: Self.mib, end: .completed, now: t0)
         let c = try job(s.nextWork(worker: 0, positions: [:], now: t0))
         #expect(c.assignment.range == ByteRange(Self.mib, 2 * Self.mib), "the fixed chunk is capped too")
         let later = s.requestEnded(c.assignment.id, worker: 0, doneThrough: Self.mib, end: .status(refused), now: t0)
-        #expect(later.next == .reResolve(refused) && later.spanCapped == nil)
+        #expect(later.next == .reResolve(refused) && !later.refusedForWidth && later.spanCapped == nil)
         #expect(s.spanCap == Self.mib, "a cap that was served stays")
+    }
+
+    /// Two wide requests refused together: the first lowers the cap, the second is refused
+    /// for its width too (no failure, no second notice).
+    @Test func wideRequestsRefusedTogetherLowerTheCapOnce() throws {
+        var s = schedule(size: 8 * Self.mib, chunk: 2 * Self.mib, workers: 2)
+        let refused = StatusReply(status: 403, retryAfter: nil, message: "HTTP 403 Forbidden")
+        let a = try job(s.nextWork(worker: 0, positions: [:], now: t0))
+        let b = try job(s.nextWork(worker: 1, positions: [:], now: t0))
+        let first = s.requestEnded(a.assignment.id, worker: 0, doneThrough: 0, end: .status(refused), now: t0)
+        let second = s.requestEnded(b.assignment.id, worker: 1, doneThrough: b.assignment.range.start, end: .status(refused), now: t0)
+        #expect(first.refusedForWidth && first.spanCapped == Self.mib)
+        #expect(second.refusedForWidth && second.spanCapped == nil && second.next == .proceed)
+        #expect(s.spanCap == Self.mib)
     }
 
     /// A host that refuses every width (an expired URL): the halving stops at
