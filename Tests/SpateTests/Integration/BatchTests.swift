@@ -76,6 +76,31 @@ struct BatchTests {
         }
     }
 
+    /// Files from a host without ranges, more of them than the host's budget, each read from
+    /// its probe's reply (`TransferHandover`, which keeps the paused reply's connection slot):
+    /// every file exact, one request per file, never more connections than the budget. (A
+    /// review predicted a hang when the slot went back at the pause; this test passed with
+    /// that build too, so it guards the outcome, not that cause.)
+    @Test func filesFromAHostWithoutRangesStayWithinItsBudget() async throws {
+        let dir = try TemporaryDirectory()
+        try await withTestServer { server in
+            let files = files(on: server, count: 6, big: 3 << 20, small: 2 << 20)
+            server.setHook { request in
+                var plan = server.standardPlan(for: RequestInfo(copying: request, withoutHeader: "range"))
+                plan.setHeader("Accept-Ranges", "none")
+                plan.bytesPerSecond = 32 << 20  // replies overlap at the server
+                return plan
+            }
+            var o = options(dir, maxConnections: 2, perHost: 2)
+            o.download.overwrite = true  // the engine's probe for every file, not the small-file fetch
+            let (summary, _) = try await run(files, options: o)
+            #expect(summary.succeeded == 6 && summary.failed == 0, "\(summary)")
+            expectExact(files, in: dir)
+            #expect(server.requests.count == 6, "one request per file: \(server.requests.count)")
+            #expect(server.peakOpenConnections(host: "127.0.0.1") <= 2)
+        }
+    }
+
     @Test func smallFilesTakeOneRequestEach() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
