@@ -22,27 +22,22 @@ struct StreamFetcher {
             let sink = StreamSink(output: output.make(), remote: remote, counters: counters)
             let adopting = handover
             handover = nil
-            let outcome: TransferOutcome = try await {
-                // The probe's paused reply comes with its connection slot (`TransferHandover.keep`).
+            let outcome: TransferOutcome
+            do {
                 if let adopting {
-                    do {
-                        return try await transport.adopt(adopting, sink: sink)
-                    } catch {
-                        _ = await sink.flush()
-                        throw error
-                    }
-                }
-                return try await transport.withSlot(for: remote.url.origin) { slot in
-                    let spec = requests.stream(remote, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes),
-                                               slot: slot)
-                    do {
+                    // The probe's paused reply comes with its connection slot (`TransferHandover.keep`).
+                    outcome = try await transport.adopt(adopting, sink: sink)
+                } else {
+                    outcome = try await transport.withSlot(for: remote.url.origin) { slot in
+                        let spec = requests.stream(remote, bufferBytes: transport.session.receiveBufferBytes(fixed: requests.options.receiveBufferBytes),
+                                                   slot: slot)
                         return try await transport.perform(spec, sink: sink)
-                    } catch {
-                        _ = await sink.flush()
-                        throw error
                     }
                 }
-            }()
+            } catch {
+                _ = await sink.flush()  // cancelled: let its writes land first
+                throw error
+            }
             let writeError = await sink.flush()
             let end = writeError.map(TransferEnd.localFailure)
                 ?? sink.end(of: outcome, url: remote.url, wallSeconds: transport.clock.wallSeconds)

@@ -84,25 +84,45 @@ final class CurlLoop: Sendable {
             defer { inbox.nextID += 1 }
             return inbox.nextID
         }
-        // Cancellation and abandonment can race with the start. The `.start` command is queued
-        // while the phase lock (and the handle's lock) is held, so a `.cancel` or `.abandon` for
-        // this id is always queued after it and finds the transfer.
+        return try await submit(id) { continuation in
+            let queue = { () -> Submission in self.send(.start(id, spec, sink, .task(continuation))) ? .queued : .refused }
+            guard let handle else { return queue() }
+            return handle.attach(id, starting: queue)
+                ?? .ended(TransferOutcome(head: nil, stop: .abandoned, curlCode: 0, curlMessage: "", bodyBytes: 0))
+        }
+    }
+
+    /// What `submit`'s closure did with the transfer.
+    private enum Submission {
+        case queued
+        /// Not queued (the loop has shut down): the caller gets `CancellationError`.
+        case refused
+        /// Ended before it was queued (an abandoned handle).
+        case ended(TransferOutcome)
+    }
+
+    /// Suspends until transfer `id`, which `queue` hands to the loop with the continuation,
+    /// ends; task cancellation ends it with `.cancel(id)`. `onRefused` runs when it was never
+    /// queued (cancelled first, or the loop is gone).
+    ///
+    /// Cancellation can race with the queueing: `queue` runs under the phase lock, so a
+    /// `.cancel` for this id is always queued after the command and finds the transfer.
+    private func submit(_ id: UInt64, onRefused: () -> Void = {},
+                        _ queue: (CheckedContinuation<TransferOutcome, any Error>) -> Submission) async throws -> TransferOutcome {
         let phase = Mutex<StartPhase>(.notStarted)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<TransferOutcome, any Error>) in
-                enum Start { case queued, cancelled, abandoned, loopGone }
-                let start = phase.withLock { p -> Start in
-                    if p == .cancelled { return .cancelled }
+                let submission = phase.withLock { p -> Submission in
+                    if p == .cancelled { return .refused }
                     p = .started
-                    let queue = { () -> Start in self.send(.start(id, spec, sink, .task(continuation))) ? .queued : .loopGone }
-                    guard let handle else { return queue() }
-                    return handle.attach(id, starting: queue) ?? .abandoned
+                    return queue(continuation)
                 }
-                switch start {
+                switch submission {
                 case .queued: break
-                case .cancelled, .loopGone: continuation.resume(throwing: CancellationError())
-                case .abandoned:
-                    continuation.resume(returning: TransferOutcome(head: nil, stop: .abandoned, curlCode: 0, curlMessage: "", bodyBytes: 0))
+                case .refused:
+                    onRefused()
+                    continuation.resume(throwing: CancellationError())
+                case .ended(let outcome): continuation.resume(returning: outcome)
                 }
             }
         } onCancel: {
@@ -142,25 +162,9 @@ final class CurlLoop: Sendable {
     func adopt(_ handover: TransferHandover, sink: any ResponseSink) async throws -> TransferOutcome {
         guard handover.take() else { throw CancellationError() }
         let id = handover.id
-        let phase = Mutex<StartPhase>(.notStarted)
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<TransferOutcome, any Error>) in
-                let queued = phase.withLock { p -> Bool in
-                    if p == .cancelled { return false }
-                    p = .started
-                    return self.send(.adopt(id, sink, .task(continuation)))
-                }
-                if !queued {
-                    _ = send(.abandon(id))
-                    continuation.resume(throwing: CancellationError())
-                }
-            }
-        } onCancel: {
-            let wasStarted = phase.withLock { p -> Bool in
-                defer { p = .cancelled }
-                return p == .started
-            }
-            if wasStarted { _ = send(.cancel(id)) }
+        // Taken, the hand-over no longer ends the paused transfer when dropped: a refusal must.
+        return try await submit(id, onRefused: { _ = send(.abandon(id)) }) { continuation in
+            send(.adopt(id, sink, .task(continuation))) ? .queued : .refused
         }
     }
 
