@@ -14,6 +14,14 @@ struct FaultTests {
 
     /// A server with one file and a hook that applies `fault` to the `nth` range request
     /// (1-based, the probe excluded).
+    /// Serves generated content at /f.bin; returns it and the served file.
+    func serve(_ server: TestServer, seed: UInt64, size: Int64) -> (GeneratedContent, TestServer.File) {
+        let content = GeneratedContent(seed: seed, size: size)
+        let file = TestServer.File(content: content)
+        server.addFile("/f.bin", file)
+        return (content, file)
+    }
+
     func faultOnce(_ fault: Fault, nth: Int = 2, server: TestServer, file: TestServer.File) {
         let count = Mutex(0)
         server.setHook { request in
@@ -59,9 +67,7 @@ struct FaultTests {
 
     @Test func aConnectionClosedPartWayResumesFromTheLastByteWritten() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 31, size: 3 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 31, size: 3 * Self.chunk)
             faultOnce(.closeAfter(bytes: 100_000), nth: 2, server: server, file: file)
             var o = options(connections: 1)
             o.tailHedging = false
@@ -83,9 +89,7 @@ struct FaultTests {
 
     @Test func aStalledReplyMovesToAFreshConnection() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 32, size: 2 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 32, size: 2 * Self.chunk)
             faultOnce(.stallAfter(bytes: 5000), nth: 1, server: server, file: file)
             var o = options(connections: 1)
             o.tailHedging = false
@@ -102,9 +106,7 @@ struct FaultTests {
     @Test(arguments: [503, 429])
     func retryAfterInSecondsIsHonoured(status: Int) async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 33, size: 2 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 33, size: 2 * Self.chunk)
             faultOnce(.status(status, retryAfter: "1"), nth: 1, server: server, file: file)
             var o = options(connections: 1)
             o.retry = RetryPolicy(maxRetries: 3, baseDelay: .milliseconds(5), maxDelay: .seconds(5))
@@ -118,9 +120,7 @@ struct FaultTests {
 
     @Test func retryAfterAsAnHTTPDateIsHonoured() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 34, size: Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 34, size: Self.chunk)
             let formatter = DateFormatter()
             formatter.locale = Locale(identifier: "en_US_POSIX")
             formatter.timeZone = TimeZone(identifier: "GMT")
@@ -144,9 +144,7 @@ struct FaultTests {
 
     @Test func accepted202WithRetryAfterWaitsForTheFile() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 35, size: Self.chunk + 5)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 35, size: Self.chunk + 5)
             let count = Mutex(0)
             server.setHook { request in
                 guard count.withLock({ c -> Int in c += 1; return c }) == 1 else { return nil }
@@ -163,9 +161,7 @@ struct FaultTests {
 
     @Test func aPassing500IsRetried() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 36, size: 3 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 36, size: 3 * Self.chunk)
             faultOnce(.status(500, retryAfter: nil), nth: 2, server: server, file: file)
             try await expectExactDownload(server, content, options: options(connections: 2))
         }
@@ -174,9 +170,7 @@ struct FaultTests {
     @Test func aPersistent500FailsWithTheStatusAndNoFile() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 37, size: 2 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (_, file) = serve(server, seed: 37, size: 2 * Self.chunk)
             server.setHook { request in
                 request.header("range") == "bytes=0-0" ? nil : Fault.status(500, retryAfter: nil).apply(to: request, file: file)
             }
@@ -215,9 +209,7 @@ struct FaultTests {
     @Test func aHostThatRefusesWideRangesGetsNarrowerOnes() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 65, size: 3 * Self.chunk + 1234)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 65, size: 3 * Self.chunk + 1234)
             let limit: Int64 = 300 * 1024
             server.setHook { request in
                 guard let value = request.header("range"),
@@ -239,9 +231,7 @@ struct FaultTests {
     @Test(arguments: [Fault.fullBodyForRange, .shiftedRange(by: 4096), .gzipEncoding, .multipart, .closeAfter(bytes: 777)])
     func aBadReplyIsRejectedAndTheRangeFetchedAgain(fault: Fault) async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 39, size: 3 * Self.chunk + 123)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 39, size: 3 * Self.chunk + 123)
             faultOnce(fault, nth: 2, server: server, file: file)
             try await expectExactDownload(server, content, options: options(connections: 2))
         }
@@ -278,9 +268,7 @@ struct FaultTests {
     func aServerThatIgnoresRangesAfterTheProbeGetsOneStream(connections: Int) async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 62, size: 4 * Self.chunk + 77)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 62, size: 4 * Self.chunk + 77)
             faultEveryRange(.fullBodyForRange, server: server, file: file)
             let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"),
                                                            options: options(connections: connections))
@@ -308,9 +296,7 @@ struct FaultTests {
     func aServerWithoutRangesIsReadFromTheProbesReply(breaksOff: Bool) async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 66, size: 3 * Self.chunk + 11)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 66, size: 3 * Self.chunk + 11)
             server.setHook { request in
                 var plan = TestServer.standardPlan(for: RequestInfo(copying: request, withoutHeader: "range"), file: file)
                 plan.setHeader("Accept-Ranges", "none")
@@ -332,9 +318,7 @@ struct FaultTests {
     @Test func aPartOfAFileFromAServerWithoutRangesFailsAtOnce() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 67, size: 2 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (_, file) = serve(server, seed: 67, size: 2 * Self.chunk)
             server.setHook { request in
                 TestServer.standardPlan(for: RequestInfo(copying: request, withoutHeader: "range"), file: file)
             }
@@ -352,9 +336,7 @@ struct FaultTests {
     @Test func oneStray200IsRetriedAsARange() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 63, size: 4 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 63, size: 4 * Self.chunk)
             faultOnce(.fullBodyForRange, nth: 2, server: server, file: file)
             let (result, notices) = await downloadNoticing(server.url("/f.bin"), to: dir.file("f.bin"), options: options(connections: 2))
             guard case .success = result else { Issue.record("must succeed: \(result)"); return }
@@ -371,9 +353,7 @@ struct FaultTests {
     func ignoredRangesFailWhereOneStreamCannotStandIn(partial: Bool) async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 64, size: 2 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (_, file) = serve(server, seed: 64, size: 2 * Self.chunk)
             faultEveryRange(.fullBodyForRange, server: server, file: file)
             var o = options(connections: 2)
             let path: String
@@ -402,9 +382,7 @@ struct FaultTests {
     @Test func aServerThatCapsEveryReplyIsAskedForTheRest() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 61, size: 3 * Self.chunk + 5)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 61, size: 3 * Self.chunk + 5)
             let cap: Int64 = 256 * 1024
             faultEveryRange(.cappedRange(at: cap), server: server, file: file)
             var o = options(connections: 1)
@@ -427,9 +405,7 @@ struct FaultTests {
     @Test func aServerThatCapsEveryReplyWithAPartialRange() async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 63, size: 3 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 63, size: 3 * Self.chunk)
             faultEveryRange(.cappedRange(at: 100_000), server: server, file: file)
             var o = options(connections: 4)
             o.chunkBytes = 512 * 1024
@@ -506,9 +482,7 @@ struct FaultTests {
     @Test
     func aStragglerConnectionDoesNotHoldTheDownload() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 45, size: 8 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 45, size: 8 * Self.chunk)
             let slowConnection = Mutex<Int?>(nil)
             server.setHook { request in
                 guard request.header("range") != "bytes=0-0" else { return nil }
@@ -531,9 +505,7 @@ struct FaultTests {
 
     @Test func sustainedThrottlingLowersTheConnectionCount() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 46, size: 24 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 46, size: 24 * Self.chunk)
             server.setHook { request in
                 guard request.header("range") != "bytes=0-0" else { return nil }
                 if request.concurrentRequests > 3 { return Fault.status(503, retryAfter: "0").apply(to: request, file: file) }
@@ -577,9 +549,7 @@ struct FaultTests {
     /// Counting both (as before) gave up.
     @Test func throttlingBurstsDoNotSpendTheRetryBudget() async throws {
         try await withTestServer { server in
-            let content = GeneratedContent(seed: 47, size: 24 * Self.chunk)
-            let file = TestServer.File(content: content)
-            server.addFile("/f.bin", file)
+            let (content, file) = serve(server, seed: 47, size: 24 * Self.chunk)
             // Per range: how often it was asked for; and whether a repeated request was refused.
             let seen = Mutex<(ranges: [String: Int], refusedARepeat: Bool)>(([:], false))
             server.setHook { request in
