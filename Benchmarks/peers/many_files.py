@@ -11,7 +11,8 @@ nginx is restarted and `sync` run before each; medians, CPU seconds and peak RSS
 a Markdown table with ratios against the best peer.
 
 Usage: many_files.py --spate PATH [--spate-b PATH] [--runs 3] [--scenarios mixed,small]
-                     [--tools ...] [--pause-page-reporting] [--fresh-fs small]
+                     [--tools ...] [--pause-page-reporting] [--fresh-fs small [--loop-direct-io]]
+                     [--keep-outputs]
 
 --fresh-fs SCENARIOS (root): those scenarios' outputs go to a new ext4 file system (a
 loop-mounted image, made again before every run, not timed). Why: on an ext4 that just deleted the previous run's 10,000 files, every
@@ -19,6 +20,13 @@ file creation scans for recently deleted inodes (ext4's recently_deleted(); perf
 curl's time there, 8 s instead of 1 s), so whichever tool runs after a delete pays for it.
 Not for the mixed scenario: its 1.3 GB then go through the loop device, whose writeback
 dominates every tool that syncs (spate fsyncs each file before naming it; the peers do not).
+A loop device set up by `mount -o loop` writes through a second page cache (the image file's),
+so every byte a tool makes durable is copied and written back twice: a cost no disk has.
+--loop-direct-io sets the loop device up with O_DIRECT (one copy, as a disk).
+
+--keep-outputs: the other way around recently deleted inodes, on the work directory's own file
+system (a real disk): every run writes to a directory of its own and nothing is deleted until
+the end. Needs the space of every run (10,000 small files: 312 MiB per run and tool).
 
 Tool `curl-sync`: curl -Z, then `sync -f` of the output file system, timed together: the price
 of curl's files being on disk when it returns, as spate's are (not in the default --tools).
@@ -62,17 +70,33 @@ def make_tree(www, scenario):
     return [(f"{scenario}/{rel}", size) for rel, size in files]
 
 
-def fresh_fs(work, size):
-    """Unmounts the previous image, makes a new ext4 and mounts it at WORK/mnt."""
+def detach_loops(image):
+    """Detaches the loop devices still on `image` (one set up by `losetup`, unlike `mount -o
+    loop`'s, stays after its unmount)."""
+    listed = subprocess.run(["losetup", "--noheadings", "--output", "NAME", "--associated", image],
+                            capture_output=True, text=True).stdout.split()
+    for device in listed:
+        subprocess.run(["losetup", "--detach", device], stderr=subprocess.DEVNULL)
+
+
+def fresh_fs(work, size, direct_io=False):
+    """Unmounts the previous image, makes a new ext4 and mounts it at WORK/mnt (with
+    `direct_io`, through a loop device that writes to its image with O_DIRECT)."""
     mnt = os.path.join(work, "mnt")
     image = os.path.join(work, "outputs.ext4")
     os.makedirs(mnt, exist_ok=True)
     subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL)
+    detach_loops(image)
     if os.path.exists(image):
         os.unlink(image)
     subprocess.run(["truncate", "-s", size, image], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
-    subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
+    if direct_io:
+        device = subprocess.run(["losetup", "--direct-io=on", "--find", "--show", image], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mount", device, mnt], check=True)
+    else:
+        subprocess.run(["mount", "-o", "loop", image, mnt], check=True)
 
 
 def write_lists(work, scenario, files, base):
@@ -133,6 +157,11 @@ def main():
     ap.add_argument("--pause-page-reporting", action="store_true")
     ap.add_argument("--fresh-fs", default="", help="SCENARIOS whose outputs go to a new ext4 (loop image) for every run")
     ap.add_argument("--fs-size", default="4G", help="size of the --fresh-fs image")
+    ap.add_argument("--keep-outputs", action="store_true",
+                    help="every run writes to a directory of its own, all deleted only at the end (no run "
+                         "creates files where another just deleted some; needs the space of every run)")
+    ap.add_argument("--loop-direct-io", action="store_true",
+                    help="the --fresh-fs image's loop device writes with O_DIRECT (as a disk: no second page cache)")
     args = ap.parse_args()
 
     work = args.work_dir
@@ -151,15 +180,19 @@ def main():
             files = make_tree(www, scenario)
             sizes[scenario] = (len(files), sum(s for _, s in files))
             lists = write_lists(work, scenario, files, f"http://127.0.0.1:{PORTS[scenario]}")
-            out = os.path.join(work, "mnt", "out") if scenario in fresh else os.path.join(work, "out")
-            tools = tools_for(args, lists, out)
-            order = [t for t in args.tools.split(",") if t in tools]
+            base = os.path.join(work, "mnt", "out") if scenario in fresh else os.path.join(work, "out")
+            shutil.rmtree(base, ignore_errors=True)
+            order = [t for t in args.tools.split(",") if t in tools_for(args, lists, base)]
             for run in range(args.runs):
                 for tool in order:
                     if scenario in fresh:
-                        fresh_fs(work, args.fs_size)
+                        fresh_fs(work, args.fs_size, args.loop_direct_io)
+                    # --keep-outputs: every run its own directory, nothing deleted until the end,
+                    # so no run creates files where another just deleted some.
+                    out = os.path.join(base, f"{tool}-{run}") if args.keep_outputs else base
                     shutil.rmtree(out, ignore_errors=True)
                     os.makedirs(out)
+                    tools = tools_for(args, lists, out)
                     subprocess.run(["sync"])
                     nginx = start_nginx(conf, work, PORTS.values())
                     try:
@@ -175,10 +208,11 @@ def main():
                     print(f"{scenario:6} run {run + 1} {tool:13} {wall:6.2f} s  cpu {cpu:5.2f} s  rss {rss / 1024:5.1f} MiB  "
                           f"{'all exact' if ok else f'FAILED: exit {status}, {wrong} wrong/missing ' + err.strip()[:200]}",
                           file=sys.stderr, flush=True)
-            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(base, ignore_errors=True)
     finally:
         if fresh:
             subprocess.run(["umount", os.path.join(work, "mnt")], stderr=subprocess.DEVNULL)
+            detach_loops(os.path.join(work, "outputs.ext4"))
         if reporting:
             restore_page_reporting(reporting)
 
