@@ -19,7 +19,9 @@ import Synchronization
 /// engine's probe (`ProbeReply`). Anything else hands the file to a `Download` (the batch's
 /// `fallBack`) with what the request found (`RemoteResolver.Prefetched`), so that it costs no
 /// request more:
-/// - a bigger file: the `Download` goes on from the probe's answer;
+/// - a bigger file: the `Download` goes on from the probe's answer — and from a server
+///   without ranges, which sent it whole, with the reply itself (paused after its head and
+///   handed over with its connection slot, `TransferHandover`), so it is read once;
 /// - a failure that asking again may mend (refused, throttled, an error status, a stall, a
 ///   transport error): the `Download`'s probe judges it as its own first attempt (stops, or
 ///   waits and asks again within its retry budget), so retries are judged in one place.
@@ -180,7 +182,10 @@ final class SmallFileFetch: Sendable {
     }
 
     private func send(_ fetch: Fetch, _ slot: BudgetSlot) {
-        let sink = ProbeSink(wholeFileBytes: fetch.options.wholeFileBytes)
+        // A server without ranges that sends a bigger file whole: its reply is paused and
+        // handed to the file's `Download` (as the engine's own probe does), not cut and asked
+        // for again. Not with --http2 (a stream of a multiplexed connection).
+        let sink = ProbeSink(wholeFileBytes: fetch.options.wholeFileBytes, handsOver: !fetch.options.http2)
         let started: Bool = fetch.state.withLock { s in
             guard !s.cancelled else { return false }
             // A probe reads at most a small file: a 64 KiB buffer (as `RemoteResolver`'s).
@@ -206,6 +211,14 @@ final class SmallFileFetch: Sendable {
             finish(fetch, .cancelled)
             return
         }
+        // A reply handed over keeps its slot while its connection stays open: given back when
+        // the `Download` has streamed it, or when the hand-over is dropped (every path below
+        // but the fall-back drops it).
+        let budgets = session.budgets
+        outcome.handover?.keep { budgets.release(slot) }
+        func releaseSlot() {
+            if outcome.handover == nil { budgets.release(slot) }
+        }
         let (target, cancelled) = fetch.state.withLock { s -> (RemoteURL, Bool) in
             s.phase = .idle
             if s.timeToFirstByte == nil { s.timeToFirstByte = outcome.timeToFirstByte }
@@ -219,7 +232,7 @@ final class SmallFileFetch: Sendable {
         } catch {
             // What the engine's probe throws at once (no Location, too many redirects, a bad
             // Content-Range): the file fails as its `Download` would.
-            session.budgets.release(slot)
+            releaseSlot()
             finish(fetch, cancelled ? .cancelled : .failed(error, afterWritten: false))
             return
         }
@@ -227,16 +240,21 @@ final class SmallFileFetch: Sendable {
             // As the engine's probe: the host's budget hears of it at once.
             emit(.file(fetch.file, .notice(notice)))
         }
-        session.budgets.release(slot)
+        releaseSlot()
         if cancelled {
             finish(fetch, .cancelled)
             return
         }
         func handOver(_ attempt: RemoteResolver.Prefetched.Attempt) {
             let (requests, first) = fetch.state.withLock { ($0.requests, $0.timeToFirstByte) }
+            // Only an answer comes with its paused reply: a failure's retries must not wait
+            // for a slot while this one holds its own.
+            var handover: TransferHandover?
+            if case .answered = attempt { handover = outcome.handover }
             finish(fetch, .fallBack(RemoteResolver.Prefetched(attempt: attempt, target: target, redirects: redirects,
                                                               replyWait: outcome.head != nil ? outcome.replyWait : nil,
-                                                              requests: requests, timeToFirstByte: first)))
+                                                              requests: requests, timeToFirstByte: first,
+                                                              handover: handover)))
         }
         switch reply {
         case .redirect(let next):

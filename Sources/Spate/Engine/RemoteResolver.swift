@@ -42,6 +42,10 @@ final class RemoteResolver: Sendable {
         /// The requests it took (redirects included), and the first one's time to first byte.
         var requests: Int
         var timeToFirstByte: Duration?
+        /// Its reply, paused after its head, when it is the whole file from a server without
+        /// ranges (with its connection slot, `TransferHandover.keep`): the download's stream
+        /// goes on with it (`takeHandover`), so the file is asked for once.
+        var handover: TransferHandover? = nil
     }
 
     let requests: RequestBuilder
@@ -84,13 +88,18 @@ final class RemoteResolver: Sendable {
             defer { s.prefetched = nil }
             return s.prefetched
         }
+        let handsOver = handsOver && requests.options.byteRange == nil && !requests.options.http2
         if let prefetched, case .answered(let known) = prefetched.attempt {
-            state.withLock { $0.current = known }
+            // (A hand-over this download cannot stream from ends here, when dropped.)
+            state.withLock {
+                $0.current = known
+                $0.handover = handsOver ? prefetched.handover : nil
+            }
             return known
         }
         let (remote, body, handover) = try await probe(
             wholeFileBytes: requests.options.byteRange == nil ? requests.options.wholeFileBytes : 0, after: prefetched,
-            handsOver: handsOver && requests.options.byteRange == nil && !requests.options.http2)
+            handsOver: handsOver)
         state.withLock {
             $0.current = remote
             $0.wholeBody = body

@@ -81,7 +81,13 @@ struct BatchTests {
     /// every file exact, one request per file, never more connections than the budget. (A
     /// review predicted a hang when the slot went back at the pause; this test passed with
     /// that build too, so it guards the outcome, not that cause.)
-    @Test func filesFromAHostWithoutRangesStayWithinItsBudget() async throws {
+    /// Files bigger than a small file's one request, from a host that answers every request
+    /// with the whole file: each is read from its first reply (paused and handed to the file's
+    /// download, with its connection slot), whichever path asked — the small-file fetch (a
+    /// fresh destination) or the engine's probe (`overwrite`). With one connection the reply
+    /// handed over holds the only slot, which its download must not wait for again.
+    @Test(arguments: [(false, 2), (true, 2), (false, 1)])
+    func filesFromAHostWithoutRangesStayWithinItsBudget(overwrite: Bool, connections: Int) async throws {
         let dir = try TemporaryDirectory()
         try await withTestServer { server in
             let files = files(on: server, count: 6, big: 3 << 20, small: 2 << 20)
@@ -91,13 +97,13 @@ struct BatchTests {
                 plan.bytesPerSecond = 32 << 20  // replies overlap at the server
                 return plan
             }
-            var o = options(dir, maxConnections: 2, perHost: 2)
-            o.download.overwrite = true  // the engine's probe for every file, not the small-file fetch
+            var o = options(dir, maxConnections: connections, perHost: connections)
+            o.download.overwrite = overwrite  // true: the engine's probe for every file, not the small-file fetch
             let (summary, _) = try await run(files, options: o)
             #expect(summary.succeeded == 6 && summary.failed == 0, "\(summary)")
             expectExact(files, in: dir)
             #expect(server.requests.count == 6, "one request per file: \(server.requests.count)")
-            #expect(server.peakOpenConnections(host: "127.0.0.1") <= 2)
+            #expect(server.peakOpenConnections(host: "127.0.0.1") <= connections)
         }
     }
 
