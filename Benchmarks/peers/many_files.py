@@ -25,8 +25,11 @@ so every byte a tool makes durable is copied and written back twice: a cost no d
 --loop-direct-io sets the loop device up with O_DIRECT (one copy, as a disk).
 
 --keep-outputs: the other way around recently deleted inodes, on the work directory's own file
-system (a real disk): every run writes to a directory of its own and nothing is deleted until
-the end. Needs the space of every run (10,000 small files: 312 MiB per run and tool).
+system (a real disk): every run writes to a directory of its own and nothing is deleted, before
+or after; the script says where the outputs are. Needs the space of every run (10,000 small
+files: 312 MiB per run and tool). Delete them when done, and not just before a measurement:
+for minutes after a large delete (and its discards, on a `discard` mount) every tool here ran
+1.5-2.5x slower, the first runs of an invocation most.
 
 Tool `curl-sync`: curl -Z, then `sync -f` of the output file system, timed together: the price
 of curl's files being on disk when it returns, as spate's are (not in the default --tools).
@@ -158,8 +161,8 @@ def main():
     ap.add_argument("--fresh-fs", default="", help="SCENARIOS whose outputs go to a new ext4 (loop image) for every run")
     ap.add_argument("--fs-size", default="4G", help="size of the --fresh-fs image")
     ap.add_argument("--keep-outputs", action="store_true",
-                    help="every run writes to a directory of its own, all deleted only at the end (no run "
-                         "creates files where another just deleted some; needs the space of every run)")
+                    help="every run writes to a directory of its own and nothing is deleted (no run creates "
+                         "files where another just deleted some; needs the space of every run)")
     ap.add_argument("--loop-direct-io", action="store_true",
                     help="the --fresh-fs image's loop device writes with O_DIRECT (as a disk: no second page cache)")
     args = ap.parse_args()
@@ -181,13 +184,17 @@ def main():
             sizes[scenario] = (len(files), sum(s for _, s in files))
             lists = write_lists(work, scenario, files, f"http://127.0.0.1:{PORTS[scenario]}")
             base = os.path.join(work, "mnt", "out") if scenario in fresh else os.path.join(work, "out")
-            shutil.rmtree(base, ignore_errors=True)
+            if args.keep_outputs:
+                # Nothing deleted, before or after: a new directory for this invocation.
+                base = os.path.join(base, datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + scenario)
+            else:
+                shutil.rmtree(base, ignore_errors=True)
             order = [t for t in args.tools.split(",") if t in tools_for(args, lists, base)]
             for run in range(args.runs):
                 for tool in order:
                     if scenario in fresh:
                         fresh_fs(work, args.fs_size, args.loop_direct_io)
-                    # --keep-outputs: every run its own directory, nothing deleted until the end,
+                    # --keep-outputs: every run its own directory, nothing deleted,
                     # so no run creates files where another just deleted some.
                     out = os.path.join(base, f"{tool}-{run}") if args.keep_outputs else base
                     shutil.rmtree(out, ignore_errors=True)
@@ -208,7 +215,11 @@ def main():
                     print(f"{scenario:6} run {run + 1} {tool:13} {wall:6.2f} s  cpu {cpu:5.2f} s  rss {rss / 1024:5.1f} MiB  "
                           f"{'all exact' if ok else f'FAILED: exit {status}, {wrong} wrong/missing ' + err.strip()[:200]}",
                           file=sys.stderr, flush=True)
-            shutil.rmtree(base, ignore_errors=True)
+            if args.keep_outputs:
+                print(f"outputs kept in {base}: delete them when done (ext4 then creates files more slowly "
+                      f"for a few minutes)", file=sys.stderr)
+            else:
+                shutil.rmtree(base, ignore_errors=True)
     finally:
         if fresh:
             subprocess.run(["umount", os.path.join(work, "mnt")], stderr=subprocess.DEVNULL)
