@@ -97,7 +97,7 @@ struct BatchKillTests {
         _ = FileManager.default.createFile(atPath: directory + "/stderr.txt", contents: nil)
         process.standardError = FileHandle(forWritingAtPath: directory + "/stderr.txt")
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try CLIRunner.spawn(process)
         let fd = open(fifo, O_RDONLY)  // returns once spate opens its end
         #expect(fd >= 0)
         defer { close(fd) }

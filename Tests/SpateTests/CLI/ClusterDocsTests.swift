@@ -96,7 +96,7 @@ struct ClusterDocsTests {
                     "SPATE_MANIFEST": fixture.manifest, "SPATE_DIR": dir.file("out\(k)"),
                 ], in: dir.path)
             }
-            for pod in pods { try pod.run() }
+            for pod in pods { try CLIRunner.spawn(pod) }
             for pod in pods { pod.waitUntilExit() }
             #expect(pods.allSatisfy { $0.terminationStatus == 0 })
             expectPartition(fixture, shards: shards, in: dir)
@@ -128,7 +128,7 @@ struct ClusterDocsTests {
                 ], in: dir.path)
             }
             let tasks = (0..<shards).map(task)
-            for t in tasks { try t.run() }
+            for t in tasks { try CLIRunner.spawn(t) }
             firstRequest.wait()
             kill(tasks[0].processIdentifier, SIGKILL)
             for t in tasks { t.waitUntilExit() }
@@ -136,7 +136,7 @@ struct ClusterDocsTests {
             #expect(tasks.dropFirst().allSatisfy { $0.terminationStatus == 0 })
             server.setHook(nil)
             let rerun = task(0)
-            try rerun.run()
+            try CLIRunner.spawn(rerun)
             rerun.waitUntilExit()
             #expect(rerun.terminationStatus == 0)
             expectPartition(fixture, shards: shards, in: dir)

@@ -46,7 +46,7 @@ struct ConcurrentRunTests {
                 _ = FileManager.default.createFile(atPath: dir.file("a.err"), contents: nil)
                 runA.standardError = FileHandle(forWritingAtPath: dir.file("a.err"))
                 runA.standardInput = FileHandle.nullDevice
-                try runA.run()
+                try CLIRunner.spawn(runA)
                 let fd = open(fifo, O_RDONLY)  // returns once A opens its end
                 #expect(fd >= 0)
                 var lines = 0

@@ -32,7 +32,7 @@ struct HardeningCLITests {
             _ = FileManager.default.createFile(atPath: dir.file("err.txt"), contents: nil)
             process.standardError = FileHandle(forWritingAtPath: dir.file("err.txt"))
             process.standardInput = FileHandle.nullDevice
-            try process.run()
+            try CLIRunner.spawn(process)
             let fd = open(fifo, O_RDONLY)
             #expect(fd >= 0)
             // The first progress line: bytes are on their way.

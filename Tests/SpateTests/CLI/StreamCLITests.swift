@@ -18,7 +18,7 @@ struct StreamCLITests {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try CLIRunner.spawn(process)
         nonisolated(unsafe) var errData = Data()
         let group = DispatchGroup()
         group.enter()
@@ -62,7 +62,7 @@ struct StreamCLITests {
             process.executableURL = URL(fileURLWithPath: "/bin/bash")
             process.arguments = ["-c", script]
             process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
-            try process.run()
+            try CLIRunner.spawn(process)
             process.waitUntilExit()
             #expect(process.terminationStatus == 0, "\((try? String(contentsOfFile: dir.file("err.txt"), encoding: .utf8)) ?? "")")
             #expect(compareFile(dir.file("out.bin"), with: content) == nil)
@@ -85,7 +85,7 @@ struct StreamCLITests {
             process.executableURL = URL(fileURLWithPath: "/bin/bash")
             process.arguments = ["-c", script]
             process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
-            try process.run()
+            try CLIRunner.spawn(process)
             process.waitUntilExit()
             let status = try String(contentsOfFile: dir.file("status.txt"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             let stderr = try String(contentsOfFile: dir.file("err.txt"), encoding: .utf8)

@@ -168,7 +168,7 @@ struct CloudAPITests {
             process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
             process.environment = ["T": box.token]
             process.standardError = FileHandle.nullDevice
-            try process.run()
+            try CLIRunner.spawn(process)
             killer.watch(process.processIdentifier)
             process.waitUntilExit()
             #expect(process.terminationReason == .uncaughtSignal)
@@ -255,7 +255,7 @@ struct CloudAPITests {
                               "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"]
         generate.currentDirectoryURL = URL(fileURLWithPath: dir.path)
         generate.standardError = FileHandle.nullDevice
-        try generate.run()
+        try CLIRunner.spawn(generate)
         generate.waitUntilExit()
         #expect(generate.terminationStatus == 0)
         let content = GeneratedContent(seed: 404, size: 300_000)
@@ -270,7 +270,7 @@ struct CloudAPITests {
         server.currentDirectoryURL = URL(fileURLWithPath: dir.path)
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
-        try server.run()
+        try CLIRunner.spawn(server)
         // s_server ignores SIGTERM: stop it with SIGKILL.
         defer { Glibc.kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
         var ready = false

@@ -19,7 +19,7 @@ struct HTTP2Tests {
                              "-addext", "subjectAltName=IP:127.0.0.1"]
         openssl.currentDirectoryURL = URL(fileURLWithPath: dir.path)
         openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
+        try CLIRunner.spawn(openssl)
         openssl.waitUntilExit()
         try #require(openssl.terminationStatus == 0)
         let content = GeneratedContent(seed: 1402, size: 4 << 20)
@@ -51,8 +51,12 @@ struct HTTP2Tests {
         let nginx = Process()
         nginx.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
         nginx.arguments = ["-c", dir.file("nginx.conf"), "-e", logFIFO]
+        // None of the test process's descriptors: an nginx orphaned by a crash of this process
+        // must not hold `swift test`'s output pipe (which then waits for it forever).
+        nginx.standardOutput = FileHandle.nullDevice
         nginx.standardError = FileHandle.nullDevice
-        try nginx.run()
+        nginx.standardInput = FileHandle.nullDevice
+        try CLIRunner.spawn(nginx)
         defer { Glibc.kill(nginx.processIdentifier, SIGKILL); nginx.waitUntilExit() }
         let started = Self.read(log, until: "nginx/")
         try #require(started.contains("nginx/"), "nginx did not start: \(started)")

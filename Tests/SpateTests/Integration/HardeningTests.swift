@@ -178,7 +178,7 @@ struct HardeningTests {
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return -1 }
+        guard (try? CLIRunner.spawn(process)) != nil else { return -1 }
         process.waitUntilExit()
         return process.terminationStatus
     }

@@ -45,7 +45,7 @@ struct ResumeTests {
             process.standardError = err
             process.standardOutput = FileHandle.nullDevice
             killer.arm(at: at)
-            try process.run()
+            try CLIRunner.spawn(process)
             killer.watch(process.processIdentifier)
             let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()

@@ -38,6 +38,17 @@ struct CLIRunner {
         try runBlocking(arguments, in: directory, environment: environment, stdinPath: stdinPath)
     }
 
+    private static let spawnLock = NSLock()
+
+    /// Starts `process`, one spawn at a time in this test process: every test that starts a
+    /// child goes through here. Why: swift-corelibs-foundation's `Process.run` crashed twice
+    /// in `memcpy` (a bad pointer at a page's end) while other threads spawned too, with dozens
+    /// of CLI tests running at once under load. A spawn takes about a millisecond; the children
+    /// still run, and are waited for, side by side.
+    static func spawn(_ process: Process) throws {
+        try spawnLock.withLock { try process.run() }
+    }
+
     private static func runBlocking(_ arguments: [String], in directory: String?, environment: [String: String],
                                     stdinPath: String?) throws -> Output {
         let process = Process()
@@ -51,7 +62,7 @@ struct CLIRunner {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = stdinPath.flatMap { FileHandle(forReadingAtPath: $0) } ?? FileHandle.nullDevice
-        try process.run()
+        try spawn(process)
         // Read both pipes to the end before waiting, so a chatty child never blocks on a full pipe.
         let group = DispatchGroup()
         nonisolated(unsafe) var outData = Data(), errData = Data()
