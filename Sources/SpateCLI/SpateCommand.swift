@@ -216,6 +216,15 @@ struct SpateCommand: ParsableCommand {
         "Hosts reached without the proxy: names, domains, addresses, comma-separated; * for all (as curl).", valueName: "LIST"))
     var noProxy: String?
 
+    @Option(name: .customLong("resolve"), help: ArgumentHelp(
+        "Connect to ADDRESS for HOST on PORT instead of what DNS gives (repeatable; IPv6 in brackets, as curl): the URL, Host header and TLS name stay HOST.",
+        valueName: "HOST:PORT:ADDRESS"))
+    var resolve: [String] = []
+
+    @Option(name: [.customShort("A"), .customLong("user-agent")], help: ArgumentHelp(
+        "The User-Agent header to send (default: spate/VERSION).", valueName: "STRING"))
+    var userAgent: String?
+
     @Option(help: ArgumentHelp("Size of the generated file for the demo (no URL).", valueName: "SIZE"))
     var demoSize: String = "1G"
 
@@ -372,6 +381,8 @@ struct SpateCommand: ParsableCommand {
         options.addressFamily = ipv4 ? .ipv4 : ipv6 ? .ipv6 : .any
         if let proxy { options.proxy = try ProxyArguments.proxy(proxy) }
         if let noProxy { options.noProxy = try ProxyArguments.noProxy(noProxy) }
+        options.resolve = try resolve.map { text throws(SpateError) in try ResolveOverride(parsing: text) }
+        options.userAgent = userAgent
         options.verbose = verbose
         options.headers += try SecretInputs.headers(bearerTokenEnv: bearerTokenEnv, bearerTokenFile: bearerTokenFile,
                                                     headerFile: headerFile)

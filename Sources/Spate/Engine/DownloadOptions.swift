@@ -124,6 +124,11 @@ public struct DownloadOptions: Sendable {
     /// request's own host (libcurl's `CURLOPT_NETRC`, optional: credentials in the URL win, and
     /// so does an `Authorization` header given with `-H`). Nil: no netrc.
     public var netrcFile: String?
+    /// Addresses to connect to for some hosts instead of DNS's (`--resolve`, as curl's).
+    public var resolve: [ResolveOverride] = []
+    /// The `User-Agent` header (`-A`); nil: `spate/VERSION`. A `User-Agent` given with `-H`
+    /// wins (libcurl sends the custom header instead).
+    public var userAgent: String?
     /// How often `.progress` events are emitted.
     public var progressInterval: Duration = .milliseconds(250)
     /// libcurl's receive buffer per connection; nil lets the session choose (a 2 MiB budget
@@ -178,6 +183,11 @@ public struct DownloadOptions: Sendable {
         case .discard:
             if checksum != nil {
                 throw .usage("a checksum needs the bytes in order: stream to /dev/null instead of discarding")
+            }
+        }
+        if let userAgent {
+            guard userAgent.utf8.count <= 1024, !userAgent.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+                throw .usage("the user agent must be at most 1024 bytes without control characters (CR, LF, NUL, ...)")
             }
         }
         guard (0...(64 << 20)).contains(wholeFileBytes) else {

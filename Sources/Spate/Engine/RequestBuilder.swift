@@ -44,6 +44,7 @@ struct RequestBuilder: Sendable {
             stallLimit: StallWatchdog.Limit(bytesPerSecond: options.lowSpeedBytesPerSecond, window: options.lowSpeedWindow),
             caCertificatePath: options.caCertificatePath, insecure: options.insecure, addressFamily: options.addressFamily,
             proxy: options.proxy, noProxy: options.noProxy, netrcFile: options.netrcFile,
+            userAgent: options.userAgent ?? TransferTuning.defaultUserAgent, resolve: options.resolve.map(\.curlEntry),
             verbose: options.verbose,
             http2: options.http2)
     }

@@ -230,7 +230,7 @@ final class CurlLoop: Sendable {
             if transfer.added { curl_multi_remove_handle(multi, transfer.easy.raw) }
             transfer.added = false
             attempts.ended(transfer)
-            transfer.headerList.free()
+            transfer.freeLists()
             if let completion = transfer.completion {
                 completion.resume(with: result)
             } else if transfer.handedOver, case .success(let outcome) = result, outcome.stop != .abandoned {
@@ -255,7 +255,7 @@ final class CurlLoop: Sendable {
                     let transfer = Transfer(id: id, easy: easy, spec: spec, sink: sink, completion: completion, clock: clock,
                                             sockets: sockets, attempts: attempts, rate: rate, outages: outages)
                     if let failure = transfer.configure() {
-                        transfer.headerList.free()
+                        transfer.freeLists()
                         recycle(easy)
                         completion.resume(with: .success(failure))
                         continue
@@ -446,6 +446,8 @@ private final class Transfer {
     /// The loop, for the hand-over's `TransferHandover` (set when the loop takes it).
     var loop: CurlLoop?
     var headerList = HeaderList([])
+    /// `TransferTuning.resolve`'s list (`CURLOPT_RESOLVE`), when there is one.
+    var resolveList: HeaderList?
     var headBuilder = ResponseHeadBuilder()
     var head: ResponseHead?
     var stop: TransferStop?
@@ -490,6 +492,13 @@ private final class Transfer {
         self.clock = clock
         self.sockets = sockets
         self.opening = HostSockets.Opening(sockets: sockets, host: spec.host)
+    }
+
+    /// Frees the lists libcurl read while the transfer ran (its headers, `--resolve`).
+    func freeLists() {
+        headerList.free()
+        resolveList?.free()
+        resolveList = nil
     }
 
     /// Applies the spec to the easy handle; returns an outcome when libcurl refuses an option.
@@ -544,6 +553,10 @@ private final class Transfer {
             // (or none), never the first host's.
             codes.append(easy.set(CURLOPT_NETRC, Int(CURL_NETRC_OPTIONAL.rawValue)))
             codes.append(easy.set(CURLOPT_NETRC_FILE, string: netrc))
+        }
+        if !tuning.resolve.isEmpty {
+            resolveList = HeaderList(tuning.resolve)
+            codes.append(easy.set(CURLOPT_RESOLVE, list: resolveList!.raw))
         }
         if let ca = tuning.caCertificatePath {
             codes.append(easy.set(CURLOPT_CAINFO, string: ca))

@@ -33,7 +33,10 @@ struct TransferTuning: Sendable {
     var noProxy: String?
     /// `DownloadOptions.netrcFile`.
     var netrcFile: String?
-    var userAgent: String = "spate/\(SpateVersion.string)"
+    var userAgent: String = TransferTuning.defaultUserAgent
+    static let defaultUserAgent = "spate/\(SpateVersion.string)"
+    /// `DownloadOptions.resolve`, as libcurl's entries.
+    var resolve: [String] = []
     var verbose: Bool = false
     /// HTTP/2 over TLS when the server offers it; else HTTP/1.1.
     var http2: Bool = false
