@@ -90,7 +90,8 @@ struct BatchJob: Sendable {
         }
         progress.clear()
         let interrupted = Task.isCancelled
-        var code: Int32 = interrupted ? SpateError.Kind.cancelled.exitCode : summary.exitCode
+        let stop = TimeLimit.explain(SpateError(.cancelled, "interrupted"))
+        var code: Int32 = interrupted ? stop.kind.exitCode : summary.exitCode
         if let failure = manifest?.failure {
             Console.error(failure.message)
             if code == 0 { code = failure.kind.exitCode }
@@ -102,7 +103,7 @@ struct BatchJob: Sendable {
         if summary.failed > summary.failures.count {
             Console.error("… and \(summary.failed - summary.failures.count) more failed files (see --events for all)")
         }
-        if interrupted { Console.error("interrupted; run the same command again to resume") }
+        if interrupted { Console.error("\(stop.message); run the same command again to resume") }
         log?.summary(summary, exitCode: code, notStarted: summary.stoppedEarly ? Self.notStarted(summary, total: total) : 0)
         return code
     }

@@ -84,8 +84,9 @@ struct DownloadJob: Sendable {
         do {
             result = try await DownloadJob.run(download, quiet: quiet, log: log, file: file)
         } catch {
-            // Interrupted too (SIGINT/SIGTERM end here as `.cancelled`): the events end with
-            // `failed` and `summary` like any failure.
+            // Interrupted too (SIGINT/SIGTERM end here as `.cancelled`; --max-time as its own
+            // error): the events end with `failed` and `summary` like any failure.
+            let error = TimeLimit.explain(error)
             if let log { DownloadJob.logFailure(error, file: file, to: log, elapsed: ContinuousClock.now - started) }
             throw error
         }

@@ -63,12 +63,13 @@ enum Main {
         var single: BatchFile?
         do {
             try command.checkModeOptions()
+            let maxTime = try TimeLimit.parse(command.maxTime)
             var options = try command.downloadOptions()
             options.trace = trace
             log = try command.events.map { path throws(SpateError) in try EventLog(path: path) }
             if command.isBatch {
                 let batch = try BatchJob(command: command, options: options, log: log)
-                return try await Interruptible.run { () async throws(SpateError) -> Int32 in try await batch.run() }
+                return try await Interruptible.run(maxTime: maxTime) { () async throws(SpateError) -> Int32 in try await batch.run() }
             }
             let job: @Sendable () async throws(SpateError) -> Int32
             if let url = command.url {
@@ -86,7 +87,7 @@ enum Main {
                 let demo = try DemoJob(output: command.output, options: options, quiet: command.quiet, sizeText: command.demoSize)
                 job = { () async throws(SpateError) -> Int32 in try await demo.run(); return 0 }
             }
-            return try await Interruptible.run(job)
+            return try await Interruptible.run(maxTime: maxTime, job)
         } catch {
             Console.error(error.message)
             if DownloadJob.canResume(after: error, command: command) {
@@ -111,9 +112,19 @@ enum Main {
 
 /// Runs a job so that SIGINT, SIGTERM and SIGHUP (a closed terminal) cancel it — the partial
 /// file and journal are kept for a resume — instead of killing the process mid-write.
+/// With `maxTime` (`-m`), the limit cancels it the same way (`TimeLimit`).
 enum Interruptible {
-    static func run(_ job: @escaping @Sendable () async throws(SpateError) -> Int32) async throws(SpateError) -> Int32 {
+    static func run(maxTime: Duration? = nil,
+                    _ job: @escaping @Sendable () async throws(SpateError) -> Int32) async throws(SpateError) -> Int32 {
         let task = Task { () async throws -> Int32 in try await job() }
+        let timer = maxTime.map { limit in
+            Task {
+                guard (try? await Task.sleep(for: limit)) != nil else { return }  // (cancelled: the job ended)
+                TimeLimit.markReached()
+                task.cancel()
+            }
+        }
+        defer { timer?.cancel() }
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
@@ -128,6 +139,7 @@ enum Interruptible {
             return try await task.value
         } catch let error as SpateError {
             if error.kind == .cancelled {
+                if TimeLimit.reached { throw TimeLimit.error }
                 Console.error("interrupted")
                 return error.kind.exitCode
             }

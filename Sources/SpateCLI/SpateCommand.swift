@@ -46,7 +46,8 @@ struct SpateCommand: ParsableCommand {
             Exit codes:
               0    success
               2    usage error (bad arguments, URL, header, checksum syntax)
-              3    network failure (connect, TLS, timeout, stall), after retries
+              3    network failure (connect, TLS, timeout, stall), after retries; or
+                   --max-time reached (partial file and journal kept)
               4    HTTP error status from the server (e.g. 403, 404, 503 after retries)
               5    checksum mismatch
               6    local I/O error (unwritable directory, output exists, disk full,
@@ -215,6 +216,11 @@ struct SpateCommand: ParsableCommand {
     @Option(name: .customLong("noproxy"), help: ArgumentHelp(
         "Hosts reached without the proxy: names, domains, addresses, comma-separated; * for all (as curl).", valueName: "LIST"))
     var noProxy: String?
+
+    @Option(name: [.customShort("m"), .customLong("max-time")], help: ArgumentHelp(
+        "Stop the whole run after SECONDS (retries, waits and every file of a batch included), as curl -m: exit 3, the partial file and journal kept for a resume.",
+        valueName: "SECONDS"))
+    var maxTime: Double?
 
     @Option(name: .customLong("resolve"), help: ArgumentHelp(
         "Connect to ADDRESS for HOST on PORT instead of what DNS gives (repeatable; IPv6 in brackets, as curl): the URL, Host header and TLS name stay HOST.",
