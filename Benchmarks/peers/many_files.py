@@ -166,6 +166,10 @@ def main():
     ap.add_argument("--loop-direct-io", action="store_true",
                     help="the --fresh-fs image's loop device writes with O_DIRECT (as a disk: no second page cache)")
     args = ap.parse_args()
+    if args.keep_outputs and args.fresh_fs:
+        ap.error("--keep-outputs is for the work directory's own disk; --fresh-fs makes a new file system every run")
+    if args.loop_direct_io and not args.fresh_fs:
+        ap.error("--loop-direct-io needs --fresh-fs")
 
     work = args.work_dir
     www = os.path.join(work, "www")

@@ -89,7 +89,8 @@ struct BatchJob: Sendable {
             throw error
         }
         progress.clear()
-        let interrupted = Task.isCancelled
+        // (A stop that came after the last file ended stopped nothing.)
+        let interrupted = Task.isCancelled && (summary.cancelled > 0 || Self.notStarted(summary, total: total) > 0)
         let stop = TimeLimit.explain(SpateError(.cancelled, "interrupted"))
         var code: Int32 = interrupted ? stop.kind.exitCode : summary.exitCode
         if let failure = manifest?.failure {

@@ -86,9 +86,8 @@ struct DownloadJob: Sendable {
         } catch {
             // Interrupted too (SIGINT/SIGTERM end here as `.cancelled`; --max-time as its own
             // error): the events end with `failed` and `summary` like any failure.
-            let error = TimeLimit.explain(error)
             if let log { DownloadJob.logFailure(error, file: file, to: log, elapsed: ContinuousClock.now - started) }
-            throw error
+            throw TimeLimit.explain(error)
         }
         Console.note(ProgressRenderer.summary(result, verb: verb))
         if let log {
@@ -101,13 +100,14 @@ struct DownloadJob: Sendable {
         return 0
     }
 
-    /// The last two events of a failed single download, which ran for `elapsed`.
+    /// The last two events of a failed single download, which ran for `elapsed`. One stopped
+    /// in flight (interrupted, or at --max-time) counts as cancelled, as a batch's files do.
     static func logFailure(_ error: SpateError, file: BatchFile, to log: EventLog, elapsed: Duration = .zero) {
         log.record(.failed(file, error))
         var summary = BatchSummary()
         summary.elapsed = elapsed
         if error.kind == .cancelled { summary.cancelled = 1 } else { summary.failed = 1 }
-        log.summary(summary, exitCode: error.kind.exitCode)
+        log.summary(summary, exitCode: TimeLimit.explain(error).kind.exitCode)
     }
 
     /// Runs `download`, rendering its events (and writing them to `log`) until it ends.

@@ -53,6 +53,8 @@ final class EventLog: Sendable {
             line.add("skipped", true)
             write(line)
         case .failed(let file, let error):
+            // A file stopped in flight by --max-time says so (exit 3), not "cancelled" (130).
+            let error = TimeLimit.explain(error)
             var line = begin("failed", file)
             line.add("exit_code", error.kind.exitCode)
             line.add("error", error.message)

@@ -218,7 +218,7 @@ struct SpateCommand: ParsableCommand {
     var noProxy: String?
 
     @Option(name: [.customShort("m"), .customLong("max-time")], help: ArgumentHelp(
-        "Stop the whole run after SECONDS (retries, waits and every file of a batch included), as curl -m: exit 3, the partial file and journal kept for a resume.",
+        "Stop the whole run after SECONDS (retries, waits and every file of a batch included), as curl -m: exit 3, the partial file and journal kept for a resume. 0: no limit.",
         valueName: "SECONDS"))
     var maxTime: Double?
 

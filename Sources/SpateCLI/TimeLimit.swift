@@ -10,13 +10,13 @@ import Synchronization
 enum TimeLimit {
     private static let state = Mutex<(seconds: Double, reached: Bool)>((0, false))
 
-    static let range: ClosedRange<Double> = 0.001...31_536_000
+    static let range: ClosedRange<Double> = 0...31_536_000
 
-    /// Parses and records the limit; nil when not given.
+    /// Parses and records the limit; nil when not given, or 0 (no limit, as curl's `-m 0`).
     static func parse(_ seconds: Double?) throws(SpateError) -> Duration? {
-        guard let seconds else { return nil }
+        guard let seconds, seconds != 0 else { return nil }
         guard range.contains(seconds) else {
-            throw SpateError(.usage, "--max-time must be between 0.001 and 31536000 seconds (a year)")
+            throw SpateError(.usage, "--max-time must be between 0 (no limit) and 31536000 seconds (a year)")
         }
         state.withLock { $0.seconds = seconds }
         return .milliseconds(Int64((seconds * 1000).rounded(.up)))

@@ -48,13 +48,16 @@ public final class Download: Sendable {
     }
 
     /// The probe's answer, when a batch's small-file fetch already has it (taken by `run`).
-    private let prefetched: RemoteResolver.Prefetched?
+    /// Taken by `run` (once): it may hold a paused reply and its connection slot
+    /// (`Prefetched.handover`), which must go as soon as the engine is done with it, not when
+    /// this object goes.
+    private let prefetched: Mutex<RemoteResolver.Prefetched?>
 
     /// - Parameter prefetched: the probe's answer, when a batch's small-file fetch already has it.
     init(url: RemoteURL, to destination: String, options: DownloadOptions, session: DownloadSession?, priority: UInt64,
          prefetched: RemoteResolver.Prefetched? = nil, observer: (@Sendable (DownloadEvent) -> Void)?) throws(SpateError) {
         try options.validate()
-        self.prefetched = prefetched
+        self.prefetched = Mutex(prefetched)
         self.priority = priority
         self.observer = observer
         self.url = url
@@ -114,6 +117,10 @@ public final class Download: Sendable {
                 guard task == nil, let engine = engineBox.withLock({ $0 }) else { return }
                 task = Task { await Download.reportProgress(engine: engine, interval: interval, clock: session.clock) }
             }
+        }
+        let prefetched = self.prefetched.withLock { taken in
+            defer { taken = nil }
+            return taken
         }
         let engine = DownloadEngine(url: url, destination: destination, options: options, session: session,
                                     priority: priority, prefetched: prefetched) { event in

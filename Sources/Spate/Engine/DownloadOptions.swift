@@ -125,6 +125,10 @@ public struct DownloadOptions: Sendable {
     /// so does an `Authorization` header given with `-H`). Nil: no netrc.
     public var netrcFile: String?
     /// Addresses to connect to for some hosts instead of DNS's (`--resolve`, as curl's).
+    /// libcurl keeps them in the session's DNS cache, shared by its downloads: within one
+    /// `DownloadSession` an entry applies to every download of that host and port from the
+    /// first request that carries it, and a later entry for the same host and port replaces
+    /// it for all. Give every download of a session the same entries (the CLI does).
     public var resolve: [ResolveOverride] = []
     /// The `User-Agent` header (`-A`); nil: `spate/VERSION`. A `User-Agent` given with `-H`
     /// wins (libcurl sends the custom header instead).

@@ -24,10 +24,11 @@ public struct ResolveOverride: Sendable, Hashable, CustomStringConvertible {
         guard let secondColon = rest.firstIndex(of: ":") else { throw bad("no address") }
         let portText = rest[..<secondColon]
         let addressText = rest[rest.index(after: secondColon)...]
-        guard !host.isEmpty, host.utf8.count <= 253,
+        // (A leading '-' is libcurl's syntax for removing an entry, and no host name has one.)
+        guard !host.isEmpty, host.utf8.count <= 253, !host.hasPrefix("-"),
               host.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_")
                   || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
-        else { throw bad("the host must be a name (letters, digits, '-', '.', '_')") }
+        else { throw bad("the host must be a name (letters, digits, '-', '.', '_'; not starting with '-')") }
         guard portText.utf8.count <= 5, portText.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
               let port = Int(portText), (1...65535).contains(port) else { throw bad("the port must be 1-65535") }
         var addresses: [String] = []

@@ -11,7 +11,9 @@ struct ResolveTests {
     static let name = "spate-test.invalid"
 
     @Test func resolveConnectsToTheAddressAndKeepsTheName() async throws {
-        try await withTestServer(hosts: ["127.0.0.2"]) { server in
+        // Listening on both addresses, one port: where each request arrived shows which
+        // address spate connected to.
+        try await withTestServer(hosts: ["127.0.0.1", "127.0.0.2"]) { server in
             let content = GeneratedContent(seed: 180, size: 3 << 20)
             server.addFile("/f.bin", TestServer.File(content: content))
             let port = try #require(URLComponents(string: server.url("/f.bin", host: "127.0.0.2"))?.port)
@@ -50,7 +52,7 @@ struct ResolveTests {
 
     @Test(arguments: [
         "nothing", "h:80", "h:0:127.0.0.1", "h:70000:127.0.0.1", "h:80:", "h:80:example.com", "h:80:::1",
-        "h:80:127.0.0.1,", ":80:127.0.0.1", "h/x:80:127.0.0.1", "h:8o:127.0.0.1",
+        "h:80:127.0.0.1,", ":80:127.0.0.1", "h/x:80:127.0.0.1", "h:8o:127.0.0.1", "-h:80:127.0.0.1",
     ])
     func aBadResolveEntryIsAUsageError(entry: String) async throws {
         let out = try await CLIRunner.run(["http://\(Self.name)/f", "--resolve", entry, "-o", "/dev/null"])

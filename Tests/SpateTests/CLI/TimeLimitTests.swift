@@ -36,8 +36,12 @@ struct TimeLimitTests {
             #expect(stopped.stderr.contains("stopped at --max-time 3 s"), "\(stopped.stderr)")
             #expect(stopped.stderr.contains("the partial file and its journal are kept"), "\(stopped.stderr)")
             #expect(!stopped.stderr.contains("interrupted"), "\(stopped.stderr)")
-            let events = try String(contentsOfFile: dir.file("events.ndjson"), encoding: .utf8)
-            #expect(events.contains("\"exit_code\":3"), "\(events.suffix(400))")
+            let events = try String(contentsOfFile: dir.file("events.ndjson"), encoding: .utf8).split(separator: "\n")
+            let failed = try #require(events.first { $0.contains("\"event\":\"failed\"") }, "\(events.suffix(3))")
+            #expect(failed.contains("\"exit_code\":3") && failed.contains("stopped at --max-time 3 s"), "\(failed)")
+            let summary = try #require(events.last)
+            #expect(summary.contains("\"event\":\"summary\"") && summary.contains("\"exit_code\":3")
+                    && summary.contains("\"cancelled\":1"), "stopped in flight, as a batch's files: \(summary)")
             #expect(!FileManager.default.fileExists(atPath: dir.file("f.bin")))
             #expect(FileManager.default.fileExists(atPath: dir.file("f.bin.part.journal")))
 
@@ -57,17 +61,33 @@ struct TimeLimitTests {
             #expect(out.status == 3, "\(out.stderr)")
             #expect(out.stderr.contains("stopped at --max-time 2 s; run the same command again to resume"), "\(out.stderr)")
             let events = try String(contentsOfFile: dir.file("events.ndjson"), encoding: .utf8)
-            let summary = try #require(events.split(separator: "\n").last)
+            let lines = events.split(separator: "\n")
+            let summary = try #require(lines.last)
             #expect(summary.contains("\"event\":\"summary\"") && summary.contains("\"exit_code\":3"), "\(summary)")
+            let failed = lines.filter { $0.contains("\"event\":\"failed\"") }
+            #expect(failed.count == 2 && failed.allSatisfy { $0.contains("\"exit_code\":3") && $0.contains("stopped at --max-time 2 s") },
+                    "each file in flight says why it stopped: \(failed)")
             #expect(!FileManager.default.fileExists(atPath: dir.file("out/f.bin")))
         }
     }
 
-    @Test(arguments: ["0", "-1", "abc", "40000000"])
+    @Test(arguments: ["-1", "abc", "40000000", "nan"])
     func aBadLimitIsAUsageError(value: String) async throws {
         let out = try await CLIRunner.run(["http://127.0.0.1:9/f", "-m", value, "-o", "/dev/null"])
         #expect(out.status == 2, "\(value): \(out.stderr)")
         #expect(out.stderr.split(separator: "\n").count == 1, "\(out.stderr)")
+    }
+
+    /// `-m 0` is no limit, as curl's.
+    @Test func zeroIsNoLimit() async throws {
+        try await withTestServer { server in
+            let content = GeneratedContent(seed: 191, size: 1 << 20)
+            server.addFile("/f.bin", TestServer.File(content: content))
+            let dir = try TemporaryDirectory()
+            let out = try await CLIRunner.run([server.url("/f.bin"), "-o", dir.file("f.bin"), "-m", "0"])
+            #expect(out.status == 0, "\(out.stderr)")
+            #expect(compareFile(dir.file("f.bin"), with: content) == nil)
+        }
     }
 
     @Test func helpAndReadmeDescribeIt() throws {
