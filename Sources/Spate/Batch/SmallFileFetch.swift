@@ -211,14 +211,6 @@ final class SmallFileFetch: Sendable {
             finish(fetch, .cancelled)
             return
         }
-        // A reply handed over keeps its slot while its connection stays open: given back when
-        // the `Download` has streamed it, or when the hand-over is dropped (every path below
-        // but the fall-back drops it).
-        let budgets = session.budgets
-        outcome.handover?.keep { budgets.release(slot) }
-        func releaseSlot() {
-            if outcome.handover == nil { budgets.release(slot) }
-        }
         let (target, cancelled) = fetch.state.withLock { s -> (RemoteURL, Bool) in
             s.phase = .idle
             if s.timeToFirstByte == nil { s.timeToFirstByte = outcome.timeToFirstByte }
@@ -232,7 +224,7 @@ final class SmallFileFetch: Sendable {
         } catch {
             // What the engine's probe throws at once (no Location, too many redirects, a bad
             // Content-Range): the file fails as its `Download` would.
-            releaseSlot()
+            session.budgets.release(slot, unlessKeptBy: outcome.handover)
             finish(fetch, cancelled ? .cancelled : .failed(error, afterWritten: false))
             return
         }
@@ -240,7 +232,9 @@ final class SmallFileFetch: Sendable {
             // As the engine's probe: the host's budget hears of it at once.
             emit(.file(fetch.file, .notice(notice)))
         }
-        releaseSlot()
+        // (A reply handed over keeps its slot until the `Download` has streamed it, or until the
+        // hand-over is dropped: every path below but the fall-back drops it.)
+        session.budgets.release(slot, unlessKeptBy: outcome.handover)
         if cancelled {
             finish(fetch, .cancelled)
             return

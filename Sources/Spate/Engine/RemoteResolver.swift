@@ -230,12 +230,7 @@ final class RemoteResolver: Sendable {
                 transport.session.budgets.release(slot)
                 throw error
             }
-            if let handover = outcome.handover {
-                let budgets = transport.session.budgets
-                handover.keep { budgets.release(slot) }
-            } else {
-                transport.session.budgets.release(slot)
-            }
+            transport.session.budgets.release(slot, unlessKeptBy: outcome.handover)
             // (The loop told the session's `HostOutages` of the reply as its head arrived.)
             if outcome.head != nil { streak.end(gaveUp: false) }
             let reply = try ProbeReply.read(outcome, sink: sink, target: target, redirects: &redirects,

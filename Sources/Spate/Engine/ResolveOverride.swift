@@ -12,6 +12,8 @@ public struct ResolveOverride: Sendable, Hashable, CustomStringConvertible {
     public let port: Int
     /// IPv4 dotted quads, or IPv6 addresses (given in brackets, stored without).
     public let addresses: [String]
+    /// The entry as libcurl's `CURLOPT_RESOLVE` takes it (made once: every request carries it).
+    let curlEntry: String
 
     /// Parses `HOST:PORT:ADDRESS[,ADDRESS...]`; IPv6 addresses in brackets (`[::1]`).
     public init(parsing text: String) throws(SpateError) {
@@ -44,16 +46,12 @@ public struct ResolveOverride: Sendable, Hashable, CustomStringConvertible {
         self.host = host
         self.port = port
         self.addresses = addresses
+        curlEntry = "\(host):\(port):" + addresses.map { $0.contains(":") ? "[\($0)]" : $0 }.joined(separator: ",")
     }
 
     private static func isAddress(_ text: String, family: Int32) -> Bool {
         var buffer = [UInt8](repeating: 0, count: 16)
         return inet_pton(family, text, &buffer) == 1
-    }
-
-    /// The entry as libcurl's `CURLOPT_RESOLVE` takes it.
-    var curlEntry: String {
-        "\(host):\(port):" + addresses.map { $0.contains(":") ? "[\($0)]" : $0 }.joined(separator: ",")
     }
 
     public var description: String { curlEntry }

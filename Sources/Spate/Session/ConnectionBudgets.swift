@@ -100,6 +100,17 @@ final class ConnectionBudgets: Sendable {
     }
 
     /// Gives a slot back when its request ended; the first waiters that now fit get slots.
+    /// Gives `slot` back once its request's reply is read — unless the reply was handed over
+    /// (`TransferOutcome.handover`): its connection stays open, so the paused transfer keeps
+    /// the slot until it ends, adopted or dropped (`TransferHandover.keep`).
+    func release(_ slot: BudgetSlot, unlessKeptBy handover: TransferHandover?) {
+        if let handover {
+            handover.keep { [self] in release(slot) }
+        } else {
+            release(slot)
+        }
+    }
+
     func release(_ slot: BudgetSlot) {
         let granted = state.withLock { s -> [(Waiter, BudgetSlot)] in
             guard s.held.removeValue(forKey: slot.id) != nil else { preconditionFailure("slot \(slot.id) released twice") }
